@@ -1,0 +1,203 @@
+"""`semaphore runner setup|register|start|unregister --config FILE`."""
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from agent.config import (
+    RunnerConfig,
+    RunnerConfigError,
+    RunnerSection,
+    load_runner_config,
+    save_runner_config,
+    write_private_file,
+)
+from agent.connection import RunnerConnection, RunnerRefused
+from agent.logs import configure_logging
+from agent.registration import RegistrationError, register, unregister
+from agent.worker import TaskWorker
+
+log = structlog.get_logger("agent.cli")
+
+
+def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Attach `runner ...` to a `semaphore` parser (installed CLI and frozen runner alike)."""
+    runner = subparsers.add_parser("runner", help="set up, register and run a remote runner")
+    commands = runner.add_subparsers(dest="runner_command", required=True)
+
+    setup = commands.add_parser("setup", help="write the runner's config file")
+    _config_arg(setup)
+    setup.add_argument("--web-host", help="the hub's address, e.g. http://hub:3000")
+    setup.add_argument("--registration-token", help="the hub's runner registration token")
+    setup.add_argument("--max-parallel-tasks", type=int, help="tasks run at once (0: no limit)")
+    setup.add_argument("--tmp-path", help="where tasks are checked out and run")
+    setup.add_argument("--token-file", help="file that will hold the runner's token")
+    setup.add_argument("--name", help="runner name shown on the hub (default: host name)")
+    setup.add_argument("--tags", help="comma-separated tags, matched by templates' runner_tag")
+    setup.add_argument("--non-interactive", action="store_true",
+                       help="never prompt, even at a terminal")
+    setup.set_defaults(handler=cmd_setup)
+
+    for name, handler, text in (
+            ("register", cmd_register, "register with the hub and store the runner's token"),
+            ("start", cmd_start, "connect to the hub and run tasks"),
+            ("unregister", cmd_unregister, "remove this runner from the hub")):
+        command = commands.add_parser(name, help=text)
+        _config_arg(command)
+        command.set_defaults(handler=handler)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="runner config file (JSON)")
+    parser.add_argument("--log-format", choices=["json", "console"], default="json")
+
+
+def run_runner_command(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format)
+    try:
+        return args.handler(args)
+    except (RunnerConfigError, RegistrationError, RunnerRefused) as exc:
+        print(f"semaphore runner {args.runner_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+# setup
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    existing = load_runner_config(path) if path.exists() else RunnerConfig()
+    interactive = sys.stdin.isatty() and not args.non_interactive
+    section = existing.runner
+
+    def answer(flag_value, prompt: str, current):
+        if flag_value is not None:
+            return flag_value
+        if interactive:
+            shown = current if current not in (None, "") else ""
+            reply = input(f"{prompt}{f' [{shown}]' if shown != '' else ''}: ").strip()
+            return reply or current
+        return current
+
+    web_host = answer(args.web_host, "Hub address (e.g. http://hub:3000)", existing.web_host)
+    tags = answer(args.tags, "Tags (comma-separated)", ",".join(section.tags))
+    config = RunnerConfig(web_host=web_host, runner=RunnerSection(
+        registration_token=answer(args.registration_token, "Registration token",
+                                  section.registration_token),
+        token=section.token,
+        token_file=answer(args.token_file, "Token file", section.token_file
+                          or str(path.with_name("runner.token"))),
+        max_parallel_tasks=int(answer(args.max_parallel_tasks, "Max parallel tasks",
+                                      section.max_parallel_tasks)),
+        tmp_path=answer(args.tmp_path, "Work folder", section.tmp_path),
+        webhook=section.webhook,
+        private_key_file=section.private_key_file,
+        name=answer(args.name, "Runner name", section.name),
+        tags=[t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str)
+        else list(tags)))
+    config.validate(path)
+    save_runner_config(path, config)
+    print(f"Wrote {path}. Next: semaphore runner register --config {path}")
+    return 0
+
+
+# register / unregister
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    config = load_runner_config(path)
+    token = register(config)
+    if config.runner.token_file:
+        token_path = Path(config.runner.token_file)
+        token_path.parent.mkdir(parents=True, exist_ok=True)
+        write_private_file(token_path, token + "\n")
+        where = str(token_path)
+    else:
+        config.runner.token = token
+        save_runner_config(path, config)
+        where = f"{path} (runner.token)"
+    print(f"Registered with {config.web_host}; token stored in {where}. "
+          f"Next: semaphore runner start --config {path}")
+    return 0
+
+
+def cmd_unregister(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    config = load_runner_config(path)
+    token = _require_token(config, path)
+    unregister(config, token)
+    if config.runner.token_file:
+        Path(config.runner.token_file).unlink(missing_ok=True)
+    if config.runner.token:
+        config.runner.token = ""
+        save_runner_config(path, config)
+    print(f"Unregistered from {config.web_host}.")
+    return 0
+
+
+def _require_token(config: RunnerConfig, path: Path) -> str:
+    token = config.read_token(path)
+    if not token:
+        raise RunnerConfigError(
+            f"{path}: this runner has no token yet; run "
+            f"`semaphore runner register --config {path}` first")
+    return token
+
+
+# start
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    config = load_runner_config(path)
+    token = _require_token(config, path)
+    Path(config.runner.tmp_path).mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_serve(config, token))
+
+
+async def _serve(config: RunnerConfig, token: str) -> int:
+    worker = TaskWorker(config.runner.tmp_path, config.runner.max_parallel_tasks,
+                        emit=lambda frame: None)
+    connection = RunnerConnection(config.websocket_url(), token, worker,
+                                  name=config.display_name, tags=config.runner.tags,
+                                  disk_path=config.runner.tmp_path)
+    stop = asyncio.Event()
+    drain = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signame: str) -> None:
+        # First SIGTERM/SIGINT: drain (no new tasks, finish and deliver the running ones).
+        # Second: stop the running tasks now; they are reported as stopped.
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("runner.draining", signal=signame, running=worker.running_ids)
+            worker.draining = True
+            drain.set()
+        else:
+            log.info("runner.stopping_tasks", signal=signame, running=worker.running_ids)
+            worker.stop_all(f"runner stopped ({signame})")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    async def stop_when_drained() -> None:
+        await drain.wait()
+        await worker.wait_idle()
+        stop.set()
+
+    drainer = asyncio.create_task(stop_when_drained())
+    log.info("runner.starting", url=connection.url, name=config.display_name,
+             tags=config.runner.tags, max_parallel_tasks=config.runner.max_parallel_tasks)
+    try:
+        await connection.run(stop)
+    finally:
+        drainer.cancel()
+    log.info("runner.stopped")
+    return 0

@@ -1,0 +1,126 @@
+"""The runner's configuration file: Semaphore's config.runner.json shape, plus name and tags.
+
+    {"web_host": "https://hub.example.com",
+     "runner": {"registration_token": "...", "token": "", "token_file": "/etc/semaphore/token",
+                "max_parallel_tasks": 1, "tmp_path": "/var/lib/semaphore-runner",
+                "webhook": "", "private_key_file": "", "name": "web-1", "tags": ["prod"]}}
+
+A missing or unreadable file, a file that is not JSON, an unknown key or a wrong value ends
+the command with a message naming the file and the key.
+"""
+
+import json
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+
+class RunnerConfigError(Exception):
+    """The runner configuration cannot be used; the message names the file and the problem."""
+
+
+class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    registration_token: str = ""
+    token: str = ""
+    token_file: str = ""
+    max_parallel_tasks: int = 1
+    tmp_path: str = "/tmp/semaphore-runner"
+    webhook: str = ""
+    private_key_file: str = ""
+    name: str = ""
+    tags: list[str] = []
+
+
+class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    web_host: str = ""
+    runner: RunnerSection = msgspec.field(default_factory=RunnerSection)
+
+    @property
+    def display_name(self) -> str:
+        return self.runner.name or socket.gethostname()
+
+    def websocket_url(self) -> str:
+        """http(s)://host[/prefix] -> ws(s)://host[/prefix]/api/internal/runners/ws"""
+        parts = urlsplit(self.web_host)
+        scheme = {"http": "ws", "https": "wss"}[parts.scheme]
+        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/internal/runners/ws"
+
+    def api_url(self, path: str) -> str:
+        return f"{self.web_host.rstrip('/')}{path}"
+
+    def validate(self, path: Path) -> None:
+        parts = urlsplit(self.web_host)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RunnerConfigError(
+                f"{path}: `web_host` must be the hub's address, like http://hub:3000, "
+                f"got {self.web_host!r}")
+        if self.runner.max_parallel_tasks < 0:
+            raise RunnerConfigError(f"{path}: `runner.max_parallel_tasks` must be >= 0")
+        if not self.runner.tmp_path:
+            raise RunnerConfigError(f"{path}: `runner.tmp_path` must not be empty")
+
+    def read_token(self, path: Path) -> str:
+        """The runner's own token: inline, or from token_file."""
+        if self.runner.token:
+            return self.runner.token
+        if self.runner.token_file:
+            token_path = Path(self.runner.token_file)
+            try:
+                return token_path.read_text().strip()
+            except FileNotFoundError:
+                return ""
+            except OSError as exc:
+                raise RunnerConfigError(
+                    f"cannot read runner.token_file {token_path}: {exc.strerror}") from None
+        return ""
+
+
+def load_runner_config(path: str | os.PathLike) -> RunnerConfig:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RunnerConfigError(
+            f"runner config {path} does not exist; create it with "
+            f"`semaphore runner setup --config {path}`") from None
+    except OSError as exc:
+        raise RunnerConfigError(f"cannot read runner config {path}: {exc.strerror}") from None
+    try:
+        config = msgspec.json.decode(raw, type=RunnerConfig)
+    except msgspec.ValidationError as exc:
+        raise RunnerConfigError(f"{path}: {_name_key(exc)}") from None
+    except msgspec.DecodeError as exc:
+        raise RunnerConfigError(f"{path} is not valid JSON: {exc}") from None
+    config.validate(path)
+    return config
+
+
+def save_runner_config(path: str | os.PathLike, config: RunnerConfig) -> None:
+    """Write the config (mode 0600: it may hold tokens), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = msgspec.to_builtins(config)
+    write_private_file(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing any old one atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _name_key(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    problem, _, where = text.partition(" - at `$.")
+    where = where.rstrip("`")
+    if problem.startswith("Object contains unknown field"):
+        key = problem.split("`")[1]
+        return f"unknown key `{where + '.' if where else ''}{key}`"
+    return f"key `{where}`: {problem}" if where else problem

@@ -1,0 +1,171 @@
+"""The runner's session with the hub: connect out, hello/welcome, then frames both ways.
+
+One persistent websocket; on any loss it reconnects with jittered, capped exponential backoff
+and resends, from the hub's last acked seq, every output frame the hub has not stored. A
+refused token is not a loss: it ends the runner with a message saying to register.
+"""
+
+import asyncio
+import platform
+import socket
+import time
+
+import structlog
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agent.backoff import backoff_delays
+from agent.metrics import read_metrics
+from agent.version import RUNNER_VERSION
+from agent.worker import TaskWorker
+from protocol.codec import ProtocolError, decode_hub_frame, encode
+from protocol.frames import Ack, Assign, Cancel, Error, Heartbeat, Hello, RunnerFrame, Welcome
+from protocol.limits import MAX_FRAME_BYTES
+from protocol.version import PROTOCOL_VERSION
+
+log = structlog.get_logger("agent.connection")
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class RunnerRefused(Exception):
+    """The hub will not take this runner as it is (bad token, disabled, wrong version)."""
+
+
+class RunnerConnection:
+    def __init__(self, url: str, token: str, worker: TaskWorker, *, name: str,
+                 tags: list[str], disk_path: str):
+        self.url = url
+        self.token = token
+        self.worker = worker
+        self.name = name
+        self.tags = tags
+        self.disk_path = disk_path
+        self.connected = asyncio.Event()
+        self.runner_id: int | None = None
+        self._outbox: asyncio.Queue[RunnerFrame] | None = None
+        self._stopping = False
+        worker.emit = self.emit
+
+    def emit(self, frame: RunnerFrame) -> None:
+        """Queue a frame for the live session; without one, the ledger keeps output for later."""
+        if self._outbox is not None:
+            self._outbox.put_nowait(frame)
+
+    async def run(self, until: asyncio.Event) -> None:
+        """Stay connected until `until` is set; raises RunnerRefused if the hub says no."""
+        delays = backoff_delays()
+        attempt = 0
+        while not until.is_set():
+            attempt += 1
+            try:
+                await self._session(until)
+                delays = backoff_delays()  # a session that got going resets the backoff
+                attempt = 0
+                if until.is_set():
+                    return
+                log.warning("runner.disconnected", url=self.url)
+            except RunnerRefused:
+                raise
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                body = exc.response.body.decode(errors="replace").strip()
+                if status in (401, 403):
+                    raise RunnerRefused(f"the hub refused this runner's token ({status}: "
+                                        f"{body or 'unauthorized'})") from None
+                log.warning("runner.connect.failed", url=self.url, attempt=attempt,
+                            error=f"HTTP {status} {body}")
+            except (OSError, TimeoutError, ConnectionClosed, websockets.InvalidHandshake,
+                    ProtocolError) as exc:
+                log.warning("runner.connect.failed", url=self.url, attempt=attempt,
+                            error=str(exc) or type(exc).__name__)
+            finally:
+                self._outbox = None
+                self.connected.clear()
+            delay = next(delays)
+            log.info("runner.reconnect.wait", seconds=round(delay, 2), attempt=attempt)
+            try:
+                await asyncio.wait_for(until.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _session(self, until: asyncio.Event) -> None:
+        async with connect(self.url, additional_headers={"Authorization":
+                                                         f"Bearer {self.token}"},
+                           max_size=MAX_FRAME_BYTES, compression=None,
+                           open_timeout=HANDSHAKE_TIMEOUT, ping_interval=20,
+                           ping_timeout=20, close_timeout=5) as ws:
+            welcome = await self._handshake(ws)
+            self.runner_id = welcome.runner_id
+            structlog.contextvars.bind_contextvars(runner_id=welcome.runner_id)
+            outbox: asyncio.Queue[RunnerFrame] = asyncio.Queue()
+            acked = {a.task_id: a.seq for a in welcome.acked}
+            for frame in self.worker.unacked_frames(acked):
+                outbox.put_nowait(frame)
+            self._outbox = outbox  # from here on, new frames queue behind the resends
+            self.connected.set()
+            log.info("runner.connected", url=self.url, session_id=welcome.session_id,
+                     resent=outbox.qsize())
+            tasks = [asyncio.create_task(coro) for coro in (
+                self._send_loop(ws, outbox), self._receive_loop(ws),
+                self._heartbeat_loop(ws, welcome.heartbeat_interval), until.wait())]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
+
+    async def _handshake(self, ws: ClientConnection) -> Welcome:
+        hello = Hello(protocol_version=PROTOCOL_VERSION, runner_version=RUNNER_VERSION,
+                      name=self.name, tags=self.tags,
+                      max_parallel_tasks=self.worker.max_parallel_tasks,
+                      platform=f"{platform.system().lower()}/{platform.machine()}",
+                      held_tasks=self.worker.held_tasks())
+        await ws.send(encode(hello).decode())
+        frame = decode_hub_frame(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT))
+        if isinstance(frame, Error):
+            raise RunnerRefused(f"the hub refused the session: {frame.message}")
+        if not isinstance(frame, Welcome):
+            raise ProtocolError("unexpected_frame", f"expected welcome, got {type(frame).__name__}")
+        return frame
+
+    async def _send_loop(self, ws: ClientConnection, outbox: asyncio.Queue) -> None:
+        while True:
+            frame = await outbox.get()
+            await ws.send(encode(frame).decode())
+
+    async def _receive_loop(self, ws: ClientConnection) -> None:
+        async for message in ws:
+            try:
+                frame = decode_hub_frame(message)
+            except ProtocolError as exc:
+                log.error("hub.frame.invalid", error=exc.message)
+                await ws.close(exc.close_code, exc.code)
+                return
+            if isinstance(frame, Assign):
+                self.worker.assign(frame.task_id, frame.spec)
+            elif isinstance(frame, Ack):
+                self.worker.ack(frame.task_id, frame.seq, frame.finished)
+            elif isinstance(frame, Cancel):
+                self.worker.cancel(frame.task_id, frame.reason)
+            elif isinstance(frame, Error):
+                log.warning("hub.error", code=frame.code, message=frame.message)
+        if ws.close_code not in (None, 1000, 1001):
+            log.warning("runner.closed_by_hub", code=ws.close_code, reason=ws.close_reason)
+
+    async def _heartbeat_loop(self, ws: ClientConnection, interval: float) -> None:
+        while True:
+            frame = Heartbeat(time=time.time(), running=self.worker.running_ids,
+                              metrics=read_metrics(self.disk_path),
+                              draining=self.worker.draining)
+            self.emit(frame)
+            await asyncio.sleep(interval)
+
+
+def default_runner_name() -> str:
+    return socket.gethostname()

@@ -1,0 +1,192 @@
+"""Runs one task as real processes: checkout, then the app's program, streaming its output."""
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from agent.apps import UnsupportedApp, build_command
+from agent.output import OutputCoalescer, pump_pipe
+from protocol.frames import TaskSpec
+
+log = structlog.get_logger("agent.executor")
+
+# After the process ends, how long its pipes may stay open (a daemon it left behind holds
+# them) before we stop reading.
+PIPE_DRAIN_TIMEOUT = 5.0
+
+
+@dataclass
+class Outcome:
+    status: str  # success | error | stopped
+    exit_code: int | None = None
+    message: str = ""
+    commit_hash: str = ""
+    commit_message: str = ""
+
+
+class TaskExecution:
+    """One task's processes. `run()` returns how it ended; `stop()` ends it early."""
+
+    def __init__(self, task_id: int, spec: TaskSpec, work_root: Path, sink: OutputCoalescer,
+                 kill_grace: float = 5.0, max_duration_sec: int = 0):
+        self.task_id = task_id
+        self.spec = spec
+        self.work_dir = work_root / f"task_{task_id}"
+        self.sink = sink
+        self.kill_grace = kill_grace
+        limits = [t for t in (spec.timeout_sec, max_duration_sec) if t > 0]
+        self.timeout = min(limits) if limits else None
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self.log = log.bind(task_id=task_id)
+
+    def stop(self, reason: str = "stopped by user") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    async def run(self) -> Outcome:
+        try:
+            return await self._run()
+        finally:
+            self.sink.flush()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def _run(self) -> Outcome:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            command = build_command(self.spec)
+        except UnsupportedApp as exc:
+            await self._say(f"{exc}\n")
+            return Outcome("error", message=str(exc))
+        outcome = Outcome("success")
+        cwd = await self._checkout(outcome)
+        if cwd is None:
+            return outcome
+        if self._stop.is_set():
+            return Outcome("stopped", message=self._stop_reason)
+        env = {**os.environ, **self.spec.environment, **self.spec.secrets,
+               "SEMAPHORE_TASK_ID": str(self.task_id)}
+        started = time.monotonic()
+        exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout)
+        outcome.exit_code = exit_code
+        if ended_by == "stop":
+            outcome.status, outcome.message = "stopped", self._stop_reason
+        elif ended_by == "timeout":
+            outcome.status = "error"
+            outcome.message = f"timed out after {self.timeout} s"
+            await self._say(f"Task {outcome.message}; its processes were killed\n")
+        elif exit_code != 0:
+            outcome.status, outcome.message = "error", f"exit code {exit_code}"
+        self.log.info("task.process.ended", exit_code=exit_code, status=outcome.status,
+                      seconds=round(time.monotonic() - started, 3))
+        return outcome
+
+    async def _checkout(self, outcome: Outcome) -> Path | None:
+        """Clone the repository (or use an absolute path as it is); None if that failed."""
+        repo = self.spec.repository
+        if repo is None:
+            return self.work_dir
+        if repo.url.startswith("/"):
+            # As Semaphore does: an absolute path is a folder on the runner, used in place.
+            path = Path(repo.url)
+            if not path.is_dir():
+                outcome.status = "error"
+                outcome.message = f"repository folder {path} does not exist on this runner"
+                await self._say(outcome.message + "\n")
+                return None
+            await self._commit_info(path, outcome)
+            return path
+        target = self.work_dir / "repository"
+        args = ["git", "clone", "--depth", "1"]
+        if repo.branch:
+            args += ["--branch", repo.branch]
+        args += ["--", repo.url, str(target)]
+        await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
+                                                 else "") + "\n")
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
+        if ended_by == "stop":
+            outcome.status, outcome.message = "stopped", self._stop_reason
+            return None
+        if code != 0:
+            outcome.status, outcome.exit_code = "error", code
+            outcome.message = f"git clone failed with exit code {code}"
+            await self._say(outcome.message + "\n")
+            return None
+        await self._commit_info(target, outcome)
+        return target
+
+    async def _commit_info(self, path: Path, outcome: Outcome) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "git", "-C", str(path), "log", "-1", "--format=%H%n%s",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        if proc.returncode == 0:
+            commit_hash, _, message = out.decode(errors="replace").partition("\n")
+            outcome.commit_hash, outcome.commit_message = commit_hash, message.strip()
+
+    async def _run_process(self, argv: list[str], cwd: Path, env: dict[str, str],
+                           timeout: float | None) -> tuple[int | None, str]:
+        """Run argv in its own process group, streaming output; returns (exit code, why)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)
+        except OSError as exc:
+            await self._say(f"cannot start {argv[0]}: {exc.strerror or exc}\n")
+            return 127, "exit"
+        self._proc = proc
+        self.log.info("task.process.started", pid=proc.pid, argv=argv[:2])
+        pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
+                               pump_pipe(proc.stderr, "stderr", self.sink))
+        waiter = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        ended_by = "exit" if waiter in done else "stop" if stopper in done else "timeout"
+        stopper.cancel()
+        if ended_by != "exit":
+            await self._kill_group(proc, waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(pumps), PIPE_DRAIN_TIMEOUT)
+        except TimeoutError:
+            pumps.cancel()
+            await self._say("(output pipes still held open by a leftover process; "
+                            "stopped reading)\n")
+        self._proc = None
+        return proc.returncode, ended_by
+
+    async def _kill_group(self, proc: asyncio.subprocess.Process,
+                          waiter: asyncio.Future) -> None:
+        """SIGTERM the whole process group, SIGKILL it after the grace period."""
+        for sig, wait in ((signal.SIGTERM, self.kill_grace), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            if wait is None:
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), wait)
+                break
+            except TimeoutError:
+                self.log.warning("task.process.kill", pid=proc.pid,
+                                 reason=f"no exit {wait} s after SIGTERM")
+        await waiter
+        # Children that outlived the leader but kept the group: make sure they go too.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def _say(self, text: str) -> None:
+        """A line from the runner itself, in the task's output."""
+        await self.sink.write("stderr", text)

@@ -1,0 +1,101 @@
+"""Output from a task's pipes to numbered frames: line splitting, coalescing, backpressure.
+
+Lines are packed into one frame until it holds OUTPUT_FRAME_BYTES or the oldest line in it has
+waited OUTPUT_FLUSH_INTERVAL, so a chatty task sends a few large frames instead of one per line
+while a quiet one still looks live. Frames stay in the task's ledger until the hub acks them;
+when too many bytes are unacked the writer waits, which slows the task (its pipe fills) instead
+of growing memory.
+"""
+
+import asyncio
+import codecs
+import time
+from collections.abc import Callable
+
+from protocol.frames import Output, Stream
+from protocol.limits import OUTPUT_FLUSH_INTERVAL, OUTPUT_FRAME_BYTES, PARTIAL_LINE_FLUSH
+from protocol.session import OutputLedger
+
+# Unacked output a task may have before its writer waits for acks (bytes).
+MAX_UNACKED_BYTES = 8 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class OutputCoalescer:
+    """Packs text into Output frames numbered by the task's ledger and hands them to `emit`."""
+
+    def __init__(self, ledger: OutputLedger, emit: Callable[[Output], None],
+                 max_unacked_bytes: int = MAX_UNACKED_BYTES):
+        self._ledger = ledger
+        self._emit = emit
+        self._max_unacked = max_unacked_bytes
+        self._parts: list[str] = []
+        self._size = 0
+        self._stream: Stream = "stdout"
+        self._first_time = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def write(self, stream: Stream, text: str) -> None:
+        if not text:
+            return
+        await self._room.wait()
+        if self._parts and stream != self._stream:
+            self.flush()
+        if not self._parts:
+            self._stream = stream
+            self._first_time = time.time()
+            self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_INTERVAL,
+                                                                self.flush)
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= OUTPUT_FRAME_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is pending as one frame now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._parts:
+            return
+        data = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self._emit(self._ledger.next_frame(self._stream, data, self._first_time))
+        if self._ledger.unacked_bytes > self._max_unacked:
+            self._room.clear()
+
+    def acked(self) -> None:
+        """The ledger shrank: let a waiting writer go on if there is room again."""
+        if self._ledger.unacked_bytes <= self._max_unacked:
+            self._room.set()
+
+
+async def pump_pipe(reader: asyncio.StreamReader, stream: Stream,
+                    sink: OutputCoalescer) -> None:
+    """Copy a pipe to the sink: whole lines as they come, a partial line after a pause."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    partial = ""
+    while True:
+        try:
+            if partial:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), PARTIAL_LINE_FLUSH)
+            else:
+                chunk = await reader.read(READ_CHUNK)
+        except TimeoutError:
+            # A prompt or progress bar without a newline: show it rather than hold it.
+            await sink.write(stream, partial)
+            partial = ""
+            continue
+        if not chunk:
+            partial += decoder.decode(b"", final=True)
+            if partial:
+                await sink.write(stream, partial)
+            return
+        text = partial + decoder.decode(chunk)
+        cut = text.rfind("\n") + 1
+        partial = text[cut:]
+        if cut:
+            await sink.write(stream, text[:cut])

@@ -1,0 +1,65 @@
+"""Runner registration with the hub over plain HTTPS/HTTP (stdlib only: the runner is frozen)."""
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+from agent.config import RunnerConfig
+
+
+class RegistrationError(Exception):
+    """The hub refused or could not be reached; the message says which and why."""
+
+
+def _request(config: RunnerConfig, method: str, path: str, body: dict[str, Any] | None = None,
+             token: str = "", timeout: float = 30.0) -> dict[str, Any]:
+    url = config.api_url(path)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context() if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = _error_text(exc.read())
+        raise RegistrationError(f"{method} {url} failed: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RegistrationError(f"cannot reach the hub at {url}: {reason}") from None
+    return json.loads(raw) if raw.strip() else {}
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        return json.loads(raw).get("error", raw.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        return raw.decode(errors="replace").strip() or "no details"
+
+
+def register(config: RunnerConfig, public_key: str = "") -> str:
+    """Exchange the registration token for this runner's own token."""
+    if not config.runner.registration_token:
+        raise RegistrationError("runner.registration_token is empty: set it in the config "
+                                "(or with `semaphore runner setup`) before registering")
+    answer = _request(config, "POST", "/api/internal/runners", {
+        "registration_token": config.runner.registration_token,
+        "max_parallel_tasks": config.runner.max_parallel_tasks,
+        "webhook": config.runner.webhook,
+        "public_key": public_key,
+        "name": config.display_name,
+        "tags": config.runner.tags,
+    })
+    token = answer.get("token")
+    if not isinstance(token, str) or not token:
+        raise RegistrationError(f"the hub's answer has no token: {answer!r}")
+    return token
+
+
+def unregister(config: RunnerConfig, token: str) -> None:
+    """Delete this runner on the hub (authenticated by its own token)."""
+    _request(config, "DELETE", "/api/internal/runners", token=token)

@@ -1,0 +1,169 @@
+"""The runner's table of tasks: starts executions, numbers their output, keeps what is unacked.
+
+Transport-free: frames leave through the `emit` callback, so the same worker serves a remote
+runner (emit = send on the websocket) and the hub's embedded local runner (emit = hand the
+frame to the hub directly). A task stays held until the hub has acked its finished frame.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from agent.apps import UnsupportedApp, build_command
+from agent.executor import Outcome, TaskExecution
+from agent.output import OutputCoalescer
+from protocol.frames import (
+    Accepted,
+    Finished,
+    HeldTask,
+    Output,
+    Rejected,
+    RunnerFrame,
+    TaskSpec,
+)
+from protocol.session import OutputLedger
+
+log = structlog.get_logger("agent.worker")
+
+Emit = Callable[[RunnerFrame], None]
+
+
+@dataclass
+class HeldTaskState:
+    task_id: int
+    ledger: OutputLedger
+    sink: OutputCoalescer
+    execution: TaskExecution
+    runner: asyncio.Task | None = None
+    finished: Finished | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class TaskWorker:
+    def __init__(self, tmp_path: str | Path, max_parallel_tasks: int, emit: Emit,
+                 kill_grace: float = 5.0, max_duration_sec: int = 0):
+        self.work_root = Path(tmp_path)
+        self.max_parallel_tasks = max_parallel_tasks
+        self.emit = emit
+        self.kill_grace = kill_grace
+        self.max_duration_sec = max_duration_sec
+        self.tasks: dict[int, HeldTaskState] = {}
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # Frames from the hub.
+
+    def assign(self, task_id: int, spec: TaskSpec) -> None:
+        """Start the task unless it is held already (assign is idempotent)."""
+        if task_id in self.tasks:
+            self.emit(Accepted(task_id=task_id))
+            return
+        reason = self._refusal(spec)
+        if reason:
+            log.info("task.rejected", task_id=task_id, reason=reason)
+            self.emit(Rejected(task_id=task_id, reason=reason))
+            return
+        ledger = OutputLedger(task_id)
+        sink = OutputCoalescer(ledger, self._emit_output)
+        execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
+                                  self.max_duration_sec)
+        state = HeldTaskState(task_id, ledger, sink, execution)
+        self.tasks[task_id] = state
+        self._idle.clear()
+        self.emit(Accepted(task_id=task_id))
+        log.info("task.accepted", task_id=task_id, app=spec.app)
+        state.runner = asyncio.get_running_loop().create_task(self._run(state))
+
+    def cancel(self, task_id: int, reason: str = "") -> None:
+        state = self.tasks.get(task_id)
+        if state is None:
+            return
+        if state.finished is None:
+            log.info("task.cancelled", task_id=task_id, reason=reason)
+            state.execution.stop(reason or "stopped by user")
+        else:
+            # The hub no longer wants it (e.g. it ended the task meanwhile): drop it.
+            self._forget(state)
+
+    def ack(self, task_id: int, seq: int, finished: bool = False) -> None:
+        state = self.tasks.get(task_id)
+        if state is None:
+            return
+        state.ledger.ack(seq)
+        state.sink.acked()
+        if finished and state.finished is not None:
+            self._forget(state)
+
+    # What a (re)connect needs.
+
+    def held_tasks(self) -> list[HeldTask]:
+        return [HeldTask(task_id=s.task_id, state="finished" if s.finished else "running",
+                         last_seq=s.ledger.last_seq) for s in self.tasks.values()]
+
+    def unacked_frames(self, acked: dict[int, int]) -> list[RunnerFrame]:
+        """Everything to resend after a reconnect, given the hub's last stored seq per task."""
+        frames: list[RunnerFrame] = []
+        for state in list(self.tasks.values()):
+            if state.task_id in acked:
+                self.ack(state.task_id, acked[state.task_id])
+            frames.extend(state.ledger.unacked())
+            if state.finished is not None:
+                frames.append(state.finished)
+        return frames
+
+    @property
+    def running_ids(self) -> list[int]:
+        return [s.task_id for s in self.tasks.values() if s.finished is None]
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.max_parallel_tasks <= 0 or len(self.running_ids) < self.max_parallel_tasks
+
+    async def wait_idle(self) -> None:
+        """Wait until no task is held (all finished and their finished frames acked)."""
+        await self._idle.wait()
+
+    def stop_all(self, reason: str) -> None:
+        for state in self.tasks.values():
+            if state.finished is None:
+                state.execution.stop(reason)
+
+    # Internals.
+
+    def _refusal(self, spec: TaskSpec) -> str:
+        if self.draining:
+            return "runner is draining"
+        if not self.has_free_slot:
+            return f"busy: {self.max_parallel_tasks} tasks running"
+        try:
+            build_command(spec)
+        except UnsupportedApp as exc:
+            return str(exc)
+        return ""
+
+    def _emit_output(self, frame: Output) -> None:
+        self.emit(frame)
+
+    async def _run(self, state: HeldTaskState) -> None:
+        try:
+            outcome = await state.execution.run()
+        except Exception as exc:  # the runner must report, never swallow, its own failures
+            log.exception("task.crashed", task_id=state.task_id)
+            outcome = Outcome("error", message=f"runner error: {exc}")
+        state.finished = Finished(
+            task_id=state.task_id, status=outcome.status, last_seq=state.ledger.last_seq,
+            exit_code=outcome.exit_code, message=outcome.message,
+            commit_hash=outcome.commit_hash, commit_message=outcome.commit_message)
+        log.info("task.finished", task_id=state.task_id, status=outcome.status,
+                 exit_code=outcome.exit_code, last_seq=state.ledger.last_seq)
+        self.emit(state.finished)
+
+    def _forget(self, state: HeldTaskState) -> None:
+        self.tasks.pop(state.task_id, None)
+        state.done.set()
+        if not self.tasks:
+            self._idle.set()

@@ -1,0 +1,1 @@
+"""REST handlers, Semaphore-shaped: same paths, field names and status codes."""

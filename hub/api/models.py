@@ -1,0 +1,122 @@
+"""Request bodies, as msgspec Structs named after Semaphore's API definitions.
+
+Unknown fields are ignored (Semaphore's UI and scripts send more than we use); a missing
+required field or a wrong type is a 400 that names the field.
+"""
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Id = Annotated[int, msgspec.Meta(ge=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+APPS = ("ansible", "terraform", "tofu", "bash", "python", "powershell", "pulumi")
+
+
+class Login(msgspec.Struct):
+    auth: Name
+    password: str
+
+
+class ProjectRequest(msgspec.Struct):
+    name: Name
+    alert: bool = False
+    alert_chat: str = ""
+    max_parallel_tasks: Count = 0
+    type: str = ""
+    demo: bool = False
+
+
+class LoginPassword(msgspec.Struct):
+    login: str = ""
+    password: str = ""
+
+
+class SshKey(msgspec.Struct):
+    login: str = ""
+    passphrase: str = ""
+    private_key: str = ""
+
+
+class AccessKeyRequest(msgspec.Struct):
+    name: Name
+    type: Literal["none", "ssh", "login_password"] = "none"
+    override_secret: bool = False
+    login_password: LoginPassword | None = None
+    ssh: SshKey | None = None
+
+
+class RepositoryRequest(msgspec.Struct):
+    name: Name
+    git_url: Name
+    git_branch: str = ""
+    ssh_key_id: Id | None = None
+
+
+class InventoryRequest(msgspec.Struct):
+    name: Name
+    type: Literal["static", "static-yaml", "file", "terraform-workspace"] = "static"
+    inventory: str = ""
+    ssh_key_id: Id | None = None
+    become_key_id: Id | None = None
+    repository_id: Id | None = None
+
+
+class EnvironmentRequest(msgspec.Struct):
+    name: Name
+    password: str = ""
+    json: str = "{}"
+    env: str = "{}"
+
+
+class TemplateRequest(msgspec.Struct):
+    name: Name
+    app: Literal[APPS] = "ansible"
+    playbook: str = ""
+    arguments: str | None = "[]"
+    description: str = ""
+    git_branch: str = ""
+    repository_id: Id | None = None
+    inventory_id: Id | None = None
+    environment_id: Id | None = None
+    allow_override_args_in_task: bool = False
+    type: Literal["", "build", "deploy"] = ""
+    runner_tag: str = ""
+
+
+class TaskRequest(msgspec.Struct):
+    template_id: Id
+    debug: bool = False
+    dry_run: bool = False
+    diff: bool = False
+    playbook: str = ""
+    environment: str = ""
+    limit: str = ""
+    git_branch: str = ""
+    message: str = ""
+    arguments: str | None = None
+    inventory_id: Id | None = None
+
+
+class RunnerRequest(msgspec.Struct):
+    name: str = ""
+    webhook: str = ""
+    max_parallel_tasks: Count = 0
+    tag: str = ""
+    tags: list[str] = []
+    active: bool = True
+
+
+class RunnerActive(msgspec.Struct):
+    active: bool
+
+
+class RunnerRegistration(msgspec.Struct):
+    registration_token: Name
+    max_parallel_tasks: Count = 0
+    webhook: str = ""
+    public_key: str = ""
+    name: str = ""
+    tags: list[str] = []

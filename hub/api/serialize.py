@@ -1,0 +1,99 @@
+"""Database rows -> the JSON objects Semaphore's API returns (secrets never included)."""
+
+import json
+import time
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def user_json(row: Row) -> Row:
+    return {"id": row["id"], "name": row["name"], "username": row["username"],
+            "email": row["email"], "created": row["created"], "admin": bool(row["admin"]),
+            "alert": bool(row["alert"]), "external": bool(row["external"])}
+
+
+def project_json(row: Row) -> Row:
+    return {"id": row["id"], "name": row["name"], "created": row["created"],
+            "alert": bool(row["alert"]), "alert_chat": row["alert_chat"],
+            "max_parallel_tasks": row["max_parallel_tasks"], "type": row["type"]}
+
+
+def api_token_json(row: Row, token: str | None = None) -> Row:
+    # Semaphore uses the token itself as the id; it is shown whole only when created.
+    return {"id": token or row["id"], "created": row["created"],
+            "expired": bool(row["expired"]), "user_id": row["user_id"]}
+
+
+def access_key_json(row: Row) -> Row:
+    return {"id": row["id"], "name": row["name"], "type": row["type"],
+            "project_id": row["project_id"]}
+
+
+def repository_json(row: Row) -> Row:
+    return {key: row[key] for key in ("id", "name", "project_id", "git_url", "git_branch",
+                                      "ssh_key_id")}
+
+
+def inventory_json(row: Row) -> Row:
+    return {key: row[key] for key in ("id", "name", "project_id", "inventory", "ssh_key_id",
+                                      "become_key_id", "repository_id", "type")}
+
+
+def environment_json(row: Row) -> Row:
+    return {"id": row["id"], "name": row["name"], "project_id": row["project_id"],
+            "password": row["password"], "json": row["json"], "env": row["env"],
+            "secrets": []}
+
+
+def template_json(row: Row) -> Row:
+    out = {key: row[key] for key in (
+        "id", "project_id", "name", "app", "playbook", "arguments", "description",
+        "git_branch", "repository_id", "inventory_id", "environment_id", "type", "runner_tag")}
+    out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
+    out["survey_vars"] = []
+    out["vaults"] = []
+    return out
+
+
+def task_json(row: Row, waiting_reason: str = "") -> Row:
+    out = {key: row[key] for key in (
+        "id", "template_id", "project_id", "status", "playbook", "environment", "arguments",
+        "git_branch", "message", "inventory_id", "user_id", "runner_id", "commit_hash",
+        "commit_message", "created", "start", "end", "status_message", "exit_code")}
+    out["params"] = json.loads(row["params"] or "{}")
+    if waiting_reason:
+        out["waiting_reason"] = waiting_reason
+    return out
+
+
+def runner_json(row: Row, online: bool, link: Any = None) -> Row:
+    tags = json.loads(row["tags"] or "[]")
+    out = {"id": row["id"], "project_id": row["project_id"], "name": row["name"],
+           "active": bool(row["active"]), "tag": tags[0] if tags else "", "tags": tags,
+           "webhook": row["webhook"], "max_parallel_tasks": row["max_parallel_tasks"],
+           "public_key": row["public_key"], "touched": row["touched"],
+           "platform": row["platform"], "version": row["version"], "online": online}
+    if link is not None:
+        out["running_tasks"] = sorted(link.assigned)
+        out["draining"] = link.draining
+        out["metrics"] = {"cpu_percent": link.metrics.cpu_percent,
+                          "memory_used": link.metrics.memory_used,
+                          "memory_total": link.metrics.memory_total,
+                          "disk_free": link.metrics.disk_free, "load1": link.metrics.load1}
+        out["last_seen"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(link.last_seen))
+    return out
+
+
+def output_lines(task_id: int, chunks: list[Row]) -> list[Row]:
+    """Stored frames -> Semaphore's TaskOutput list: one entry per line."""
+    lines = []
+    for chunk in chunks:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(chunk["time"]))
+        stamp += f".{int(chunk['time'] % 1 * 1_000_000):06d}Z"
+        text = chunk["data"]
+        if text.endswith("\n"):
+            text = text[:-1]
+        for line in text.split("\n"):
+            lines.append({"task_id": task_id, "time": stamp, "output": line})
+    return lines

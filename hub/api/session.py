@@ -1,0 +1,62 @@
+"""Login, logout, the current user and its API tokens."""
+
+import time
+
+from aiohttp import web
+
+from hub.api.common import ApiError, current_user, hub_of, json_response, no_content, read_body
+from hub.api.models import Login
+from hub.api.serialize import api_token_json, user_json
+from hub.middleware import SESSION_COOKIE
+from hub.security import hash_token, new_token, verify_password
+
+
+async def login_metadata(request: web.Request) -> web.Response:
+    return json_response({"oidc_providers": [], "login_with_password": True})
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await read_body(request, Login)
+    hub = hub_of(request)
+    user = await hub.store.find_user_by_login(body.auth)
+    if user is None or not verify_password(body.password, user["password"]):
+        raise ApiError(401, "wrong login or password")
+    token = new_token()
+    ttl = hub.config.session_ttl_sec
+    await hub.store.create_session(user["id"], hash_token(token), time.time() + ttl)
+    response = web.Response(status=204)
+    response.set_cookie(SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="Lax",
+                        path="/", secure=request.secure)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await hub_of(request).store.delete_session(hash_token(token))
+    response = web.Response(status=204)
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def get_user(request: web.Request) -> web.Response:
+    return json_response(user_json(current_user(request)))
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    rows = await hub_of(request).store.list_api_tokens(current_user(request)["id"])
+    return json_response([api_token_json(row) for row in rows])
+
+
+async def create_token(request: web.Request) -> web.Response:
+    token = new_token()
+    # The public id is a prefix: enough to list and delete, useless to authenticate.
+    row = await hub_of(request).store.create_api_token(current_user(request)["id"],
+                                                       token[:8], hash_token(token))
+    return json_response(api_token_json(row, token=token), status=201)
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    token_id = request.match_info["api_token_id"][:8]
+    await hub_of(request).store.expire_api_token(current_user(request)["id"], token_id)
+    return no_content()

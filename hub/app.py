@@ -1,0 +1,79 @@
+"""The hub's aiohttp application: builds the parts at start-up, stops them in order."""
+
+import resource
+
+import structlog
+from aiohttp import web
+
+from hub.config import HubConfig
+from hub.context import HUB, Hub
+from hub.dispatcher import Dispatcher
+from hub.events import EventBus
+from hub.local_runner import LocalLink
+from hub.middleware import auth_middleware, errors_middleware
+from hub.output_writer import OutputWriter
+from hub.reports import RunnerReports
+from hub.routes import add_routes
+from hub.store import open_store
+from hub.tasks import TaskService
+
+log = structlog.get_logger("hub.app")
+
+
+def create_app(config: HubConfig) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+                          client_max_size=4 * 1024 * 1024)
+    add_routes(app)
+    app.cleanup_ctx.append(_hub_context(config))
+    app.on_shutdown.append(_close_runner_sessions)
+    return app
+
+
+async def _close_runner_sessions(app: web.Application) -> None:
+    """Say "going away" to every runner so they reconnect to the next hub, and let the
+    session handlers end before the store closes."""
+    hub = app[HUB]
+    for link in list(hub.dispatcher.links.values()):
+        link.close(1001, "hub shutting down")
+
+
+def _hub_context(config: HubConfig):
+    async def context(app: web.Application):
+        raise_open_files_limit()
+        store = await open_store(config.database_path)
+        events = EventBus()
+        dispatcher = Dispatcher(store, events, config.runner_lost_timeout)
+        writer = OutputWriter(store)
+        reports = RunnerReports(store, dispatcher, writer, events, config.max_task_output_bytes)
+        tasks = TaskService(store, dispatcher, writer, events, config)
+        hub = Hub(config, store, events, dispatcher, writer, reports, tasks)
+        app[HUB] = hub
+        writer.start()
+        await tasks.restore()
+        local = None
+        if not config.use_remote_runner:
+            local = LocalLink(reports, config.tmp_path, config.max_parallel_tasks,
+                              config.max_task_duration_sec)
+            local.start()
+            dispatcher.attach(local)
+        dispatcher.start()
+        log.info("hub.started", database=config.database_path,
+                 use_remote_runner=config.use_remote_runner)
+        yield
+        await dispatcher.stop()
+        if local is not None:
+            await local.stop()
+        await writer.stop()
+        await store.close()
+        log.info("hub.stopped")
+
+    return context
+
+
+def raise_open_files_limit() -> int:
+    """Every runner session is a socket: lift the soft open-files limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("hub.open_files_limit", was=soft, now=hard)
+    return hard

@@ -1,0 +1,113 @@
+"""The `semaphore` command: server, user, runner (the runner's own commands) and quickstart."""
+
+import argparse
+import asyncio
+import sys
+
+import structlog
+from aiohttp import web
+
+from agent.cli import add_runner_commands, run_runner_command
+from agent.logs import configure_logging
+from agent.version import RUNNER_VERSION
+from hub.config import ConfigError, HubConfig, load_config
+from hub.store import StoreError
+
+log = structlog.get_logger("hub.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semaphore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"semaphore {RUNNER_VERSION}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run the hub (API, runner sessions, tasks)")
+    server.add_argument("--config", help="hub config file (JSON); SEMAPHORE_* env wins")
+    server.add_argument("--log-format", choices=["json", "console"], default="json")
+    server.set_defaults(handler=cmd_server)
+
+    user = commands.add_parser("user", help="manage users")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="create a user")
+    add.add_argument("--config", help="hub config file (JSON)")
+    add.add_argument("--login", required=True)
+    add.add_argument("--password", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--admin", action="store_true")
+    add.set_defaults(handler=cmd_user_add)
+
+    quick = commands.add_parser("quickstart", help="a hub, an admin and a local runner, "
+                                                   "all on embedded defaults")
+    quick.add_argument("--dir", default=".semaphore", help="where everything is kept")
+    quick.add_argument("--port", type=int, default=3000)
+    quick.set_defaults(handler=cmd_quickstart)
+
+    add_runner_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "runner":
+        return run_runner_command(args)
+    try:
+        return args.handler(args)
+    except (ConfigError, StoreError) as exc:
+        print(f"semaphore {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format)
+    config = load_config(args.config)
+    # Fail before listening if the database cannot be used.
+    asyncio.run(_check_store(config))
+    run_server(config)
+    return 0
+
+
+def run_server(config: HubConfig) -> None:
+    from hub.app import create_app
+
+    address = config.web_host or f"http://{config.interface}:{config.port}"
+    print(f"semaphore hub listening on {address}", flush=True)
+    web.run_app(create_app(config), host=config.interface, port=config.port,
+                print=None, access_log=None, shutdown_timeout=10)
+
+
+async def _check_store(config: HubConfig) -> None:
+    from hub.store import open_store
+
+    store = await open_store(config.database_path)
+    await store.close()
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from hub.security import hash_password
+    from hub.store import open_store
+
+    config = load_config(args.config)
+
+    async def add() -> dict:
+        store = await open_store(config.database_path)
+        try:
+            return await store.create_user(args.login, args.name, args.email,
+                                           hash_password(args.password), admin=args.admin)
+        finally:
+            await store.close()
+
+    user = asyncio.run(add())
+    role = "admin" if user["admin"] else "user"
+    print(f"created {role} {user['username']} (id {user['id']}) in {config.database_path}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from hub.quickstart import quickstart
+
+    return quickstart(args.dir, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

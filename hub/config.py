@@ -1,0 +1,162 @@
+"""Hub configuration: a JSON file (`--config`) and `SEMAPHORE_*` environment variables.
+
+Key names follow Semaphore's config.json where Semaphore has the setting. The environment wins
+over the file. An unknown key or a value of the wrong type stops the hub at start with a
+message naming the key: a typo must never silently fall back to a default.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file or key and the problem."""
+
+
+class SqliteConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "semaphore.sqlite"  # Semaphore's key for the database file path
+
+
+class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Listening address (Semaphore: `interface` and `port`).
+    interface: str = "127.0.0.1"
+    port: int = 3000
+    # Public address runners and browsers use; printed at start.
+    web_host: str = ""
+    dialect: str = "sqlite"
+    sqlite: SqliteConfig = msgspec.field(default_factory=SqliteConfig)
+    tmp_path: str = "/tmp/semaphore"
+    # Runners.
+    use_remote_runner: bool = True
+    runner_registration_token: str = ""
+    heartbeat_interval: float = 5.0
+    runner_lost_timeout: float = 60.0
+    # Tasks. 0 means unlimited, as in Semaphore.
+    max_parallel_tasks: int = 0
+    max_task_duration_sec: int = 0
+    max_task_output_bytes: int = 100 * 1024 * 1024
+    # Web sessions.
+    session_ttl_sec: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "port", f"must be 1-65535, got {self.port}")
+        _check(self.dialect == "sqlite", "dialect",
+               f"only 'sqlite' is supported by this build, got {self.dialect!r}")
+        _check(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        _check(self.runner_lost_timeout >= 0, "runner_lost_timeout", "must be >= 0")
+        _check(self.max_parallel_tasks >= 0, "max_parallel_tasks", "must be >= 0")
+        _check(self.max_task_duration_sec >= 0, "max_task_duration_sec", "must be >= 0")
+        _check(self.max_task_output_bytes > 0, "max_task_output_bytes", "must be > 0")
+
+    @property
+    def database_path(self) -> str:
+        return self.sqlite.host
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key `{key}`: {problem}")
+
+
+# Environment variables and the config key each one sets. Semaphore's own names where it has
+# them (SEMAPHORE_DB_HOST, SEMAPHORE_USE_REMOTE_RUNNER, ...).
+ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "SEMAPHORE_INTERFACE": ("interface",),
+    "SEMAPHORE_PORT": ("port",),
+    "SEMAPHORE_WEB_ROOT": ("web_host",),
+    "SEMAPHORE_WEB_HOST": ("web_host",),
+    "SEMAPHORE_DB_DIALECT": ("dialect",),
+    "SEMAPHORE_DB_HOST": ("sqlite", "host"),
+    "SEMAPHORE_DB_PATH": ("sqlite", "host"),
+    "SEMAPHORE_TMP_PATH": ("tmp_path",),
+    "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
+    "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),
+    "SEMAPHORE_HEARTBEAT_INTERVAL": ("heartbeat_interval",),
+    "SEMAPHORE_RUNNER_LOST_TIMEOUT": ("runner_lost_timeout",),
+    "SEMAPHORE_MAX_PARALLEL_TASKS": ("max_parallel_tasks",),
+    "SEMAPHORE_MAX_TASK_DURATION_SEC": ("max_task_duration_sec",),
+    "SEMAPHORE_MAX_TASK_OUTPUT_BYTES": ("max_task_output_bytes",),
+    "SEMAPHORE_SESSION_TTL_SEC": ("session_ttl_sec",),
+}
+
+
+def load_config(path: str | os.PathLike | None = None,
+                environ: dict[str, str] | None = None) -> HubConfig:
+    """Read the file (if any), lay the environment over it, and validate the result."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_json_object(Path(path))
+    for name, key_path in ENV_KEYS.items():
+        if name in environ:
+            _set_path(data, key_path, _env_value(name, environ[name], key_path))
+    try:
+        return msgspec.convert(data, HubConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration{_source(path)}: {_name_key(exc)}") from None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def _env_value(name: str, raw: str, key_path: tuple[str, ...]) -> Any:
+    """Environment values are strings; turn them into the key's type so errors name the var."""
+    field_type = _field_type(key_path)
+    if field_type is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"environment variable {name}: expected true or false, got {raw!r}")
+    if field_type in (int, float):
+        try:
+            return field_type(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable {name}: expected a number, got {raw!r}") \
+                from None
+    return raw
+
+
+def _field_type(key_path: tuple[str, ...]) -> type:
+    struct: Any = HubConfig
+    for key in key_path:
+        hint = struct.__annotations__[key]
+        struct = hint
+    return struct
+
+
+def _set_path(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    for key in key_path[:-1]:
+        data = data.setdefault(key, {})
+    data[key_path[-1]] = value
+
+
+def _source(path: str | os.PathLike | None) -> str:
+    return f" in {path}" if path is not None else ""
+
+
+def _name_key(exc: msgspec.ValidationError) -> str:
+    """Rewrite msgspec's '... - at `$.sqlite.host`' as 'config key `sqlite.host`: ...'."""
+    text = str(exc)
+    problem, _, where = text.partition(" - at `$.")
+    where = where.rstrip("`")
+    if problem.startswith("Object contains unknown field"):
+        key = problem.split("`")[1]
+        return f"unknown config key `{where + '.' if where else ''}{key}`"
+    return f"config key `{where}`: {problem}" if where else problem

@@ -1,0 +1,27 @@
+"""The hub's parts, built once per application and reached from handlers via `app[HUB]`."""
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hub.config import HubConfig
+from hub.dispatcher import Dispatcher
+from hub.events import EventBus
+from hub.output_writer import OutputWriter
+from hub.reports import RunnerReports
+from hub.store import Store
+from hub.tasks import TaskService
+
+
+@dataclass
+class Hub:
+    config: HubConfig
+    store: Store
+    events: EventBus
+    dispatcher: Dispatcher
+    writer: OutputWriter
+    reports: RunnerReports
+    tasks: TaskService
+
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)

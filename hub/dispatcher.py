@@ -1,0 +1,197 @@
+"""Pushes waiting tasks to runners the moment a slot exists; no polling anywhere.
+
+The dispatcher keeps, in memory, every task that has not ended (`ActiveTask`) and every
+connected runner (`RunnerLink`). The database stays the truth: each state change is written
+before the runner hears of it, and the in-memory view is rebuilt from it at start. One loop
+does all assigning, woken by an event, so two assigns never race for one slot.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from hub.events import EventBus
+from hub.links import LOCAL_RUNNER_ID, RunnerLink
+from hub.store import Store
+from hub.store.sqlite import utcnow
+from protocol.frames import TaskSpec
+
+log = structlog.get_logger("hub.dispatcher")
+
+
+@dataclass(eq=False)
+class ActiveTask:
+    task_id: int
+    project_id: int
+    runner_tag: str
+    spec: TaskSpec
+    status: str  # waiting | starting | running | stopping
+    runner_id: int | None = None
+    stored_seq: int = 0     # highest output seq committed
+    received_seq: int = 0   # highest output seq accepted into the write queue
+    output_bytes: int = 0
+    output_cut: bool = False
+    rejected_by: set[int] = field(default_factory=set)
+    reason: str = ""        # why it is still waiting
+    created: float = field(default_factory=time.monotonic)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, events: EventBus, runner_lost_timeout: float):
+        self.store = store
+        self.events = events
+        self.runner_lost_timeout = runner_lost_timeout
+        self.tasks: dict[int, ActiveTask] = {}
+        self.links: dict[int, RunnerLink] = {}
+        self._waiting: dict[int, ActiveTask] = {}  # insertion order = dispatch order
+        self._lost_timers: dict[int, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+
+    # Life cycle.
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for timer in self._lost_timers.values():
+            timer.cancel()
+
+    # Tasks.
+
+    def add(self, task: ActiveTask) -> None:
+        """Track a task that has not ended; waiting ones join the queue."""
+        self.tasks[task.task_id] = task
+        if task.status == "waiting":
+            self._waiting[task.task_id] = task
+            self._wake.set()
+        elif task.runner_id is not None and task.runner_id not in self.links:
+            # Running on a runner that is not connected (the hub just restarted): give it
+            # runner_lost_timeout to come back.
+            self._arm_lost_timer(task.runner_id)
+
+    def requeue(self, task: ActiveTask, reason: str = "") -> None:
+        self._release_slot(task)
+        task.status, task.runner_id, task.reason = "waiting", None, reason
+        self._waiting[task.task_id] = task
+        self._wake.set()
+
+    def forget(self, task: ActiveTask) -> None:
+        """The task has ended: free its slot and let the next one go."""
+        self._release_slot(task)
+        self._waiting.pop(task.task_id, None)
+        self.tasks.pop(task.task_id, None)
+        self._wake.set()
+
+    def link_of(self, task: ActiveTask) -> RunnerLink | None:
+        return self.links.get(task.runner_id) if task.runner_id is not None else None
+
+    def _release_slot(self, task: ActiveTask) -> None:
+        link = self.link_of(task)
+        if link is not None:
+            link.assigned.discard(task.task_id)
+
+    # Runners.
+
+    def attach(self, link: RunnerLink) -> None:
+        old = self.links.get(link.runner_id)
+        if old is not None and old is not link:
+            old.close(1008, "replaced by a newer session of the same runner")
+        self.links[link.runner_id] = link
+        timer = self._lost_timers.pop(link.runner_id, None)
+        if timer is not None:
+            timer.cancel()
+        self.events.publish("runner", runner_id=link.runner_id, online=True)
+        self._wake.set()
+
+    async def detach(self, link: RunnerLink) -> None:
+        """The runner's session ended: unaccepted tasks go back to waiting; running ones
+        wait runner_lost_timeout for it to return."""
+        if self.links.get(link.runner_id) is not link:
+            return
+        del self.links[link.runner_id]
+        self.events.publish("runner", runner_id=link.runner_id, online=False)
+        for task_id in list(link.assigned):
+            task = self.tasks.get(task_id)
+            if task is not None and task.status == "starting":
+                await self.store.update_task(task_id, {"status": "waiting", "runner_id": None})
+                self.requeue(task, f"runner `{link.name}` went away before accepting it")
+        if any(t.runner_id == link.runner_id for t in self.tasks.values()):
+            self._arm_lost_timer(link.runner_id)
+
+    def _arm_lost_timer(self, runner_id: int) -> None:
+        if runner_id in self._lost_timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._lost_timers[runner_id] = loop.call_later(
+            self.runner_lost_timeout,
+            lambda: loop.create_task(self._runner_lost(runner_id)))
+
+    async def _runner_lost(self, runner_id: int) -> None:
+        self._lost_timers.pop(runner_id, None)
+        if runner_id in self.links:
+            return
+        for task in [t for t in self.tasks.values() if t.runner_id == runner_id]:
+            log.warning("task.runner_lost", task_id=task.task_id, runner_id=runner_id)
+            await self.end(task, "error", "runner lost")
+
+    async def end(self, task: ActiveTask, status: str, message: str) -> None:
+        """End a task from the hub's side (the runner cannot report it)."""
+        await self.store.update_task(task.task_id, {"status": status, "status_message": message,
+                                                    "end": utcnow()})
+        self.forget(task)
+        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
+                            status=status, message=message)
+
+    # Assigning.
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._assign_waiting()
+            except Exception:
+                log.exception("dispatcher.failed")
+
+    async def _assign_waiting(self) -> None:
+        for task in list(self._waiting.values()):
+            if task.task_id not in self._waiting:
+                continue
+            link = self._choose(task)
+            if link is None:
+                continue
+            del self._waiting[task.task_id]
+            link.assigned.add(task.task_id)
+            task.status, task.runner_id, task.reason = "starting", link.runner_id, ""
+            await self.store.update_task(task.task_id, {
+                "status": "starting",
+                "runner_id": None if link.runner_id == LOCAL_RUNNER_ID else link.runner_id})
+            if task.status != "starting" or task.runner_id != link.runner_id:
+                continue  # stopped while we wrote
+            link.assign(task.task_id, task.spec)
+            log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
+            self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
+                                status="starting", runner_id=link.runner_id)
+
+    def _choose(self, task: ActiveTask) -> RunnerLink | None:
+        """Project runners before global ones, then the least loaded; records why if none."""
+        matching = [link for link in self.links.values()
+                    if (link.project_id is None or link.project_id == task.project_id)
+                    and (not task.runner_tag or link.any_tag or task.runner_tag in link.tags)
+                    and link.runner_id not in task.rejected_by]
+        free = [link for link in matching if link.has_free_slot]
+        if free:
+            return min(free, key=lambda link: (link.project_id is None, link.load,
+                                               link.runner_id))
+        tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
+        if not matching:
+            task.reason = task.reason if task.rejected_by else f"no online runner{tag}"
+        else:
+            task.reason = f"all {len(matching)} matching runner(s){tag} busy"
+        return None

@@ -1,0 +1,52 @@
+"""What the dispatcher knows of one connected runner, whatever carries its frames."""
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.frames import Ack, Assign, Cancel, HubFrame, Metrics, TaskSpec
+
+LOCAL_RUNNER_ID = 0  # the hub's embedded runner (use_remote_runner off); NULL in the database
+
+
+@dataclass(eq=False)
+class RunnerLink(abc.ABC):
+    runner_id: int
+    name: str
+    project_id: int | None
+    tags: frozenset[str]
+    max_parallel_tasks: int  # 0: no limit
+    assigned: set[int] = field(default_factory=set)
+    draining: bool = False
+    any_tag: bool = False  # the embedded runner serves every tag
+    metrics: Metrics = field(default_factory=Metrics)
+    last_seen: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_free_slot(self) -> bool:
+        return not self.draining and (self.max_parallel_tasks <= 0
+                                      or len(self.assigned) < self.max_parallel_tasks)
+
+    @property
+    def load(self) -> float:
+        if self.max_parallel_tasks <= 0:
+            return len(self.assigned) / 1000
+        return len(self.assigned) / self.max_parallel_tasks
+
+    def assign(self, task_id: int, spec: TaskSpec) -> None:
+        self.send(Assign(task_id=task_id, spec=spec))
+
+    def cancel(self, task_id: int, reason: str) -> None:
+        self.send(Cancel(task_id=task_id, reason=reason))
+
+    def ack(self, task_id: int, seq: int, finished: bool = False) -> None:
+        self.send(Ack(task_id=task_id, seq=seq, finished=finished))
+
+    @abc.abstractmethod
+    def send(self, frame: HubFrame) -> None:
+        """Queue a frame for the runner; never blocks."""
+
+    @abc.abstractmethod
+    def close(self, code: int, reason: str) -> None:
+        """End the session (the runner reconnects unless it was refused)."""

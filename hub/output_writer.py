@@ -1,0 +1,113 @@
+"""Stores task output in batches and acks it only after the batch is committed.
+
+Sessions hand frames in; one writer loop takes everything queued (up to a batch limit), writes
+it in one transaction, then sends each runner one cumulative ack per task. Task state changes
+(a finished frame) ride in the same queue, so they are committed after all output before them.
+When too much is queued the sessions' `submit` waits: their sockets stop being read and the
+runners slow down, instead of the hub's memory growing.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hub.store import Store
+from hub.store.base import OutputChunk
+
+log = structlog.get_logger("hub.output_writer")
+
+MAX_BATCH_ROWS = 2000
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
+
+AfterCommit = Callable[[], None]
+
+
+@dataclass(slots=True)
+class _Entry:
+    chunk: OutputChunk | None
+    update: tuple[int, dict[str, Any]] | None
+    after_commit: AfterCommit | None
+    size: int
+
+
+class OutputWriter:
+    def __init__(self, store: Store):
+        self.store = store
+        self._queue: list[_Entry] = []
+        self._queued_bytes = 0
+        self._has_work = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._task: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.rows_written = 0
+        self.batches_written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def flush(self) -> None:
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            if self._queue:
+                await asyncio.sleep(0)
+
+    async def submit_output(self, chunk: OutputChunk, after_commit: AfterCommit) -> None:
+        await self._has_room.wait()
+        size = len(chunk[4]) + 64
+        self._push(_Entry(chunk, None, after_commit, size))
+
+    def submit_update(self, task_id: int, values: dict[str, Any],
+                      after_commit: AfterCommit | None = None) -> None:
+        """A task change that must be stored after the output queued before it."""
+        self._push(_Entry(None, (task_id, values), after_commit, 64))
+
+    def _push(self, entry: _Entry) -> None:
+        self._queue.append(entry)
+        self._queued_bytes += entry.size
+        if self._queued_bytes > MAX_QUEUED_BYTES:
+            self._has_room.clear()
+        self._idle.clear()
+        self._has_work.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._has_work.wait()
+            self._has_work.clear()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH_ROWS]
+                del self._queue[:MAX_BATCH_ROWS]
+                try:
+                    await self._write(batch)
+                except Exception:
+                    log.exception("output.write.failed", rows=len(batch))
+                    # Not acked, so the runners still hold it and resend after reconnect.
+                finally:
+                    self._queued_bytes -= sum(entry.size for entry in batch)
+                    if self._queued_bytes <= MAX_QUEUED_BYTES:
+                        self._has_room.set()
+            self._idle.set()
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        chunks = [entry.chunk for entry in batch if entry.chunk is not None]
+        updates = [entry.update for entry in batch if entry.update is not None]
+        await self.store.write_output(chunks, updates)
+        self.rows_written += len(chunks)
+        self.batches_written += 1
+        for entry in batch:
+            if entry.after_commit is not None:
+                try:
+                    entry.after_commit()
+                except Exception:
+                    log.exception("output.after_commit.failed")

@@ -1,0 +1,156 @@
+"""`semaphore quickstart`: a working system on embedded defaults, in one folder.
+
+It starts a hub on SQLite, creates an admin, sets up, registers and starts a local runner
+through the real `semaphore runner` commands, adds a demo project whose template runs a bash
+script, and prints the address, the login and how to run a first task. Run it again and it
+reuses the same folder, database, admin and runner.
+"""
+
+import http.cookiejar
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from agent.config import write_private_file
+
+DEMO_SCRIPT = """#!/usr/bin/env bash
+echo "Hello from task $SEMAPHORE_TASK_ID on $(hostname)"
+for i in 1 2 3; do echo "step $i"; sleep 0.2; done
+echo "done"
+"""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hub.cli", *args]
+
+
+def quickstart(data_dir: str, port: int) -> int:
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    address = f"http://127.0.0.1:{port}"
+    config_path = root / "config.json"
+    if not config_path.exists():
+        write_private_file(config_path, json.dumps({
+            "interface": "127.0.0.1", "port": port, "web_host": address,
+            "sqlite": {"host": str(root / "semaphore.sqlite")}, "tmp_path": str(root / "tmp"),
+            "runner_registration_token": secrets.token_urlsafe(24)}, indent=2) + "\n")
+    config = json.loads(config_path.read_text())
+    address = config.get("web_host") or address
+
+    password_file = root / "admin-password"
+    if not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        subprocess.run(_cli("user", "add", "--config", str(config_path), "--admin",
+                            "--login", "admin", "--password", password, "--name", "Admin",
+                            "--email", "admin@localhost"), check=True, stdout=subprocess.DEVNULL)
+        write_private_file(password_file, password + "\n")
+    password = password_file.read_text().strip()
+
+    hub_log = open(root / "hub.log", "ab")
+    hub = subprocess.Popen(_cli("server", "--config", str(config_path)),
+                           stdout=hub_log, stderr=hub_log)
+    runner = None
+    try:
+        _wait_for_hub(address, hub, root / "hub.log")
+        runner_config = root / "runner" / "config.runner.json"
+        if not runner_config.exists():
+            subprocess.run(_cli("runner", "setup", "--config", str(runner_config),
+                                "--non-interactive", "--web-host", address,
+                                "--registration-token", config["runner_registration_token"],
+                                "--name", "local", "--tags", "local",
+                                "--max-parallel-tasks", "4",
+                                "--tmp-path", str(root / "runner" / "work")),
+                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(_cli("runner", "register", "--config", str(runner_config)),
+                           check=True, stdout=subprocess.DEVNULL)
+        runner_log = open(root / "runner.log", "ab")
+        runner = subprocess.Popen(_cli("runner", "start", "--config", str(runner_config)),
+                                  stdout=runner_log, stderr=runner_log)
+        project_id, template_id = _demo_project(address, password, root)
+        _print_welcome(address, password, project_id, template_id, root)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while hub.poll() is None and runner.poll() is None:
+            time.sleep(0.5)
+        print("the hub or the runner stopped; see hub.log and runner.log in", root)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in (runner, hub):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGINT if process is runner else signal.SIGTERM)
+        for process in (runner, hub):
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _wait_for_hub(address: str, hub: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if hub.poll() is not None:
+            raise SystemExit(f"the hub exited at start; its log:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/ping", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the hub did not answer at {address} within 30 s; see {log_path}")
+
+
+def _demo_project(address: str, password: str, root: Path) -> tuple[int, int]:
+    """Create (once) a project whose template runs a bash script from a local folder."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def call(method: str, path: str, body: dict | None = None):
+        request = urllib.request.Request(
+            address + path, method=method, headers={"Content-Type": "application/json"},
+            data=json.dumps(body).encode() if body is not None else None)
+        with opener.open(request, timeout=10) as response:
+            raw = response.read()
+            return json.loads(raw) if raw else None
+
+    call("POST", "/api/auth/login", {"auth": "admin", "password": password})
+    for project in call("GET", "/api/projects"):
+        if project["name"] == "Demo":
+            templates = call("GET", f"/api/project/{project['id']}/templates")
+            if templates:
+                return project["id"], templates[0]["id"]
+    demo = root / "demo"
+    demo.mkdir(exist_ok=True)
+    (demo / "hello.sh").write_text(DEMO_SCRIPT)
+    project = call("POST", "/api/projects", {"name": "Demo"})
+    pid = project["id"]
+    repo = call("POST", f"/api/project/{pid}/repositories",
+                {"name": "demo folder", "git_url": str(demo), "git_branch": ""})
+    template = call("POST", f"/api/project/{pid}/templates",
+                    {"name": "Hello", "app": "bash", "playbook": "hello.sh",
+                     "repository_id": repo["id"], "runner_tag": "local"})
+    return pid, template["id"]
+
+
+def _print_welcome(address: str, password: str, project_id: int, template_id: int,
+                   root: Path) -> None:
+    print(f"""
+Semaphore hub is running at {address}
+  login:     admin
+  password:  {password}        (also in {root / 'admin-password'})
+  runner:    `local`, connected (log: {root / 'runner.log'})
+
+Run the demo task and read its output:
+  curl -s -c /tmp/sem.cookies -H 'Content-Type: application/json' \\
+       -d '{{"auth": "admin", "password": "{password}"}}' {address}/api/auth/login
+  curl -s -b /tmp/sem.cookies -H 'Content-Type: application/json' \\
+       -d '{{"template_id": {template_id}}}' {address}/api/project/{project_id}/tasks
+  curl -s -b /tmp/sem.cookies {address}/api/project/{project_id}/tasks/1/raw_output
+
+Press Ctrl-C to stop the hub and the runner.""", flush=True)

@@ -1,0 +1,131 @@
+"""What runners report about tasks (accepted, rejected, output, finished), applied to the hub.
+
+Both the websocket gateway and the embedded local runner hand their frames here, so a task
+behaves the same wherever it runs. A runner speaks only for the tasks assigned to it: a frame
+about any other task is refused and logged, never applied.
+"""
+
+import structlog
+
+from hub.dispatcher import ActiveTask, Dispatcher
+from hub.events import EventBus
+from hub.links import RunnerLink
+from hub.output_writer import OutputWriter
+from hub.store import Store
+from hub.store.sqlite import utcnow
+from protocol.codec import CloseCode, ProtocolError
+from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
+from protocol.session import SeqVerdict, classify_seq
+
+log = structlog.get_logger("hub.reports")
+
+
+class NotYourTask(Exception):
+    """A frame about a task that is not assigned to the runner that sent it."""
+
+
+class RunnerReports:
+    def __init__(self, store: Store, dispatcher: Dispatcher, writer: OutputWriter,
+                 events: EventBus, max_output_bytes: int):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.writer = writer
+        self.events = events
+        self.max_output_bytes = max_output_bytes
+
+    async def handle(self, link: RunnerLink, frame: RunnerFrame) -> None:
+        """Apply one task frame; raises NotYourTask or ProtocolError when it cannot be."""
+        if isinstance(frame, Output):
+            await self._output(link, frame)
+        elif isinstance(frame, Finished):
+            await self._finished(link, frame)
+        elif isinstance(frame, Accepted):
+            await self._accepted(link, frame)
+        elif isinstance(frame, Rejected):
+            await self._rejected(link, frame)
+
+    def _owned(self, link: RunnerLink, task_id: int) -> ActiveTask:
+        task = self.dispatcher.tasks.get(task_id)
+        if task is None or task.runner_id != link.runner_id:
+            raise NotYourTask(f"task {task_id} is not assigned to this runner")
+        return task
+
+    async def _accepted(self, link: RunnerLink, frame: Accepted) -> None:
+        task = self._owned(link, frame.task_id)
+        if task.status != "starting":
+            return  # a repeated assign answered again
+        task.status = "running"
+        await self.store.update_task(task.task_id, {"status": "running", "start": utcnow()})
+        log.info("task.running", task_id=task.task_id, runner_id=link.runner_id)
+        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
+                            status="running")
+
+    async def _rejected(self, link: RunnerLink, frame: Rejected) -> None:
+        task = self._owned(link, frame.task_id)
+        if task.status != "starting":
+            return
+        log.info("task.rejected", task_id=task.task_id, runner_id=link.runner_id,
+                 reason=frame.reason)
+        task.rejected_by.add(link.runner_id)
+        await self.store.update_task(task.task_id, {"status": "waiting", "runner_id": None})
+        self.dispatcher.requeue(task, f"runner `{link.name}` rejected it: {frame.reason}")
+
+    async def _output(self, link: RunnerLink, frame: Output) -> None:
+        task = self._owned(link, frame.task_id)
+        verdict = classify_seq(task.received_seq, frame.seq)
+        if verdict is SeqVerdict.DUPLICATE:
+            if frame.seq <= task.stored_seq:
+                link.ack(task.task_id, task.stored_seq)
+            return
+        if verdict is SeqVerdict.GAP:
+            raise ProtocolError("seq_gap", f"task {task.task_id}: output seq {frame.seq} "
+                                f"after {task.received_seq}", CloseCode.PROTOCOL_ERROR)
+        task.received_seq = frame.seq
+        data = self._within_limit(task, frame.data)
+        seq = frame.seq
+
+        def acked() -> None:
+            task.stored_seq = max(task.stored_seq, seq)
+            link.ack(task.task_id, task.stored_seq)
+
+        await self.writer.submit_output(
+            (task.task_id, seq, frame.time, frame.stream, data), acked)
+
+    def _within_limit(self, task: ActiveTask, data: str) -> str:
+        """Cut output past the task's limit, saying so once; the seq still counts."""
+        if task.output_cut:
+            return ""
+        task.output_bytes += len(data)
+        if task.output_bytes <= self.max_output_bytes:
+            return data
+        task.output_cut = True
+        keep = len(data) - (task.output_bytes - self.max_output_bytes)
+        return (data[:max(keep, 0)] + f"\n[output cut: the task printed more than "
+                f"{self.max_output_bytes} bytes; the rest is not stored]\n")
+
+    async def _finished(self, link: RunnerLink, frame: Finished) -> None:
+        task = self.dispatcher.tasks.get(frame.task_id)
+        if task is None:
+            # Ended by the hub meanwhile (stopped, runner lost): just let the runner forget it.
+            link.ack(frame.task_id, frame.last_seq, finished=True)
+            return
+        task = self._owned(link, frame.task_id)
+        if frame.last_seq > task.received_seq:
+            raise ProtocolError("seq_gap", f"task {task.task_id} finished at seq "
+                                f"{frame.last_seq} but output stopped at {task.received_seq}",
+                                CloseCode.PROTOCOL_ERROR)
+        message = frame.message if frame.status != "success" else ""
+        values = {"status": frame.status, "status_message": message,
+                  "exit_code": frame.exit_code, "end": utcnow()}
+        if frame.commit_hash:
+            values |= {"commit_hash": frame.commit_hash, "commit_message": frame.commit_message}
+        self.dispatcher.forget(task)
+
+        def stored() -> None:
+            link.ack(task.task_id, frame.last_seq, finished=True)
+            self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
+                                status=frame.status, message=message)
+
+        self.writer.submit_update(task.task_id, values, stored)
+        log.info("task.finished", task_id=task.task_id, runner_id=link.runner_id,
+                 status=frame.status, exit_code=frame.exit_code, last_seq=frame.last_seq)

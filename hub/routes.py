@@ -1,0 +1,68 @@
+"""The hub's whole URL surface, on one screen."""
+
+from aiohttp import web
+
+from hub import gateway
+from hub.api import projects, resources, runners, session, system, tasks
+
+P = "/api/project/{project_id:\\d+}"
+RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
+
+ROUTES: list[tuple[str, str, object]] = [
+    ("GET", "/api/ping", system.ping),
+    ("GET", "/api/info", system.info),
+    # Sessions and API tokens.
+    ("GET", "/api/auth/login", session.login_metadata),
+    ("POST", "/api/auth/login", session.login),
+    ("POST", "/api/auth/logout", session.logout),
+    ("GET", "/api/user", session.get_user),
+    ("GET", "/api/user/tokens", session.list_tokens),
+    ("POST", "/api/user/tokens", session.create_token),
+    ("DELETE", "/api/user/tokens/{api_token_id}", session.delete_token),
+    # Projects.
+    ("GET", "/api/projects", projects.list_projects),
+    ("POST", "/api/projects", projects.create_project),
+    ("GET", P, projects.get_project),
+    ("PUT", P, projects.update_project),
+    ("DELETE", P, projects.delete_project),
+    # Keys, repositories, inventory, environments, templates.
+    ("GET", f"{P}/{RESOURCE}", resources.list_rows),
+    ("POST", f"{P}/{RESOURCE}", resources.create_row),
+    ("GET", f"{P}/{RESOURCE}/{{item_id}}", resources.get_row),
+    ("PUT", f"{P}/{RESOURCE}/{{item_id}}", resources.update_row),
+    ("DELETE", f"{P}/{RESOURCE}/{{item_id}}", resources.delete_row),
+    # Tasks.
+    ("GET", f"{P}/tasks", tasks.list_tasks),
+    ("POST", f"{P}/tasks", tasks.create_task),
+    ("GET", f"{P}/tasks/last", tasks.list_tasks),
+    ("GET", f"{P}/tasks/{{task_id}}", tasks.get_task),
+    ("DELETE", f"{P}/tasks/{{task_id}}", tasks.delete_task),
+    ("GET", f"{P}/tasks/{{task_id}}/output", tasks.task_output),
+    ("GET", f"{P}/tasks/{{task_id}}/raw_output", tasks.task_raw_output),
+    ("POST", f"{P}/tasks/{{task_id}}/stop", tasks.stop_task),
+    # Runners: global (admin) and per project (owner/manager).
+    ("GET", "/api/runners", runners.list_runners),
+    ("POST", "/api/runners", runners.create_runner),
+    ("GET", "/api/runners/{runner_id}", runners.get_runner),
+    ("PUT", "/api/runners/{runner_id}", runners.update_runner),
+    ("DELETE", "/api/runners/{runner_id}", runners.delete_runner),
+    ("POST", "/api/runners/{runner_id}/active", runners.set_active),
+    ("GET", f"{P}/runners", runners.list_runners),
+    ("POST", f"{P}/runners", runners.create_runner),
+    ("GET", f"{P}/runners/{{runner_id}}", runners.get_runner),
+    ("PUT", f"{P}/runners/{{runner_id}}", runners.update_runner),
+    ("DELETE", f"{P}/runners/{{runner_id}}", runners.delete_runner),
+    ("POST", f"{P}/runners/{{runner_id}}/active", runners.set_active),
+    ("GET", f"{P}/runner_tags", runners.runner_tags),
+    # The runners' own endpoints (authenticated by registration or runner token).
+    ("POST", "/api/internal/runners", runners.register_runner),
+    ("DELETE", "/api/internal/runners", runners.unregister_self),
+    ("GET", "/api/internal/runners/ws", gateway.runner_websocket),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+        # Semaphore's clients use some paths with a trailing slash (/api/user/, /project/1/).
+        app.router.add_route(method, path + "/", handler)

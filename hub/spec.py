@@ -1,0 +1,68 @@
+"""Resolves a task into the spec a runner needs: app, script, arguments, repository, env."""
+
+import json
+from typing import Any
+
+from hub.store import NotFound, Store
+from protocol.frames import RepositorySpec, TaskSpec
+
+
+class SpecError(Exception):
+    """The task cannot be run as configured (a missing repository, bad arguments JSON...)."""
+
+
+def parse_arguments(raw: str | None, what: str) -> list[str]:
+    """Semaphore keeps arguments as a JSON array in a string: '["-v", "x"]'."""
+    if raw in (None, ""):
+        return []
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SpecError(f"{what} must be a JSON array of strings, got {raw!r}") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SpecError(f"{what} must be a JSON array of strings, got {raw!r}")
+    return value
+
+
+def parse_env(raw: str | None, what: str) -> dict[str, str]:
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SpecError(f"{what} must be a JSON object, got {raw!r}") from None
+    if not isinstance(value, dict):
+        raise SpecError(f"{what} must be a JSON object, got {raw!r}")
+    return {str(key): item if isinstance(item, str) else json.dumps(item)
+            for key, item in value.items()}
+
+
+async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, Any],
+                       max_task_duration_sec: int = 0) -> TaskSpec:
+    project_id = task["project_id"]
+    repository = None
+    if template.get("repository_id"):
+        try:
+            repo = await store.get_row("repository", project_id, template["repository_id"])
+        except NotFound:
+            raise SpecError(f"template {template['id']}: repository "
+                            f"{template['repository_id']} not found") from None
+        branch = task.get("git_branch") or template.get("git_branch") or repo["git_branch"]
+        repository = RepositorySpec(url=repo["git_url"], branch=branch)
+    environment: dict[str, str] = {}
+    if template.get("environment_id"):
+        try:
+            env_row = await store.get_row("environment", project_id, template["environment_id"])
+        except NotFound:
+            raise SpecError(f"template {template['id']}: environment "
+                            f"{template['environment_id']} not found") from None
+        environment = parse_env(env_row["env"], f"environment {env_row['id']} `env`")
+    # The task's own environment (JSON) adds to and overrides the template's.
+    environment |= parse_env(task.get("environment"), "task `environment`")
+    arguments = parse_arguments(template.get("arguments"), "template `arguments`")
+    if task.get("arguments"):
+        arguments += parse_arguments(task["arguments"], "task `arguments`")
+    return TaskSpec(project_id=project_id, template_id=template["id"], app=template["app"],
+                    playbook=task.get("playbook") or template["playbook"],
+                    arguments=arguments, environment=environment, repository=repository,
+                    timeout_sec=max_task_duration_sec, message=task.get("message") or "")

@@ -1,0 +1,151 @@
+"""Versioned schema migrations, applied in order; the version lives in PRAGMA user_version.
+
+Append new migrations; never edit one that has shipped. A database whose version is newer than
+the last migration here was written by a newer hub, and this one refuses to touch it.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE user (
+        id INTEGER PRIMARY KEY,
+        created TEXT NOT NULL,
+        username TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL UNIQUE,
+        password TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        alert INTEGER NOT NULL DEFAULT 0,
+        external INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE session (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES user(id) ON DELETE CASCADE,
+        created TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE api_token (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES user(id) ON DELETE CASCADE,
+        created TEXT NOT NULL,
+        expired INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE project (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        created TEXT NOT NULL,
+        alert INTEGER NOT NULL DEFAULT 0,
+        alert_chat TEXT NOT NULL DEFAULT '',
+        max_parallel_tasks INTEGER NOT NULL DEFAULT 0,
+        type TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE project_user (
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES user(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        PRIMARY KEY (project_id, user_id)
+    );
+    CREATE TABLE access_key (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        secret TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE repository (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        git_url TEXT NOT NULL,
+        git_branch TEXT NOT NULL DEFAULT '',
+        ssh_key_id INTEGER REFERENCES access_key(id)
+    );
+    CREATE TABLE inventory (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'static',
+        inventory TEXT NOT NULL DEFAULT '',
+        ssh_key_id INTEGER REFERENCES access_key(id),
+        become_key_id INTEGER REFERENCES access_key(id),
+        repository_id INTEGER REFERENCES repository(id)
+    );
+    CREATE TABLE environment (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        password TEXT NOT NULL DEFAULT '',
+        json TEXT NOT NULL DEFAULT '{}',
+        env TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE template (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        app TEXT NOT NULL DEFAULT 'ansible',
+        playbook TEXT NOT NULL DEFAULT '',
+        arguments TEXT NOT NULL DEFAULT '[]',
+        description TEXT NOT NULL DEFAULT '',
+        git_branch TEXT NOT NULL DEFAULT '',
+        repository_id INTEGER REFERENCES repository(id),
+        inventory_id INTEGER REFERENCES inventory(id),
+        environment_id INTEGER REFERENCES environment(id),
+        allow_override_args_in_task INTEGER NOT NULL DEFAULT 0,
+        type TEXT NOT NULL DEFAULT '',
+        runner_tag TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE runner (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER REFERENCES project(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        active INTEGER NOT NULL DEFAULT 1,
+        tags TEXT NOT NULL DEFAULT '[]',
+        webhook TEXT NOT NULL DEFAULT '',
+        max_parallel_tasks INTEGER NOT NULL DEFAULT 0,
+        public_key TEXT NOT NULL DEFAULT '',
+        platform TEXT NOT NULL DEFAULT '',
+        version TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        touched TEXT
+    );
+    CREATE TABLE task (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        template_id INTEGER NOT NULL REFERENCES template(id) ON DELETE CASCADE,
+        user_id INTEGER REFERENCES user(id) ON DELETE SET NULL,
+        status TEXT NOT NULL,
+        status_message TEXT NOT NULL DEFAULT '',
+        playbook TEXT NOT NULL DEFAULT '',
+        environment TEXT NOT NULL DEFAULT '',
+        arguments TEXT,
+        git_branch TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL DEFAULT '',
+        inventory_id INTEGER,
+        params TEXT NOT NULL DEFAULT '{}',
+        runner_id INTEGER REFERENCES runner(id) ON DELETE SET NULL,
+        exit_code INTEGER,
+        commit_hash TEXT NOT NULL DEFAULT '',
+        commit_message TEXT NOT NULL DEFAULT '',
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        output_bytes INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        start TEXT,
+        end TEXT
+    );
+    CREATE INDEX task_project ON task(project_id, id);
+    CREATE INDEX task_status ON task(status) WHERE status NOT IN ('success', 'error', 'stopped');
+    -- One row per output frame (a chunk of lines); lines are split when read.
+    CREATE TABLE task_output (
+        task_id INTEGER NOT NULL REFERENCES task(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        time REAL NOT NULL,
+        stream TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;
+    """,
+]
+
+LATEST_VERSION = len(MIGRATIONS)

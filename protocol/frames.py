@@ -1,0 +1,156 @@
+"""Every frame of the runner protocol, as frozen msgspec Structs tagged by `type`.
+
+One tagged union per direction (`RunnerFrame`, `HubFrame`); the codec decodes against those, so
+a frame of the wrong direction is refused like an unknown one. Fields added later must carry
+defaults so that an older peer keeps decoding what it knows.
+"""
+
+from typing import Literal
+
+import msgspec
+
+TaskStatus = Literal["success", "error", "stopped"]
+Stream = Literal["stdout", "stderr"]
+
+
+class _Frame(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    """Base of all frames: JSON object with a `type` tag; unknown fields are ignored."""
+
+
+# Shapes carried inside frames.
+
+
+class HeldTask(msgspec.Struct, frozen=True):
+    """A task the runner still holds when it (re)connects."""
+
+    task_id: int
+    state: Literal["running", "finished"]
+    last_seq: int  # last output seq the runner produced for it (0: none yet)
+
+
+class Metrics(msgspec.Struct, frozen=True):
+    """Resource figures the runner reports in every heartbeat."""
+
+    cpu_percent: float = 0.0
+    memory_used: int = 0
+    memory_total: int = 0
+    disk_free: int = 0
+    load1: float = 0.0
+
+
+class RepositorySpec(msgspec.Struct, frozen=True):
+    """Where the task's code comes from: a git URL (cloned) or an absolute path (used as is)."""
+
+    url: str
+    branch: str = ""
+
+
+class TaskSpec(msgspec.Struct, frozen=True):
+    """Everything a runner needs to run a task, resolved by the hub at dispatch time."""
+
+    project_id: int
+    template_id: int
+    app: str
+    playbook: str = ""
+    arguments: list[str] = []
+    environment: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    repository: RepositorySpec | None = None
+    commit_hash: str = ""
+    timeout_sec: int = 0  # 0: no limit
+    message: str = ""
+
+
+class TaskAck(msgspec.Struct, frozen=True):
+    task_id: int
+    seq: int
+
+
+# Runner -> hub.
+
+
+class Hello(_Frame, tag="hello"):
+    protocol_version: int
+    runner_version: str
+    name: str = ""
+    tags: list[str] = []
+    max_parallel_tasks: int = 0
+    platform: str = ""
+    held_tasks: list[HeldTask] = []
+
+
+class Heartbeat(_Frame, tag="heartbeat"):
+    time: float
+    running: list[int] = []
+    metrics: Metrics = Metrics()
+    draining: bool = False
+
+
+class Accepted(_Frame, tag="accepted"):
+    task_id: int
+
+
+class Rejected(_Frame, tag="rejected"):
+    task_id: int
+    reason: str
+
+
+class Output(_Frame, tag="output"):
+    task_id: int
+    seq: int
+    stream: Stream
+    data: str
+    time: float
+
+
+class Finished(_Frame, tag="finished"):
+    task_id: int
+    status: TaskStatus
+    last_seq: int
+    exit_code: int | None = None
+    message: str = ""
+    commit_hash: str = ""
+    commit_message: str = ""
+
+
+# Hub -> runner.
+
+
+class Welcome(_Frame, tag="welcome"):
+    protocol_version: int
+    session_id: str
+    runner_id: int
+    heartbeat_interval: float
+    max_frame_bytes: int
+    max_output_bytes: int
+    acked: list[TaskAck] = []
+
+
+class Assign(_Frame, tag="assign"):
+    task_id: int
+    spec: TaskSpec
+
+
+class Ack(_Frame, tag="ack"):
+    """Output up to `seq` is durably stored; `finished`: the finished frame is stored too."""
+
+    task_id: int
+    seq: int
+    finished: bool = False
+
+
+class Cancel(_Frame, tag="cancel"):
+    task_id: int
+    reason: str = ""
+
+
+# Either direction.
+
+
+class Error(_Frame, tag="error"):
+    code: str
+    message: str
+
+
+RunnerFrame = Hello | Heartbeat | Accepted | Rejected | Output | Finished | Error
+HubFrame = Welcome | Assign | Ack | Cancel | Error
