@@ -25,3 +25,5 @@ class Hub:
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+# The authenticated user (a row of the user table), set by the auth middleware.
+USER: web.RequestKey[dict] = web.RequestKey("user", dict)

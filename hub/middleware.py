@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 
 from hub.api.common import ApiError
-from hub.context import HUB
+from hub.context import HUB, USER
 from hub.security import hash_token
 from hub.spec import SpecError
 from hub.store import NotFound, StoreError
@@ -53,5 +53,5 @@ async def auth_middleware(request: web.Request, handler):
     if user is None:
         raise ApiError(401, "authentication required: log in or send "
                             "`Authorization: Bearer <API token>`")
-    request["user"] = user
+    request[USER] = user
     return await handler(request)

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from hub.context import HUB, Hub
+from hub.context import HUB, USER, Hub
 
 T = TypeVar("T")
 
@@ -67,7 +67,7 @@ def int_param(request: web.Request, name: str) -> int:
 
 
 def current_user(request: web.Request) -> dict[str, Any]:
-    return request["user"]
+    return request[USER]
 
 
 def require_admin(request: web.Request) -> None:
