@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from protocol.validation import describe
+
 
 class RunnerConfigError(Exception):
     """The runner configuration cannot be used; the message names the file and the problem."""
@@ -91,7 +93,7 @@ def load_runner_config(path: str | os.PathLike) -> RunnerConfig:
     try:
         config = msgspec.json.decode(raw, type=RunnerConfig)
     except msgspec.ValidationError as exc:
-        raise RunnerConfigError(f"{path}: {_name_key(exc)}") from None
+        raise RunnerConfigError(f"{path}: {describe(exc, 'key')}") from None
     except msgspec.DecodeError as exc:
         raise RunnerConfigError(f"{path} is not valid JSON: {exc}") from None
     config.validate(path)
@@ -114,13 +116,3 @@ def write_private_file(path: Path, text: str) -> None:
         file.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
-
-
-def _name_key(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    problem, _, where = text.partition(" - at `$.")
-    where = where.rstrip("`")
-    if problem.startswith("Object contains unknown field"):
-        key = problem.split("`")[1]
-        return f"unknown key `{where + '.' if where else ''}{key}`"
-    return f"key `{where}`: {problem}" if where else problem

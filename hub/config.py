@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from protocol.validation import describe
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file or key and the problem."""
@@ -97,7 +99,8 @@ def load_config(path: str | os.PathLike | None = None,
     try:
         return msgspec.convert(data, HubConfig, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration{_source(path)}: {_name_key(exc)}") from None
+        problem = describe(exc, "config key")
+        raise ConfigError(f"invalid configuration{_source(path)}: {problem}") from None
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -149,14 +152,3 @@ def _set_path(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> No
 
 def _source(path: str | os.PathLike | None) -> str:
     return f" in {path}" if path is not None else ""
-
-
-def _name_key(exc: msgspec.ValidationError) -> str:
-    """Rewrite msgspec's '... - at `$.sqlite.host`' as 'config key `sqlite.host`: ...'."""
-    text = str(exc)
-    problem, _, where = text.partition(" - at `$.")
-    where = where.rstrip("`")
-    if problem.startswith("Object contains unknown field"):
-        key = problem.split("`")[1]
-        return f"unknown config key `{where + '.' if where else ''}{key}`"
-    return f"config key `{where}`: {problem}" if where else problem

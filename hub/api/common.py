@@ -7,6 +7,7 @@ import msgspec
 from aiohttp import web
 
 from hub.context import HUB, USER, Hub
+from protocol.validation import describe
 
 T = TypeVar("T")
 
@@ -43,19 +44,9 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, _describe(exc)) from None
+        raise ApiError(400, describe(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    problem, _, where = text.partition(" - at `$.")
-    if where:
-        return f"field `{where.rstrip('`')}`: {problem}"
-    if problem.startswith("Object missing required field"):
-        return f"missing required field {problem.split(' ')[-1]}"
-    return problem
 
 
 def int_param(request: web.Request, name: str) -> int:
