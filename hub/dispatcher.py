@@ -172,8 +172,10 @@ class Dispatcher:
             await self.store.update_task(task.task_id, {
                 "status": "starting",
                 "runner_id": None if link.runner_id == LOCAL_RUNNER_ID else link.runner_id})
-            if task.status != "starting" or task.runner_id != link.runner_id:
-                continue  # stopped while we wrote
+            if task.status == "stopping":
+                # Stopped while we wrote: the runner never heard of it, so end it here.
+                await self.end(task, "stopped", "stopped before it started")
+                continue
             link.assign(task.task_id, task.spec)
             log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
             self.events.publish("task", task_id=task.task_id, project_id=task.project_id,

@@ -1,0 +1,158 @@
+"""Dispatch through a real hub and real runners: tags, project runners, slots, local mode."""
+
+import asyncio
+import subprocess
+
+from tests.hubkit import start_hub, write_script
+
+
+async def test_task_waits_with_a_reason_then_goes_when_a_runner_connects(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    write_script(scripts, "t.sh", "echo tagged\n")
+    pid = await api.project()
+    template = await api.template(pid, scripts, "t.sh", runner_tag="gpu")
+    task_id = await api.run(pid, template)
+    await asyncio.sleep(0.1)
+    task = await api.task(pid, task_id)
+    assert task["status"] == "waiting"
+    assert task["waiting_reason"] == "no online runner with tag `gpu`"
+    await hub.start_runner(tmp_path, name="cpu", tags=["cpu"])
+    await asyncio.sleep(0.1)
+    assert (await api.task(pid, task_id))["status"] == "waiting"
+    await hub.start_runner(tmp_path, name="gpu", tags=["gpu", "big"])
+    task = await api.wait_status(pid, task_id)
+    assert task["status"] == "success"
+    runners = {r["name"]: r["id"] for r in await api.ok("GET", "/api/runners")}
+    assert task["runner_id"] == runners["gpu"]
+
+
+async def test_slots_are_respected_and_freed_slots_are_filled_at_once(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    gate = tmp_path / "gate"
+    write_script(scripts, "wait.sh", f"while [ ! -e {gate} ]; do sleep 0.02; done\necho done\n")
+    await hub.start_runner(tmp_path, name="one", max_parallel_tasks=1)
+    pid = await api.project()
+    template = await api.template(pid, scripts, "wait.sh")
+    first, second = await api.run(pid, template), await api.run(pid, template)
+    await api.wait_status(pid, first, {"running"})
+    await asyncio.sleep(0.2)
+    waiting = await api.task(pid, second)
+    assert waiting["status"] == "waiting"
+    assert waiting["waiting_reason"] == "all 1 matching runner(s) busy"
+    gate.touch()
+    assert (await api.wait_status(pid, first))["status"] == "success"
+    assert (await api.wait_status(pid, second))["status"] == "success"
+
+
+async def test_project_runner_before_global_and_never_for_other_projects(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    write_script(scripts, "t.sh", "echo hi\n")
+    mine, other = await api.project("mine"), await api.project("other")
+    created = await api.ok("POST", f"/api/project/{mine}/runners",
+                           {"name": "project-runner", "max_parallel_tasks": 0}, 201)
+    await hub.start_runner(tmp_path, name="project-runner", token=created["token"])
+    await hub.start_runner(tmp_path, name="global")
+    for _ in range(3):
+        task = await api.wait_status(mine, await api.run(mine, await api.template(
+            mine, scripts, "t.sh")))
+        assert task["runner_id"] == created["id"]
+    task = await api.wait_status(other, await api.run(other, await api.template(
+        other, scripts, "t.sh")))
+    assert task["status"] == "success" and task["runner_id"] != created["id"]
+
+
+async def test_least_loaded_runner_is_chosen(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    gate = tmp_path / "gate"
+    write_script(scripts, "wait.sh", f"while [ ! -e {gate} ]; do sleep 0.02; done\n")
+    await hub.start_runner(tmp_path, name="a", max_parallel_tasks=2)
+    await hub.start_runner(tmp_path, name="b", max_parallel_tasks=2)
+    pid = await api.project()
+    template = await api.template(pid, scripts, "wait.sh")
+    tasks = [await api.run(pid, template) for _ in range(4)]
+    placed = [(await api.wait_status(pid, t, {"running"}))["runner_id"] for t in tasks]
+    assert sorted(placed.count(r) for r in set(placed)) == [2, 2]
+    gate.touch()
+    for task_id in tasks:
+        assert (await api.wait_status(pid, task_id))["status"] == "success"
+
+
+async def test_disabled_runner_gets_nothing_and_its_session_ends(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    write_script(scripts, "t.sh", "echo hi\n")
+    runner = await hub.start_runner(tmp_path, name="off")
+    runner_id = runner.connection.runner_id
+    await api.ok("POST", f"/api/runners/{runner_id}/active", {"active": False}, 204)
+    listed = await api.ok("GET", f"/api/runners/{runner_id}")
+    assert listed["active"] is False and listed["online"] is False
+    pid = await api.project()
+    task_id = await api.run(pid, await api.template(pid, scripts, "t.sh"))
+    await asyncio.sleep(0.3)
+    assert (await api.task(pid, task_id))["status"] == "waiting"
+    await api.ok("POST", f"/api/runners/{runner_id}/active", {"active": True}, 204)
+    # The runner keeps retrying with backoff and gets back in once enabled.
+    assert (await api.wait_status(pid, task_id, timeout=30))["status"] == "success"
+
+
+async def test_hub_without_remote_runners_runs_tasks_itself(tmp_path):
+    hub = await start_hub(tmp_path, use_remote_runner=False)
+    try:
+        api = await hub.api()
+        scripts = tmp_path / "s"
+        write_script(scripts, "t.sh", 'echo "local $1"\nexit 3\n')
+        pid = await api.project()
+        task_id = await api.run(pid, await api.template(pid, scripts, "t.sh",
+                                                        arguments=["run"]))
+        task = await api.wait_status(pid, task_id)
+        assert task["status"] == "error" and task["exit_code"] == 3
+        assert task["runner_id"] is None
+        assert await api.raw_output(pid, task_id) == "local run\n"
+    finally:
+        await hub.close()
+
+
+async def test_git_repository_is_cloned_at_its_branch(hub, api, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
+                              capture_output=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "T")
+    write_script(repo, "run.sh", "echo main\n")
+    git("add", ".")
+    git("commit", "-qm", "on main")
+    git("checkout", "-qb", "feature")
+    write_script(repo, "run.sh", "echo feature branch\n")
+    git("commit", "-qam", "on feature")
+    feature = git("rev-parse", "feature")
+    await hub.start_runner(tmp_path)
+    pid = await api.project()
+    template = await api.template(pid, f"file://{repo}", "run.sh", git_branch="feature")
+    task = await api.wait_status(pid, await api.run(pid, template))
+    assert task["status"] == "success"
+    assert (task["commit_hash"], task["commit_message"]) == (feature, "on feature")
+    assert (await api.raw_output(pid, task["id"])).endswith("feature branch\n")
+
+
+async def test_repository_that_cannot_be_cloned_ends_error_with_gits_message(hub, api,
+                                                                             tmp_path):
+    await hub.start_runner(tmp_path)
+    pid = await api.project()
+    template = await api.template(pid, f"file://{tmp_path}/missing-repo", "run.sh")
+    task = await api.wait_status(pid, await api.run(pid, template))
+    assert task["status"] == "error"
+    assert "git clone failed" in task["status_message"]
+    output = await api.raw_output(pid, task["id"])
+    assert "fatal:" in output and "missing-repo" in output
+
+
+async def test_stop_of_waiting_task_ends_it_without_a_runner(api):
+    pid = await api.project()
+    task_id = await api.run(pid, await api.template(pid, None, "x.sh", runner_tag="none"))
+    await api.ok("POST", f"/api/project/{pid}/tasks/{task_id}/stop", status=204)
+    task = await api.wait_status(pid, task_id)
+    assert task["status"] == "stopped" and task["status_message"] == "stopped before it started"
