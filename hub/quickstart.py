@@ -10,6 +10,7 @@ import http.cookiejar
 import json
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def quickstart(data_dir: str, port: int) -> int:
             "runner_registration_token": secrets.token_urlsafe(24)}, indent=2) + "\n")
     config = json.loads(config_path.read_text())
     address = config.get("web_host") or address
+    _check_port_free(config.get("interface", "127.0.0.1"), config.get("port", port))
 
     password_file = root / "admin-password"
     if not password_file.exists():
@@ -71,7 +73,7 @@ def quickstart(data_dir: str, port: int) -> int:
         runner_log = open(root / "runner.log", "ab")
         runner = subprocess.Popen(_cli("runner", "start", "--config", str(runner_config)),
                                   stdout=runner_log, stderr=runner_log)
-        project_id, template_id = _demo_project(address, password, root)
+        project_id, template_id = _demo_project(address, password, root, runner)
         _print_welcome(address, password, project_id, template_id, root)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while hub.poll() is None and runner.poll() is None:
@@ -106,8 +108,20 @@ def _wait_for_hub(address: str, hub: subprocess.Popen, log_path: Path) -> None:
     raise SystemExit(f"the hub did not answer at {address} within 30 s; see {log_path}")
 
 
-def _demo_project(address: str, password: str, root: Path) -> tuple[int, int]:
-    """Create (once) a project whose template runs a bash script from a local folder."""
+def _check_port_free(interface: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface, port))
+        except OSError as exc:
+            raise SystemExit(f"cannot use {interface}:{port} ({exc.strerror}); is another hub "
+                             f"running? Stop it, or pick another port with --port") from None
+
+
+def _demo_project(address: str, password: str, root: Path,
+                  runner: subprocess.Popen) -> tuple[int, int]:
+    """Wait for the runner to be online, then create (once) a project whose template runs
+    a bash script from a local folder."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 
@@ -120,6 +134,11 @@ def _demo_project(address: str, password: str, root: Path) -> tuple[int, int]:
             return json.loads(raw) if raw else None
 
     call("POST", "/api/auth/login", {"auth": "admin", "password": password})
+    deadline = time.monotonic() + 30
+    while not any(r["online"] for r in call("GET", "/api/runners")):
+        if runner.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the runner did not connect; see {root / 'runner.log'}")
+        time.sleep(0.1)
     for project in call("GET", "/api/projects"):
         if project["name"] == "Demo":
             templates = call("GET", f"/api/project/{project['id']}/templates")

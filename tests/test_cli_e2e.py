@@ -185,3 +185,31 @@ def test_server_with_unknown_config_key_stops_naming_it(tmp_path):
     result = semaphore("server", "--config", str(path), env={**os.environ,
                                                               "SEMAPHORE_PORT": "x"})
     assert result.returncode != 0
+
+
+def test_quickstart_brings_up_hub_runner_and_demo(tmp_path):
+    port = free_port()
+    folder = tmp_path / "qs"
+    quick = subprocess.Popen([sys.executable, "-m", "hub.cli", "quickstart", "--dir",
+                              str(folder), "--port", str(port)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in quick.stdout:
+            printed.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(printed)
+        assert f"http://127.0.0.1:{port}" in text, text
+        password = (folder / "admin-password").read_text().strip()
+        assert f"password:  {password}" in text
+        client = Client(f"http://127.0.0.1:{port}")
+        client.call("POST", "/api/auth/login", {"auth": "admin", "password": password})
+        assert [r["online"] for r in client.call("GET", "/api/runners")] == [True]
+        task = client.call("POST", "/api/project/1/tasks", {"template_id": 1})
+        assert client.wait_task(1, task["id"], {"success", "error"})["status"] == "success"
+        output = client.call("GET", f"/api/project/1/tasks/{task['id']}/raw_output")
+        assert output.startswith(f"Hello from task {task['id']}") and "done" in output
+    finally:
+        quick.send_signal(signal.SIGINT)
+        assert quick.wait(30) == 0
