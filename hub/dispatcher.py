@@ -29,6 +29,7 @@ class ActiveTask:
     spec: TaskSpec
     status: str  # waiting | starting | running | stopping
     runner_id: int | None = None
+    project_limit: int = 0  # the project's max_parallel_tasks (0: no limit)
     stored_seq: int = 0     # highest output seq committed
     received_seq: int = 0   # highest output seq accepted into the write queue
     output_bytes: int = 0
@@ -163,6 +164,8 @@ class Dispatcher:
         for task in list(self._waiting.values()):
             if task.task_id not in self._waiting:
                 continue
+            if task.project_limit and self._project_busy(task):
+                continue
             link = self._choose(task)
             if link is None:
                 continue
@@ -180,6 +183,14 @@ class Dispatcher:
             log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
             self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
                                 status="starting", runner_id=link.runner_id)
+
+    def _project_busy(self, task: ActiveTask) -> bool:
+        running = sum(1 for t in self.tasks.values()
+                      if t.project_id == task.project_id and t.runner_id is not None)
+        if running < task.project_limit:
+            return False
+        task.reason = f"project limit of {task.project_limit} parallel task(s) reached"
+        return True
 
     def _choose(self, task: ActiveTask) -> RunnerLink | None:
         """Project runners before global ones, then the least loaded; records why if none."""

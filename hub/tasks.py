@@ -56,9 +56,13 @@ class TaskService:
                               runner_tag=template["runner_tag"], spec=spec,
                               status=row["status"], runner_id=row["runner_id"],
                               stored_seq=row["last_seq"], received_seq=row["last_seq"],
-                              output_bytes=row["output_bytes"])
+                              output_bytes=row["output_bytes"],
+                              project_limit=await self._project_limit(row["project_id"]))
             self.dispatcher.add(task)
         log.info("tasks.restored", unfinished=len(self.dispatcher.tasks))
+
+    async def _project_limit(self, project_id: int) -> int:
+        return (await self.store.get_project(project_id))["max_parallel_tasks"]
 
     async def _end_row(self, row: dict[str, Any], status: str, message: str) -> None:
         await self.store.update_task(row["id"], {"status": status, "status_message": message})
@@ -74,7 +78,8 @@ class TaskService:
                                             "user_id": user_id, "status": "waiting"})
         self.dispatcher.add(ActiveTask(task_id=row["id"], project_id=project_id,
                                        runner_tag=template["runner_tag"], spec=spec,
-                                       status="waiting"))
+                                       status="waiting",
+                                       project_limit=await self._project_limit(project_id)))
         log.info("task.created", task_id=row["id"], project_id=project_id,
                  template_id=template["id"])
         self.events.publish("task", task_id=row["id"], project_id=project_id, status="waiting")

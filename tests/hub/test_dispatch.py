@@ -156,3 +156,21 @@ async def test_stop_of_waiting_task_ends_it_without_a_runner(api):
     await api.ok("POST", f"/api/project/{pid}/tasks/{task_id}/stop", status=204)
     task = await api.wait_status(pid, task_id)
     assert task["status"] == "stopped" and task["status_message"] == "stopped before it started"
+
+
+async def test_project_max_parallel_tasks_is_respected(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    gate = tmp_path / "gate"
+    write_script(scripts, "wait.sh", f"while [ ! -e {gate} ]; do sleep 0.02; done\n")
+    await hub.start_runner(tmp_path, name="wide", max_parallel_tasks=0)
+    pid = (await api.ok("POST", "/api/projects", {"name": "p", "max_parallel_tasks": 1},
+                        201))["id"]
+    template = await api.template(pid, scripts, "wait.sh")
+    first, second = await api.run(pid, template), await api.run(pid, template)
+    await api.wait_status(pid, first, {"running"})
+    await asyncio.sleep(0.2)
+    task = await api.task(pid, second)
+    assert task["status"] == "waiting"
+    assert task["waiting_reason"] == "project limit of 1 parallel task(s) reached"
+    gate.touch()
+    assert (await api.wait_status(pid, second))["status"] == "success"
