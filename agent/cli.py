@@ -112,8 +112,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_runner_config(path)
     token = register(config)
-    if config.runner.token_file:
-        token_path = Path(config.runner.token_file)
+    token_path = config.token_path(path)
+    if token_path is not None:
         token_path.parent.mkdir(parents=True, exist_ok=True)
         write_private_file(token_path, token + "\n")
         where = str(token_path)
@@ -131,8 +131,9 @@ def cmd_unregister(args: argparse.Namespace) -> int:
     config = load_runner_config(path)
     token = _require_token(config, path)
     unregister(config, token)
-    if config.runner.token_file:
-        Path(config.runner.token_file).unlink(missing_ok=True)
+    token_path = config.token_path(path)
+    if token_path is not None:
+        token_path.unlink(missing_ok=True)
     if config.runner.token:
         config.runner.token = ""
         save_runner_config(path, config)

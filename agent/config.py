@@ -64,12 +64,18 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
         if not self.runner.tmp_path:
             raise RunnerConfigError(f"{path}: `runner.tmp_path` must not be empty")
 
+    def token_path(self, config_path: Path) -> Path | None:
+        """token_file, a relative one taken from the config file's folder."""
+        if not self.runner.token_file:
+            return None
+        return config_path.parent / Path(self.runner.token_file).expanduser()
+
     def read_token(self, path: Path) -> str:
         """The runner's own token: inline, or from token_file."""
         if self.runner.token:
             return self.runner.token
-        if self.runner.token_file:
-            token_path = Path(self.runner.token_file)
+        token_path = self.token_path(path)
+        if token_path is not None:
             try:
                 return token_path.read_text().strip()
             except FileNotFoundError:

@@ -71,9 +71,12 @@ class RunnerConnection:
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 body = exc.response.body.decode(errors="replace").strip()
-                if status in (401, 403):
+                if status == 401:
                     raise RunnerRefused(f"the hub refused this runner's token ({status}: "
-                                        f"{body or 'unauthorized'})") from None
+                                        f"{body or 'unauthorized'}); register it again with "
+                                        f"`semaphore runner register`") from None
+                # 403: disabled by an admin. Keep knocking (with backoff) so that enabling
+                # it again brings it back without touching this host.
                 log.warning("runner.connect.failed", url=self.url, attempt=attempt,
                             error=f"HTTP {status} {body}")
             except (OSError, TimeoutError, ConnectionClosed, websockets.InvalidHandshake,

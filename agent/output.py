@@ -38,20 +38,23 @@ class OutputCoalescer:
         self._room.set()
 
     async def write(self, stream: Stream, text: str) -> None:
-        if not text:
-            return
-        await self._room.wait()
-        if self._parts and stream != self._stream:
-            self.flush()
-        if not self._parts:
-            self._stream = stream
-            self._first_time = time.time()
-            self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_INTERVAL,
-                                                                self.flush)
-        self._parts.append(text)
-        self._size += len(text)
-        if self._size >= OUTPUT_FRAME_BYTES:
-            self.flush()
+        # A frame never holds more than OUTPUT_FRAME_BYTES characters (JSON escaping keeps it
+        # far below the frame limit), so a huge line is cut across several frames.
+        while text:
+            await self._room.wait()
+            if self._parts and stream != self._stream:
+                self.flush()
+            if not self._parts:
+                self._stream = stream
+                self._first_time = time.time()
+                self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_INTERVAL,
+                                                                    self.flush)
+            room = OUTPUT_FRAME_BYTES - self._size
+            piece, text = text[:room], text[room:]
+            self._parts.append(piece)
+            self._size += len(piece)
+            if self._size >= OUTPUT_FRAME_BYTES:
+                self.flush()
 
     def flush(self) -> None:
         """Send what is pending as one frame now."""
@@ -97,5 +100,7 @@ async def pump_pipe(reader: asyncio.StreamReader, stream: Stream,
         text = partial + decoder.decode(chunk)
         cut = text.rfind("\n") + 1
         partial = text[cut:]
+        if len(partial) >= OUTPUT_FRAME_BYTES:
+            cut, partial = len(text), ""  # a line this long goes out in pieces, not held
         if cut:
             await sink.write(stream, text[:cut])

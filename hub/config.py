@@ -7,6 +7,7 @@ message naming the key: a typo must never silently fall back to a default.
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,13 @@ def load_config(path: str | os.PathLike | None = None,
         if name in environ:
             _set_path(data, key_path, _env_value(name, environ[name], key_path))
     try:
-        return msgspec.convert(data, HubConfig, strict=False)
+        # strict: "3000" is not a port in a JSON file (env values were converted above).
+        return msgspec.convert(data, HubConfig, strict=True)
+    except ConfigError as exc:  # a range check in HubConfig.__post_init__
+        raise ConfigError(f"invalid configuration{_source(path, environ)}: {exc}") from None
     except msgspec.ValidationError as exc:
         problem = describe(exc, "config key")
-        raise ConfigError(f"invalid configuration{_source(path)}: {problem}") from None
+        raise ConfigError(f"invalid configuration{_source(path, environ)}: {problem}") from None
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -145,10 +149,17 @@ def _field_type(key_path: tuple[str, ...]) -> type:
 
 
 def _set_path(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
-    for key in key_path[:-1]:
+    for depth, key in enumerate(key_path[:-1]):
         data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            name = ".".join(key_path[:depth + 1])
+            raise ConfigError(f"config key `{name}`: Expected `object`, got "
+                              f"`{type(data).__name__}`")
     data[key_path[-1]] = value
 
 
-def _source(path: str | os.PathLike | None) -> str:
-    return f" in {path}" if path is not None else ""
+def _source(path: str | os.PathLike | None, environ: Mapping[str, str]) -> str:
+    """Where the values came from: the file and any SEMAPHORE_* variables that were set."""
+    places = [str(path)] if path is not None else []
+    places += sorted(name for name in ENV_KEYS if name in environ)
+    return f" (from {', '.join(places)})" if places else ""

@@ -320,6 +320,8 @@ class SqliteStore(Store):
         await db.execute("BEGIN")
         try:
             if chunks:
+                chunks = await self._new_chunks(chunks)
+            if chunks:
                 await db.executemany(
                     "INSERT OR IGNORE INTO task_output (task_id, seq, time, stream, data) "
                     "VALUES (?, ?, ?, ?, ?)", chunks)
@@ -339,6 +341,16 @@ class SqliteStore(Store):
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+    async def _new_chunks(self, chunks: Sequence[OutputChunk]) -> list[OutputChunk]:
+        """Drop chunks already stored (a resend): seqs of a task are stored in order, so
+        anything at or below the task's last_seq is a duplicate."""
+        task_ids = sorted({chunk[0] for chunk in chunks})
+        marks = ", ".join("?" for _ in task_ids)
+        async with self.db.execute(f"SELECT id, last_seq FROM task WHERE id IN ({marks})",
+                                   task_ids) as cursor:
+            stored = {row[0]: row[1] for row in await cursor.fetchall()}
+        return [chunk for chunk in chunks if chunk[1] > stored.get(chunk[0], 0)]
 
     async def read_output(self, task_id: int) -> list[Row]:
         return await self._fetch_all(

@@ -1,0 +1,265 @@
+"""The SQLite store on a real file: migrations, CRUD scoping, output writes."""
+
+import sqlite3
+
+import pytest
+
+from hub.store import NotFound, StoreError, open_store
+from hub.store.migrations import LATEST_VERSION
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "data" / "hub.sqlite")
+
+
+@pytest.fixture
+async def store(db_path):
+    opened = await open_store(db_path)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def user(store):
+    return await store.create_user("alice", "Alice", "alice@example.com", "hash")
+
+
+@pytest.fixture
+async def project(store, user):
+    return await store.create_project({"name": "P"}, user["id"])
+
+
+@pytest.fixture
+async def template(store, project):
+    return await store.create_row("template", project["id"], {"name": "t", "app": "bash"})
+
+
+async def _task(store, project, template, status="waiting"):
+    return await store.create_task({"project_id": project["id"],
+                                    "template_id": template["id"], "status": status})
+
+
+def _inspect(path: str, sql: str):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+async def test_open_applies_migrations_in_wal_mode(db_path):
+    store = await open_store(db_path)
+    await store.close()
+    assert _inspect(db_path, "PRAGMA user_version") == LATEST_VERSION
+    assert _inspect(db_path, "PRAGMA journal_mode") == "wal"
+    tables = {row[0] for row in sqlite3.connect(db_path).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"user", "project", "template", "runner", "task", "task_output"} <= tables
+
+
+async def test_reopening_is_idempotent_and_keeps_data(db_path):
+    store = await open_store(db_path)
+    created = await store.create_user("bob", "Bob", "bob@example.com", "h")
+    await store.close()
+    for _ in range(2):
+        store = await open_store(db_path)
+        assert await store.get_user(created["id"]) == created
+        assert [u["username"] for u in await store.list_users()] == ["bob"]
+        await store.close()
+    assert _inspect(db_path, "PRAGMA user_version") == LATEST_VERSION
+
+
+async def test_database_from_a_newer_program_is_refused(db_path, tmp_path):
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 5}")
+    with pytest.raises(StoreError) as info:
+        await open_store(db_path)
+    assert "newer" in str(info.value)
+    assert str(LATEST_VERSION + 5) in str(info.value)
+    assert db_path in str(info.value)
+    assert _inspect(db_path, "PRAGMA user_version") == LATEST_VERSION + 5  # left untouched
+
+
+async def test_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(b"these are not the pages you are looking for\n" * 200)
+    with pytest.raises(StoreError) as info:
+        await open_store(str(path))
+    assert str(path) in str(info.value)
+
+
+async def test_users(store, user):
+    assert user["username"] == "alice"
+    assert user["admin"] == 0
+    admin = await store.create_user("root", "Root", "root@example.com", "h", admin=True)
+    assert admin["admin"] == 1
+    assert await store.get_user(admin["id"]) == admin
+    assert (await store.find_user_by_login("alice@example.com"))["id"] == user["id"]
+    assert (await store.find_user_by_login("root"))["id"] == admin["id"]
+    assert await store.find_user_by_login("nobody") is None
+    assert [u["id"] for u in await store.list_users()] == [user["id"], admin["id"]]
+    with pytest.raises(NotFound):
+        await store.get_user(admin["id"] + 100)
+
+
+@pytest.mark.parametrize(("username", "email", "column"), [
+    ("alice", "other@example.com", "username"),
+    ("other", "alice@example.com", "email"),
+])
+async def test_unique_user_fields(store, user, username, email, column):
+    with pytest.raises(StoreError, match=f"{column} is already taken"):
+        await store.create_user(username, "X", email, "h")
+    assert len(await store.list_users()) == 1
+
+
+async def test_projects(store, user, project):
+    assert project["name"] == "P"
+    assert await store.project_role(project["id"], user["id"]) == "owner"
+    other = await store.create_user("carol", "Carol", "carol@example.com", "h")
+    assert await store.project_role(project["id"], other["id"]) is None
+    assert [p["id"] for p in await store.list_projects(user["id"])] == [project["id"]]
+    assert await store.list_projects(other["id"]) == []
+    assert [p["id"] for p in await store.list_projects(None)] == [project["id"]]
+    await store.update_project(project["id"], {"name": "Renamed"})
+    assert (await store.get_project(project["id"]))["name"] == "Renamed"
+    await store.delete_project(project["id"])
+    with pytest.raises(NotFound):
+        await store.get_project(project["id"])
+
+
+@pytest.mark.parametrize("operation", ["get", "update", "delete"])
+async def test_missing_project_is_not_found(store, operation):
+    calls = {"get": lambda: store.get_project(404),
+             "update": lambda: store.update_project(404, {"name": "x"}),
+             "delete": lambda: store.delete_project(404)}
+    with pytest.raises(NotFound, match="404"):
+        await calls[operation]()
+
+
+async def test_project_rows_crud(store, project):
+    pid = project["id"]
+    key = await store.create_row("access_key", pid, {"name": "k", "type": "none"})
+    repo = await store.create_row("repository", pid, {"name": "r", "git_url": "/src",
+                                                      "ssh_key_id": key["id"]})
+    assert repo["project_id"] == pid
+    assert repo["git_branch"] == ""
+    assert await store.get_row("repository", pid, repo["id"]) == repo
+    await store.update_row("repository", pid, repo["id"], {"git_branch": "main"})
+    assert (await store.get_row("repository", pid, repo["id"]))["git_branch"] == "main"
+    second = await store.create_row("repository", pid, {"name": "r2", "git_url": "/src2"})
+    assert [r["id"] for r in await store.list_rows("repository", pid)] == [repo["id"],
+                                                                           second["id"]]
+    with pytest.raises(StoreError, match="in use"):
+        await store.delete_row("access_key", pid, key["id"])
+    await store.delete_row("repository", pid, repo["id"])
+    with pytest.raises(NotFound):
+        await store.get_row("repository", pid, repo["id"])
+    assert [r["id"] for r in await store.list_rows("repository", pid)] == [second["id"]]
+
+
+@pytest.mark.parametrize("operation", ["get", "update", "delete"])
+@pytest.mark.parametrize("whose", ["missing", "other_project"])
+async def test_rows_are_scoped_to_their_project(store, user, project, operation, whose):
+    other = await store.create_project({"name": "Other"}, user["id"])
+    row = await store.create_row("inventory", project["id"], {"name": "inv"})
+    row_id = row["id"] if whose == "other_project" else row["id"] + 100
+    calls = {"get": lambda: store.get_row("inventory", other["id"], row_id),
+             "update": lambda: store.update_row("inventory", other["id"], row_id,
+                                                {"name": "stolen"}),
+             "delete": lambda: store.delete_row("inventory", other["id"], row_id)}
+    with pytest.raises(NotFound):
+        await calls[operation]()
+    assert await store.get_row("inventory", project["id"], row["id"]) == row
+
+
+async def test_unknown_table_and_column_are_refused(store, project):
+    with pytest.raises(StoreError, match="unknown table"):
+        await store.create_row("user", project["id"], {"username": "x"})
+    with pytest.raises(StoreError, match="project_id"):
+        await store.create_row("access_key", project["id"], {"name": "k", "type": "none",
+                                                             "project_id": 99})
+    assert await store.list_rows("access_key", project["id"]) == []
+
+
+async def test_write_output_stores_chunks_and_updates_tasks_together(store, project, template):
+    first = await _task(store, project, template, "running")
+    second = await _task(store, project, template, "running")
+    await store.write_output(
+        [(first["id"], 1, 1.0, "stdout", "one\n"), (second["id"], 1, 1.5, "stderr", "x"),
+         (first["id"], 2, 2.0, "stderr", "two\n")],
+        [(second["id"], {"status": "success", "exit_code": 0})])
+    task = await store.get_task(first["id"])
+    assert (task["last_seq"], task["output_bytes"], task["status"]) == (2, 8, "running")
+    task = await store.get_task(second["id"])
+    assert (task["last_seq"], task["output_bytes"], task["status"]) == (1, 1, "success")
+    assert task["exit_code"] == 0
+    assert await store.read_output(first["id"]) == [
+        {"seq": 1, "time": 1.0, "stream": "stdout", "data": "one\n"},
+        {"seq": 2, "time": 2.0, "stream": "stderr", "data": "two\n"}]
+
+
+async def test_write_output_is_one_transaction(store, project, template):
+    task = await _task(store, project, template, "running")
+    with pytest.raises(StoreError):
+        await store.write_output([(task["id"], 1, 1.0, "stdout", "lost\n")],
+                                 [(task["id"], {"no_such_column": 1})])
+    assert await store.read_output(task["id"]) == []
+    row = await store.get_task(task["id"])
+    assert (row["last_seq"], row["output_bytes"]) == (0, 0)
+    await store.write_output([(task["id"], 1, 1.0, "stdout", "kept\n")])  # still usable
+    assert [r["data"] for r in await store.read_output(task["id"])] == ["kept\n"]
+
+
+async def test_repeated_seq_is_harmless(store, project, template):
+    task = await _task(store, project, template, "running")
+    await store.write_output([(task["id"], 1, 1.0, "stdout", "abc"),
+                              (task["id"], 2, 2.0, "stdout", "defg")])
+    await store.write_output([(task["id"], 1, 9.0, "stderr", "XYZ")])
+    await store.write_output([(task["id"], 2, 9.0, "stdout", "defg"),
+                              (task["id"], 2, 9.0, "stdout", "defg")])
+    assert await store.read_output(task["id"]) == [
+        {"seq": 1, "time": 1.0, "stream": "stdout", "data": "abc"},
+        {"seq": 2, "time": 2.0, "stream": "stdout", "data": "defg"}]
+    row = await store.get_task(task["id"])
+    assert row["last_seq"] == 2
+    assert row["output_bytes"] == 7  # what is stored, not what was sent
+
+
+async def test_read_output_is_in_seq_order(store, project, template):
+    task = await _task(store, project, template, "running")
+    other = await _task(store, project, template, "running")
+    # The store's contract: each task's chunks arrive in seq order (the hub accepts only the
+    # next seq); anything at or below the last stored seq is a resend and is dropped.
+    await store.write_output([(task["id"], 1, 1.0, "stdout", "a")])
+    await store.write_output([(other["id"], 1, 0.0, "stdout", "other"),
+                              (task["id"], 2, 2.0, "stdout", "b")])
+    await store.write_output([(task["id"], 3, 3.0, "stdout", "c"),
+                              (task["id"], 2, 2.0, "stdout", "b")])
+    assert [r["seq"] for r in await store.read_output(task["id"])] == [1, 2, 3]
+    assert "".join(r["data"] for r in await store.read_output(task["id"])) == "abc"
+    assert (await store.get_task(task["id"]))["last_seq"] == 3
+    assert await store.read_output(other["id"] + 100) == []
+
+
+async def test_list_unfinished_tasks(store, project, template):
+    statuses = ["waiting", "success", "starting", "error", "running", "stopped", "waiting"]
+    tasks = [await _task(store, project, template, status) for status in statuses]
+    unfinished = await store.list_unfinished_tasks()
+    assert [t["id"] for t in unfinished] == [tasks[i]["id"] for i in (0, 2, 4, 6)]
+    await store.update_task(tasks[4]["id"], {"status": "success"})
+    assert [t["id"] for t in await store.list_unfinished_tasks()] == [
+        tasks[i]["id"] for i in (0, 2, 6)]
+
+
+async def test_tasks_are_scoped_and_missing_ones_not_found(store, user, project, template):
+    task = await _task(store, project, template)
+    other = await store.create_project({"name": "Other"}, user["id"])
+    assert (await store.get_task(task["id"], project["id"]))["id"] == task["id"]
+    with pytest.raises(NotFound):
+        await store.get_task(task["id"], other["id"])
+    with pytest.raises(NotFound):
+        await store.delete_task(task["id"], other["id"])
+    with pytest.raises(NotFound):
+        await store.update_task(task["id"] + 100, {"status": "error"})
+    await store.delete_task(task["id"], project["id"])
+    with pytest.raises(NotFound):
+        await store.get_task(task["id"])
