@@ -21,6 +21,31 @@ log = structlog.get_logger("agent.executor")
 PIPE_DRAIN_TIMEOUT = 5.0
 
 
+async def process_exit(proc: asyncio.subprocess.Process) -> int:
+    """Wait for the process itself to exit, not for its pipes to close: `proc.wait()` also
+    waits for every pipe, which a background child it left behind may hold open forever."""
+    if proc.returncode is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None  # no pidfd (old kernel) or already reaped: poll the return code
+    if pidfd is not None:
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    # The child watcher reaps it just after; the return code appears then (no event
+    # exists for that, hence the short poll).
+    while proc.returncode is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.002 if pidfd is not None else 0.05)
+    return proc.returncode
+
+
 @dataclass
 class Outcome:
     status: str  # success | error | stopped
@@ -147,7 +172,7 @@ class TaskExecution:
         self.log.info("task.process.started", pid=proc.pid, argv=argv[:2])
         pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
                                pump_pipe(proc.stderr, "stderr", self.sink))
-        waiter = asyncio.ensure_future(proc.wait())
+        waiter = asyncio.ensure_future(process_exit(proc))
         stopper = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -159,6 +184,9 @@ class TaskExecution:
             await asyncio.wait_for(asyncio.shield(pumps), PIPE_DRAIN_TIMEOUT)
         except TimeoutError:
             pumps.cancel()
+            # Close our ends of the pipes (asyncio has no public call for this); the leftover
+            # process is not ours to kill once the task's own process has exited.
+            proc._transport.close()
             await self._say("(output pipes still held open by a leftover process; "
                             "stopped reading)\n")
         self._proc = None
@@ -180,7 +208,10 @@ class TaskExecution:
             except TimeoutError:
                 self.log.warning("task.process.kill", pid=proc.pid,
                                  reason=f"no exit {wait} s after SIGTERM")
-        await waiter
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), PIPE_DRAIN_TIMEOUT)
+        except TimeoutError:  # SIGKILL cannot be ignored; only a zombie state delays this
+            self.log.error("task.process.unkillable", pid=proc.pid)
         # Children that outlived the leader but kept the group: make sure they go too.
         try:
             os.killpg(proc.pid, signal.SIGKILL)

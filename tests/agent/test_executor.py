@@ -1,6 +1,7 @@
 """TaskExecution with real processes, real git repositories and a real OutputCoalescer."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,12 +71,13 @@ async def wait_gone(pid: int) -> bool:
 
 @pytest.fixture
 def leftovers():
-    """Pids to SIGKILL at teardown, so a failing stop test leaves no process behind."""
+    """Pids (and the groups they lead) to SIGKILL at teardown: a failing test leaves none."""
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -260,3 +262,20 @@ async def test_work_dir_is_removed_after_the_run(tmp_path):
     assert run.text("stdout").strip() == str(run.work_root / "task_5")
     assert run.work_root.is_dir()
     assert not (run.work_root / "task_5").exists()
+
+
+async def test_a_leftover_background_process_does_not_hold_the_task(tmp_path, leftovers):
+    # The script ends at once, but a child it left behind keeps its stdout/stderr open.
+    folder = tmp_path / "repo"
+    body = "sleep 120 &\necho $! > daemon.pid\necho $$ > main.pid\necho started\n"
+    run = Run(tmp_path, bash_spec(folder, body))
+    runner = asyncio.ensure_future(run.execution.run())
+    leftovers.append(int(await wait_for_file(folder / "main.pid")))
+    leftovers.append(int(await wait_for_file(folder / "daemon.pid")))
+    done, _ = await asyncio.wait({runner}, timeout=DEADLINE)
+    if not done:
+        run.execution.stop()
+    outcome = await asyncio.wait_for(runner, DEADLINE)
+    assert done, f"run() still waiting {DEADLINE} s after the script exited: {outcome}"
+    assert outcome.status == "success" and outcome.exit_code == 0, outcome
+    assert "started\n" in run.text("stdout")
