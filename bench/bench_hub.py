@@ -1,0 +1,395 @@
+"""Benchmark of the hub: create->assign latency and output throughput with simulated runners.
+
+Starts a real hub process on a free loopback port, registers N runners and connects them from a
+separate simulator process (bench/simrunners.py), then measures:
+  1. latency: tasks created one at a time over REST, time until the assign frame is received;
+  2. throughput: output streamed with a window of unacked frames, until the last ack.
+Run from the repo root: /work/venv/bin/python bench/bench_hub.py --runners 100 --tasks 500
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # protocol/ for the simulator and frame_data
+
+from simrunners import BenchError, Simulator, clean_env, frame_data, simulate  # noqa: E402
+
+REGISTRATION_TOKEN = "bench-registration-token"
+ADMIN, PASSWORD = "bench-admin", "bench-password-1"
+MB = 1_000_000
+
+
+class HubProcess:
+    def __init__(self, tmp: Path, max_output_bytes: int):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / "hub.log"
+        self.config_path = tmp / "hub-config.json"
+        self.config_path.write_text(json.dumps({
+            "interface": "127.0.0.1", "port": self.port,
+            "sqlite": {"host": str(tmp / "hub.sqlite")}, "tmp_path": str(tmp / "hub-tmp"),
+            "runner_registration_token": REGISTRATION_TOKEN,
+            "max_task_output_bytes": max_output_bytes}))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cli = [sys.executable, "-m", "hub.cli"]
+        add = subprocess.run([*cli, "user", "add", "--config", str(self.config_path), "--admin",
+                              "--login", ADMIN, "--password", PASSWORD, "--name", "Bench",
+                              "--email", "bench@example.com"], cwd=ROOT, env=clean_env(),
+                             capture_output=True, text=True)
+        if add.returncode != 0:
+            raise BenchError(f"`hub.cli user add` failed ({add.returncode}): "
+                             f"{(add.stderr or add.stdout).strip()}")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*cli, "server", "--config", str(self.config_path), "--log-format", "json"],
+                cwd=ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the hub exited with code {self.proc.returncode} at start; "
+                                 f"log tail:\n{self.log_tail()}")
+            try:
+                async with http.get(self.base + "/api/ping",
+                                    timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        raise BenchError(f"the hub did not answer /api/ping within {timeout} s; log tail:\n"
+                         f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Rest:
+    def __init__(self, base: str, http: aiohttp.ClientSession):
+        self.base, self.http = base, http
+
+    async def call(self, method: str, path: str, body=None, expect: int = 200):
+        async with self.http.request(method, self.base + path, json=body) as response:
+            data = await response.read()
+            if response.status != expect:
+                raise BenchError(f"{method} {path} -> {response.status} {data[:300]!r}")
+            if response.content_type == "application/json" and data:
+                return json.loads(data)
+            return data
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class Probe:
+    """RSS and CPU time of the hub and simulator processes around a phase."""
+
+    def __init__(self, hub_pid: int, sim_pid: int):
+        self.hub, self.sim = psutil.Process(hub_pid), psutil.Process(sim_pid)
+        self.peak = 0
+
+    async def watch(self) -> None:
+        """Highest hub RSS seen (sampled every 20 ms); snap() with reset starts a new phase."""
+        try:
+            while True:
+                self.peak = max(self.peak, self.hub.memory_info().rss)
+                await asyncio.sleep(0.02)
+        except psutil.Error:
+            return  # the hub is gone: run() reports that
+
+    def snap(self, reset: bool = False) -> dict:
+        def cpu(proc: psutil.Process) -> float:
+            times = proc.cpu_times()
+            return times.user + times.system
+        rss = self.hub.memory_info().rss
+        self.peak = rss if reset else max(self.peak, rss)
+        return {"rss": rss, "peak": self.peak, "hub_cpu": cpu(self.hub),
+                "sim_cpu": cpu(self.sim), "wall": time.monotonic()}
+
+
+def usage(before: dict, after: dict, checked: dict | None = None) -> dict:
+    wall = after["wall"] - before["wall"]
+    return {"rss_before": before["rss"], "rss_after": after["rss"],
+            "rss_checked": (checked or after)["rss"], "rss_peak": (checked or after)["peak"],
+            "hub_cpu": (after["hub_cpu"] - before["hub_cpu"]) / wall,
+            "sim_cpu": (after["sim_cpu"] - before["sim_cpu"]) / wall}
+
+
+async def latency_phase(rest: Rest, sim: Simulator, project: int, template: int, count: int,
+                        timeout: float) -> dict:
+    pings = []  # the floor: an HTTP round trip that touches no database
+    for _ in range(min(count, 200)):
+        t0 = time.time()
+        await rest.call("GET", "/api/ping")
+        pings.append((time.time() - t0) * 1000)
+    created, stalls_before = [], len(sim.stalls)
+    for _ in range(count):
+        t0 = time.time()
+        task = await rest.call("POST", f"/api/project/{project}/tasks",
+                               {"template_id": template}, expect=201)
+        created.append((task["id"], t0, time.time()))
+    ids = [task_id for task_id, _, _ in created]
+    assigns = await sim.wait("assign", ids, timeout)
+    dones = await sim.wait("done", ids, timeout)
+    rows = await rest.call("GET", f"/api/project/{project}/tasks")
+    status = {row["id"]: row["status"] for row in rows}
+    bad = [(task_id, status.get(task_id)) for task_id in ids if status.get(task_id) != "success"]
+    if bad:
+        raise BenchError(f"{len(bad)} latency tasks did not end in success: {bad[:10]}")
+    starts = [t0 for _, t0, _ in created]
+    return {"ping": pings, "post": [(t1 - t0) * 1000 for _, t0, t1 in created],
+            "assign": [(a["t"] - t0) * 1000 for a, t0 in zip(assigns, starts, strict=True)],
+            "done": [(d["t"] - t0) * 1000 for d, t0 in zip(dones, starts, strict=True)],
+            "runners_used": len({a["runner"] for a in assigns}), "count": count, "ids": ids,
+            "t0": starts, "sim_stalls_ms": [ms for _, ms in sim.stalls[stalls_before:]]}
+
+
+async def stream_phase(rest: Rest, sim: Simulator, project: int, template: int, frames: int,
+                       lines: int, line_bytes: int, streams: int, window: int,
+                       timeout: float) -> tuple[dict, list[tuple[int, int]]]:
+    shares = [frames // streams + (1 if i < frames % streams else 0) for i in range(streams)]
+    tasks = []
+    for share in shares:
+        plan = {"mode": "stream", "frames": share, "lines_per_frame": lines,
+                "line_bytes": line_bytes, "window": window}
+        task = await rest.call("POST", f"/api/project/{project}/tasks",
+                               {"template_id": template, "playbook": json.dumps(plan)}, 201)
+        tasks.append((task["id"], share))
+    dones = await sim.wait("done", [task_id for task_id, _ in tasks], timeout)
+    elapsed = max(d["last_ack"] for d in dones) - min(d["first"] for d in dones)
+    total = {key: sum(d[key] for d in dones) for key in ("frames", "lines", "bytes")}
+    return {**total, "seconds": elapsed, "lines_s": total["lines"] / elapsed,
+            "frames_s": total["frames"] / elapsed, "mb_s": total["bytes"] / MB / elapsed}, tasks
+
+
+async def check_stored(rest: Rest, project: int, tasks: list[tuple[int, int]], lines: int,
+                       line_bytes: int) -> str:
+    """Compare each task's raw_output (bytes, lines, sha256) with what was streamed."""
+    problems = []
+    for task_id, frames in tasks:
+        expected = hashlib.sha256()
+        for seq in range(1, frames + 1):
+            expected.update(frame_data(task_id, seq, lines, line_bytes).encode())
+        got, size, newlines = hashlib.sha256(), 0, 0
+        path = f"/api/project/{project}/tasks/{task_id}/raw_output"
+        async with rest.http.get(rest.base + path) as response:
+            if response.status != 200:
+                raise BenchError(f"GET {path} -> {response.status}")
+            async for block in response.content.iter_chunked(1 << 20):
+                got.update(block)
+                size, newlines = size + len(block), newlines + block.count(b"\n")
+        task = await rest.call("GET", f"/api/project/{project}/tasks/{task_id}")
+        want = frames * lines * line_bytes
+        if got.digest() != expected.digest() or task["status"] != "success":
+            problems.append(f"task {task_id}: {size}/{want} bytes, {newlines}/{frames * lines} "
+                            f"lines, status {task['status']}, sha256 "
+                            f"{'ok' if got.digest() == expected.digest() else 'MISMATCH'}")
+    if problems:
+        raise BenchError("output not stored intact: " + "; ".join(problems))
+    return f"ok ({len(tasks)} task(s): bytes, lines, sha256, status)"
+
+
+def header(args: argparse.Namespace) -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return (f"== hub benchmark ==\n"
+            f"machine : {model}, {os.cpu_count()} CPUs, {platform.platform()}, "
+            f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM\n"
+            f"python  : {platform.python_implementation()} {platform.python_version()}; "
+            f"repo commit {commit}\n"
+            f"params  : runners={args.runners} tasks={args.tasks} "
+            f"stream-runners={args.stream_runners} window={args.window} frames\n"
+            f"          short lines: {args.lines:,} lines, {args.lines_per_frame} lines x "
+            f"{args.line_bytes} B per frame; chunks: {args.chunk_mib} MiB in "
+            f"{args.chunk_kib} KiB frames")
+
+
+def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
+           usages: list[tuple[str, dict]]) -> str:
+    out = [f"setup   : hub ready {setup['hub_s']:.2f} s; {setup['runners']} runners registered "
+           f"{setup['register_s']:.2f} s, connected {setup['connect_s']:.2f} s", "",
+           f"Latency: {latency['count']} tasks created one at a time "
+           f"(tasks went to {latency['runners_used']} distinct runner(s))",
+           f"  {'ms':<28}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}"]
+    for key, label in (("ping", "GET /api/ping round trip"),
+                       ("post", "POST /tasks round trip"),
+                       ("assign", "create -> assign received"),
+                       ("done", "create -> finished acked")):
+        values = latency[key]
+        out.append(f"  {label:<28}" + "".join(f"{pct(values, p):9.2f}" for p in (50, 90, 99))
+                   + f"{max(values):9.2f}")
+    assign = latency["assign"]
+    met = pct(assign, 50) <= 3 and pct(assign, 99) <= 10
+    stalls = latency["sim_stalls_ms"]
+    out += [f"  simulator event-loop stalls > 5 ms during the phase: {len(stalls)}"
+            + (f" (max {max(stalls):.1f} ms)" if stalls else ""),
+            f"  target create->assign p50 <= 3 ms, p99 <= 10 ms: {'met' if met else 'MISSED'}",
+            "", "Throughput: stored-and-acked, first frame sent -> last ack received",
+            f"  {'case':<13}{'frames':>8}{'lines':>11}{'MB':>8}{'s':>8}{'lines/s':>11}"
+            f"{'frames/s':>10}{'MB/s':>8}  stored check"]
+    for name, r, check in streams:
+        out.append(f"  {name:<13}{r['frames']:>8}{r['lines']:>11,}{r['bytes'] / MB:>8.1f}"
+                   f"{r['seconds']:>8.2f}{r['lines_s']:>11,.0f}{r['frames_s']:>10,.0f}"
+                   f"{r['mb_s']:>8.1f}  {check}")
+    out += ["  targets: >= 100,000 lines/s (short lines), >= 50 MB/s (chunks)", "",
+            "Hub process RSS in MiB: before the phase, after it, highest seen during it and its",
+            "stored check (GET raw_output), after the check; CPU = CPU-s per wall-s of the phase",
+            f"  {'phase':<13}{'before':>8}{'after':>8}{'peak':>8}{'after check':>12}"
+            f"{'hub CPU':>9}{'sim CPU':>9}"]
+    for name, u in usages:
+        out.append(f"  {name:<13}" + "".join(f"{u[key] / 2**20:>8.1f}" for key in (
+            "rss_before", "rss_after", "rss_peak")) + f"{u['rss_checked'] / 2**20:>12.1f}"
+            f"{u['hub_cpu']:>9.2f}{u['sim_cpu']:>9.2f}")
+    return "\n".join(out)
+
+
+async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
+    sim = Simulator()
+    jar = aiohttp.CookieJar(unsafe=True)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            started = time.monotonic()
+            hub.start()
+            await hub.wait_ready(http)
+            setup = {"hub_s": time.monotonic() - started, "runners": args.runners}
+            rest, started, gate = Rest(hub.base, http), time.monotonic(), asyncio.Semaphore(16)
+
+            async def register(i: int) -> str:
+                async with gate:
+                    return (await rest.call("POST", "/api/internal/runners", {
+                        "registration_token": REGISTRATION_TOKEN, "name": f"sim-{i}",
+                        "tags": [], "max_parallel_tasks": 0}))["token"]
+
+            tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
+            setup["register_s"] = time.monotonic() - started
+            (tmp / "tokens.json").write_text(json.dumps(tokens))
+            ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
+            ready = await sim.start(ws_url, tmp / "tokens.json", args.timeout)
+            setup["connect_s"] = ready["connect_s"]
+            await rest.call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD}, 204)
+            project = (await rest.call("POST", "/api/projects", {"name": "bench"}, 201))["id"]
+            template = (await rest.call("POST", f"/api/project/{project}/templates", {
+                "name": "bench", "app": "bash", "playbook": json.dumps({"mode": "latency"})},
+                201))["id"]
+            probe, usages, streams = Probe(hub.proc.pid, sim.proc.pid), [], []
+            watcher = asyncio.create_task(probe.watch())
+            before = probe.snap(reset=True)
+            latency = await latency_phase(rest, sim, project, template, args.tasks, args.timeout)
+            usages.append(("latency", usage(before, probe.snap())))
+            cases = [("short lines", math.ceil(args.lines / args.lines_per_frame),
+                      args.lines_per_frame, args.line_bytes),
+                     ("chunks", args.chunk_mib * 1024 // args.chunk_kib, args.chunk_kib, 1024)]
+            for name, frames, lines, line_bytes in cases:
+                before = probe.snap(reset=True)
+                result, tasks = await stream_phase(rest, sim, project, template, frames, lines,
+                                                   line_bytes, args.stream_runners, args.window,
+                                                   args.timeout)
+                after = probe.snap()
+                check = await check_stored(rest, project, tasks, lines, line_bytes)
+                usages.append((name, usage(before, after, probe.snap())))
+                streams.append((name, result, check))
+            watcher.cancel()
+            if hub.proc.poll() is not None:
+                raise BenchError(f"the hub exited ({hub.proc.returncode}) during the run")
+            if sim.errors:
+                raise BenchError(f"the simulator reported {len(sim.errors)} error(s): "
+                                 f"{sim.errors[:5]}")
+            if args.json:
+                Path(args.json).write_text(json.dumps({
+                    "setup": setup, "latency_ms": latency, "usage": dict(usages),
+                    "throughput": {name: {**r, "check": c} for name, r, c in streams}}))
+            return report(setup, latency, streams, usages)
+    finally:
+        await sim.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runners", type=int, default=100, help="simulated runners")
+    parser.add_argument("--tasks", type=int, default=500, help="tasks in the latency phase")
+    parser.add_argument("--stream-runners", type=int, default=1,
+                        help="tasks streamed in parallel in each throughput case")
+    parser.add_argument("--window", type=int, default=64, help="max unacked output frames")
+    parser.add_argument("--lines", type=int, default=1_000_000, help="short-lines case: lines")
+    parser.add_argument("--lines-per-frame", type=int, default=100)
+    parser.add_argument("--line-bytes", type=int, default=60, help="bytes per line, newline too")
+    parser.add_argument("--chunk-mib", type=int, default=256, help="chunks case: MiB in total")
+    parser.add_argument("--chunk-kib", type=int, default=32, help="chunks case: KiB per frame")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per wait")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (hub log, db)")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
+    parser.add_argument("--simulate", nargs=2, metavar=("WS_URL", "TOKENS_FILE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.simulate:
+        return simulate(*args.simulate)
+    if args.line_bytes < 40 or min(args.runners, args.tasks, args.stream_runners) < 1 \
+            or args.stream_runners > args.runners:
+        parser.error("need --line-bytes >= 40 and 1 <= --stream-runners <= --runners")
+    print(header(args), flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hub-"))
+    per_task = max(args.chunk_mib * 2**20, args.lines * args.line_bytes)
+    hub = HubProcess(tmp, max(100 * 2**20, 2 * per_task))
+    failed = True
+    try:
+        print(asyncio.run(run(args, tmp, hub)))
+        failed = False
+    except (BenchError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+        print(f"\nBENCHMARK FAILED: {type(exc).__name__}: {exc}\n(hub log and database kept "
+              f"in {tmp})", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted (files kept in {tmp})", file=sys.stderr)
+    finally:
+        hub.stop()
+        if not failed and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif not failed:
+            print(f"files kept in {tmp}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
