@@ -50,7 +50,11 @@ class OutputCoalescer:
                 self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_INTERVAL,
                                                                     self.flush)
             room = OUTPUT_FRAME_BYTES - self._size
-            piece, text = text[:room], text[room:]
+            cut = room
+            if len(text) > room:
+                # Cut after a newline where there is one, so lines stay whole in frames.
+                cut = text.rfind("\n", 0, room) + 1 or room
+            piece, text = text[:cut], text[cut:]
             self._parts.append(piece)
             self._size += len(piece)
             if self._size >= OUTPUT_FRAME_BYTES:

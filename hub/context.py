@@ -27,3 +27,5 @@ class Hub:
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 # The authenticated user (a row of the user table), set by the auth middleware.
 USER: web.RequestKey[dict] = web.RequestKey("user", dict)
+# The project of a /api/project/{project_id}/... URL, once access to it was checked.
+PROJECT: web.RequestKey[dict] = web.RequestKey("project", dict)

@@ -92,12 +92,23 @@ class OutputWriter:
                     await self._write(batch)
                 except Exception:
                     log.exception("output.write.failed", rows=len(batch))
-                    # Not acked, so the runners still hold it and resend after reconnect.
+                    await self._write_one_by_one(batch)
                 finally:
                     self._queued_bytes -= sum(entry.size for entry in batch)
                     if self._queued_bytes <= MAX_QUEUED_BYTES:
                         self._has_room.set()
             self._idle.set()
+
+    async def _write_one_by_one(self, batch: list[_Entry]) -> None:
+        """A batch failed: store what can be stored, so one bad entry (a task deleted under
+        it, say) never holds back every other task's output. What still fails is not acked;
+        its runner keeps it and resends it after a reconnect."""
+        for entry in batch:
+            try:
+                await self._write([entry])
+            except Exception as exc:
+                log.error("output.entry.dropped", error=str(exc),
+                          task_id=(entry.chunk or entry.update)[0])
 
     async def _write(self, batch: list[_Entry]) -> None:
         chunks = [entry.chunk for entry in batch if entry.chunk is not None]

@@ -68,9 +68,10 @@ class TaskService:
         await self.store.update_task(row["id"], {"status": status, "status_message": message})
         log.warning("task.ended_at_start", task_id=row["id"], status=status, reason=message)
 
-    async def create(self, project_id: int, template: dict[str, Any], values: dict[str, Any],
-                     user_id: int | None) -> dict[str, Any]:
+    async def create(self, project: dict[str, Any], template: dict[str, Any],
+                     values: dict[str, Any], user_id: int | None) -> dict[str, Any]:
         """Store a new task and queue it; raises SpecError if it could never run."""
+        project_id = project["id"]
         draft = {**values, "project_id": project_id}
         spec = await resolve_spec(self.store, draft, template, self.config.max_task_duration_sec)
         row = await self.store.create_task({**values, "project_id": project_id,
@@ -79,7 +80,7 @@ class TaskService:
         self.dispatcher.add(ActiveTask(task_id=row["id"], project_id=project_id,
                                        runner_tag=template["runner_tag"], spec=spec,
                                        status="waiting",
-                                       project_limit=await self._project_limit(project_id)))
+                                       project_limit=project["max_parallel_tasks"]))
         log.info("task.created", task_id=row["id"], project_id=project_id,
                  template_id=template["id"])
         self.events.publish("task", task_id=row["id"], project_id=project_id, status="waiting")

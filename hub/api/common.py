@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from hub.context import HUB, USER, Hub
+from hub.context import HUB, PROJECT, USER, Hub
 from protocol.validation import describe
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ async def project_access(request: web.Request, min_role: str = "guest") -> int:
     """The project id of the URL, once the user is known to hold at least `min_role` in it."""
     project_id = int_param(request, "project_id")
     hub = hub_of(request)
-    await hub.store.get_project(project_id)  # 404 if it does not exist
+    request[PROJECT] = await hub.store.get_project(project_id)  # 404 if it does not exist
     user = current_user(request)
     if user["admin"]:
         return project_id

@@ -144,6 +144,15 @@ async def update_row(request: web.Request) -> web.Response:
 async def delete_row(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request, "manager")
+    if resource.table == "template":
+        # Its tasks go with it, so none may still be running.
+        template_id = int_param(request, "item_id")
+        unfinished = sorted(t.task_id for t in hub_of(request).dispatcher.tasks.values()
+                            if t.spec.template_id == template_id
+                            and t.project_id == project_id)
+        if unfinished:
+            raise ApiError(400, f"template {template_id} has unfinished tasks {unfinished}; "
+                                "stop them first")
     await hub_of(request).store.delete_row(resource.table, project_id,
                                            int_param(request, "item_id"))
     return no_content()

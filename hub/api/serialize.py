@@ -85,15 +85,40 @@ def runner_json(row: Row, online: bool, link: Any = None) -> Row:
     return out
 
 
-def output_lines(task_id: int, chunks: list[Row]) -> list[Row]:
-    """Stored frames -> Semaphore's TaskOutput list: one entry per line."""
-    lines = []
-    for chunk in chunks:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(chunk["time"]))
-        stamp += f".{int(chunk['time'] % 1 * 1_000_000):06d}Z"
-        text = chunk["data"]
-        if text.endswith("\n"):
-            text = text[:-1]
-        for line in text.split("\n"):
-            lines.append({"task_id": task_id, "time": stamp, "output": line})
-    return lines
+class OutputLines:
+    """Stored frames -> Semaphore's TaskOutput entries, one per line.
+
+    A line can span frames (a long line, or a prompt sent before its end): its pieces are
+    joined, and the entry takes the time its first piece arrived.
+    """
+
+    def __init__(self, task_id: int):
+        self.task_id = task_id
+        self._partial = ""
+        self._partial_time = 0.0
+
+    def feed(self, chunks: list[Row]) -> list[Row]:
+        lines = []
+        for chunk in chunks:
+            pieces = chunk["data"].split("\n")
+            for piece in pieces[:-1]:
+                start = self._partial_time if self._partial else chunk["time"]
+                lines.append(self._entry(self._partial + piece, start))
+                self._partial = ""
+            if pieces[-1]:
+                if not self._partial:
+                    self._partial_time = chunk["time"]
+                self._partial += pieces[-1]
+        return lines
+
+    def finish(self) -> list[Row]:
+        """The last line, if the output did not end with a newline."""
+        if not self._partial:
+            return []
+        line, self._partial = self._entry(self._partial, self._partial_time), ""
+        return [line]
+
+    def _entry(self, text: str, when: float) -> Row:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+        return {"task_id": self.task_id, "time": f"{stamp}.{int(when % 1 * 1e6):06d}Z",
+                "output": text}

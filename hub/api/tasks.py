@@ -1,6 +1,7 @@
 """/api/project/{project_id}/tasks: run a template, follow a task, read its output, stop it."""
 
 import json
+from collections.abc import AsyncIterator
 
 import msgspec
 from aiohttp import web
@@ -16,9 +17,12 @@ from hub.api.common import (
     read_body,
 )
 from hub.api.models import TaskRequest
-from hub.api.serialize import output_lines, task_json
+from hub.api.serialize import OutputLines, task_json
+from hub.context import PROJECT
 from hub.spec import SpecError, parse_arguments, parse_env
 from hub.store import NotFound
+
+OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
 
 
 def _show(request: web.Request, row: dict) -> dict:
@@ -55,7 +59,8 @@ async def create_task(request: web.Request) -> web.Response:
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
                          "inventory_id")}
     values["params"] = json.dumps(params)
-    row = await hub.tasks.create(project_id, template, values, current_user(request)["id"])
+    row = await hub.tasks.create(request[PROJECT], template, values,
+                                 current_user(request)["id"])
     return json_response(_show(request, row), status=201)
 
 
@@ -78,17 +83,47 @@ async def delete_task(request: web.Request) -> web.Response:
     return no_content()
 
 
-async def task_output(request: web.Request) -> web.Response:
-    row = await _task(request)
-    chunks = await hub_of(request).store.read_output(row["id"])
-    return json_response(output_lines(row["id"], chunks))
+async def _pages(request: web.Request, task_id: int) -> AsyncIterator[list[dict]]:
+    """Stored output a page at a time, so a 100 MB log never sits whole in the hub's memory."""
+    store = hub_of(request).store
+    after = 0
+    while True:
+        chunks = await store.read_output(task_id, after, OUTPUT_PAGE_ROWS)
+        if not chunks:
+            return
+        yield chunks
+        after = chunks[-1]["seq"]
 
 
-async def task_raw_output(request: web.Request) -> web.Response:
+async def task_output(request: web.Request) -> web.StreamResponse:
     row = await _task(request)
-    chunks = await hub_of(request).store.read_output(row["id"])
-    return web.Response(text="".join(chunk["data"] for chunk in chunks),
-                        content_type="text/plain", charset="utf-8")
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    separator = b"["
+    lines = OutputLines(row["id"])
+
+    async def send(entries: list[dict]) -> None:
+        nonlocal separator
+        for entry in entries:
+            await response.write(separator + msgspec.json.encode(entry))
+            separator = b","
+
+    async for chunks in _pages(request, row["id"]):
+        await send(lines.feed(chunks))
+    await send(lines.finish())
+    await response.write(b"[]" if separator == b"[" else b"]")
+    await response.write_eof()
+    return response
+
+
+async def task_raw_output(request: web.Request) -> web.StreamResponse:
+    row = await _task(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    async for chunks in _pages(request, row["id"]):
+        await response.write("".join(chunk["data"] for chunk in chunks).encode())
+    await response.write_eof()
+    return response
 
 
 async def stop_task(request: web.Request) -> web.Response:

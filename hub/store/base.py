@@ -114,4 +114,6 @@ class Store(abc.ABC):
         """Store output and task changes in one transaction. Each task's chunks come in seq
         order; a chunk at or below the task's last stored seq is a resend and is dropped."""
     @abc.abstractmethod
-    async def read_output(self, task_id: int) -> list[Row]: ...
+    async def read_output(self, task_id: int, after_seq: int = 0,
+                          limit: int = -1) -> list[Row]:
+        """Stored chunks with seq > after_seq, in seq order; at most `limit` (-1: all)."""

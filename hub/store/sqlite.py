@@ -1,5 +1,6 @@
 """The SQLite store: one file, WAL, versioned migrations, batched output writes."""
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ class SqliteStore(Store):
     def __init__(self, path: str):
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     # Life cycle.
 
@@ -89,24 +91,31 @@ class SqliteStore(Store):
             raise StoreError("store is closed")
         return self._db
 
+    # Reads take one round trip to the database thread (execute_fetchall), not three.
+
     async def _one_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self.db.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.db.execute_fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return dict(row) if row is not None else None
+        rows = await self.db.execute_fetchall(sql, params)
+        return dict(rows[0]) if rows else None
 
     async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self.db.execute(sql, params) as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+        return [dict(row) for row in await self.db.execute_fetchall(sql, params)]
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        """One autocommitted write. The lock keeps it out of the output writer's open
+        transaction: on one shared connection it would otherwise join (and could be rolled
+        back with) that batch."""
+        async with self._write_lock:
+            return await self.db.execute(sql, params)
 
     async def _insert(self, table: str, values: dict[str, Any]) -> int:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         try:
-            cursor = await self.db.execute(
+            cursor = await self._execute(
                 f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
@@ -118,8 +127,8 @@ class SqliteStore(Store):
             return 0
         assignments = ", ".join(f"{column} = ?" for column in values)
         try:
-            cursor = await self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}",
-                                           (*values.values(), *params))
+            cursor = await self._execute(f"UPDATE {table} SET {assignments} WHERE {where}",
+                                         (*values.values(), *params))
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
         return cursor.rowcount
@@ -154,7 +163,7 @@ class SqliteStore(Store):
             "WHERE session.token_hash = ? AND session.expires > ?", (token_hash, now))
 
     async def delete_session(self, token_hash: str) -> None:
-        await self.db.execute("DELETE FROM session WHERE token_hash = ?", (token_hash,))
+        await self._execute("DELETE FROM session WHERE token_hash = ?", (token_hash,))
 
     async def create_api_token(self, user_id: int, token_id: str, token_hash: str) -> Row:
         await self._insert("api_token", {"id": token_id, "token_hash": token_hash,
@@ -201,7 +210,7 @@ class SqliteStore(Store):
             await self.get_project(project_id)
 
     async def delete_project(self, project_id: int) -> None:
-        cursor = await self.db.execute("DELETE FROM project WHERE id = ?", (project_id,))
+        cursor = await self._execute("DELETE FROM project WHERE id = ?", (project_id,))
         if not cursor.rowcount:
             raise NotFound(f"project {project_id} not found")
 
@@ -238,7 +247,7 @@ class SqliteStore(Store):
     async def delete_row(self, table: str, project_id: int, row_id: int) -> None:
         _check_columns(table, {})
         try:
-            cursor = await self.db.execute(
+            cursor = await self._execute(
                 f"DELETE FROM {table} WHERE id = ? AND project_id = ?", (row_id, project_id))
         except sqlite3.IntegrityError:
             raise StoreError(f"{table.replace('_', ' ')} {row_id} is still in use") from None
@@ -272,7 +281,7 @@ class SqliteStore(Store):
             raise NotFound(f"runner {runner_id} not found")
 
     async def delete_runner(self, runner_id: int) -> None:
-        cursor = await self.db.execute("DELETE FROM runner WHERE id = ?", (runner_id,))
+        cursor = await self._execute("DELETE FROM runner WHERE id = ?", (runner_id,))
         if not cursor.rowcount:
             raise NotFound(f"runner {runner_id} not found")
 
@@ -308,14 +317,19 @@ class SqliteStore(Store):
             raise NotFound(f"task {task_id} not found")
 
     async def delete_task(self, task_id: int, project_id: int) -> None:
-        cursor = await self.db.execute("DELETE FROM task WHERE id = ? AND project_id = ?",
-                                       (task_id, project_id))
+        cursor = await self._execute("DELETE FROM task WHERE id = ? AND project_id = ?",
+                                     (task_id, project_id))
         if not cursor.rowcount:
             raise NotFound(f"task {task_id} not found")
 
     async def write_output(self, chunks: Sequence[OutputChunk],
                            task_updates: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
         """Store output chunks and task changes in one transaction (one fsync per batch)."""
+        async with self._write_lock:
+            await self._write_batch(chunks, task_updates)
+
+    async def _write_batch(self, chunks: Sequence[OutputChunk],
+                           task_updates: Iterable[tuple[int, dict[str, Any]]]) -> None:
         db = self.db
         await db.execute("BEGIN")
         try:
@@ -347,15 +361,16 @@ class SqliteStore(Store):
         anything at or below the task's last_seq is a duplicate."""
         task_ids = sorted({chunk[0] for chunk in chunks})
         marks = ", ".join("?" for _ in task_ids)
-        async with self.db.execute(f"SELECT id, last_seq FROM task WHERE id IN ({marks})",
-                                   task_ids) as cursor:
-            stored = {row[0]: row[1] for row in await cursor.fetchall()}
+        rows = await self.db.execute_fetchall(
+            f"SELECT id, last_seq FROM task WHERE id IN ({marks})", task_ids)
+        stored = {row[0]: row[1] for row in rows}
         return [chunk for chunk in chunks if chunk[1] > stored.get(chunk[0], 0)]
 
-    async def read_output(self, task_id: int) -> list[Row]:
+    async def read_output(self, task_id: int, after_seq: int = 0,
+                          limit: int = -1) -> list[Row]:
         return await self._fetch_all(
-            "SELECT seq, time, stream, data FROM task_output WHERE task_id = ? ORDER BY seq",
-            (task_id,))
+            "SELECT seq, time, stream, data FROM task_output WHERE task_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?", (task_id, after_seq, limit))
 
 
 def _found(row: Row | None, what: str, key: object) -> Row:
