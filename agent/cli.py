@@ -91,8 +91,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         token=section.token,
         token_file=answer(args.token_file, "Token file", section.token_file
                           or str(path.with_name("runner.token"))),
-        max_parallel_tasks=int(answer(args.max_parallel_tasks, "Max parallel tasks",
-                                      section.max_parallel_tasks)),
+        max_parallel_tasks=_whole_number(answer, args.max_parallel_tasks,
+                                         section.max_parallel_tasks, interactive),
         tmp_path=answer(args.tmp_path, "Work folder", section.tmp_path),
         webhook=section.webhook,
         private_key_file=section.private_key_file,
@@ -103,6 +103,21 @@ def cmd_setup(args: argparse.Namespace) -> int:
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")
     return 0
+
+
+def _whole_number(answer, flag_value: int | None, current: int, interactive: bool) -> int:
+    while True:
+        reply = answer(flag_value, "Max parallel tasks (0: no limit)", current)
+        try:
+            value = int(reply)
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+        if not interactive:
+            raise RunnerConfigError(f"max parallel tasks must be a whole number >= 0, "
+                                    f"got {reply!r}")
+        print("Please answer with a whole number, 0 or more.")
 
 
 # register / unregister

@@ -42,20 +42,12 @@ async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, A
     project_id = task["project_id"]
     repository = None
     if template.get("repository_id"):
-        try:
-            repo = await store.get_row("repository", project_id, template["repository_id"])
-        except NotFound:
-            raise SpecError(f"template {template['id']}: repository "
-                            f"{template['repository_id']} not found") from None
+        repo = await _referenced(store, template, "repository")
         branch = task.get("git_branch") or template.get("git_branch") or repo["git_branch"]
         repository = RepositorySpec(url=repo["git_url"], branch=branch)
     environment: dict[str, str] = {}
     if template.get("environment_id"):
-        try:
-            env_row = await store.get_row("environment", project_id, template["environment_id"])
-        except NotFound:
-            raise SpecError(f"template {template['id']}: environment "
-                            f"{template['environment_id']} not found") from None
+        env_row = await _referenced(store, template, "environment")
         environment = parse_env(env_row["env"], f"environment {env_row['id']} `env`")
     # The task's own environment (JSON) adds to and overrides the template's.
     environment |= parse_env(task.get("environment"), "task `environment`")
@@ -66,3 +58,11 @@ async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, A
                     playbook=task.get("playbook") or template["playbook"],
                     arguments=arguments, environment=environment, repository=repository,
                     timeout_sec=max_task_duration_sec, message=task.get("message") or "")
+
+
+async def _referenced(store: Store, template: dict[str, Any], table: str) -> dict[str, Any]:
+    row_id = template[f"{table}_id"]
+    try:
+        return await store.get_row(table, template["project_id"], row_id)
+    except NotFound:
+        raise SpecError(f"template {template['id']}: {table} {row_id} not found") from None

@@ -213,3 +213,42 @@ def test_quickstart_brings_up_hub_runner_and_demo(tmp_path):
     finally:
         quick.send_signal(signal.SIGINT)
         assert quick.wait(30) == 0
+
+
+def test_runner_setup_prompts_at_a_terminal(tmp_path):
+    import pty
+
+    path = tmp_path / "config.runner.json"
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hub.cli", "runner", "setup", "--config",
+                                str(path), "--tmp-path", str(tmp_path / "w")], cwd=ROOT,
+                               stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    answers = {"Hub address": "http://hub.example:3000", "Tags": "a, b",
+               "Registration token": "reg", "Token file": "", "Max parallel tasks": "three",
+               "Please answer": "3", "Runner name": "typed"}
+    seen = b""
+    try:
+        while process.poll() is None or seen:
+            try:
+                data = os.read(primary, 1024)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+            for prompt, reply in list(answers.items()):
+                if prompt.encode() in seen:
+                    os.write(primary, reply.encode() + b"\n")
+                    del answers[prompt]
+                    seen = b""
+    finally:
+        os.close(primary)
+    assert process.wait(10) == 0
+    assert answers == {}
+    config = json.loads(path.read_text())
+    assert config["web_host"] == "http://hub.example:3000"
+    assert config["runner"]["tags"] == ["a", "b"] and config["runner"]["name"] == "typed"
+    assert config["runner"]["max_parallel_tasks"] == 3
+    assert config["runner"]["token_file"] == str(tmp_path / "runner.token")
+    assert path.stat().st_mode & 0o777 == 0o600
