@@ -194,6 +194,7 @@ async def _serve(config: RunnerConfig, token: str) -> int:
         if signals_seen == 1:
             log.info("runner.draining", signal=signame, running=worker.running_ids)
             worker.draining = True
+            connection.send_heartbeat()
             drain.set()
         else:
             log.info("runner.stopping_tasks", signal=signame, running=worker.running_ids)

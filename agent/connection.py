@@ -101,6 +101,7 @@ class RunnerConnection:
                            ping_timeout=20, close_timeout=5) as ws:
             welcome = await self._handshake(ws)
             self.runner_id = welcome.runner_id
+            self.worker.max_output_bytes = welcome.max_output_bytes
             structlog.contextvars.bind_contextvars(runner_id=welcome.runner_id)
             outbox: asyncio.Queue[RunnerFrame] = asyncio.Queue()
             acked = {a.task_id: a.seq for a in welcome.acked}
@@ -161,12 +162,15 @@ class RunnerConnection:
         if ws.close_code not in (None, 1000, 1001):
             log.warning("runner.closed_by_hub", code=ws.close_code, reason=ws.close_reason)
 
+    def send_heartbeat(self) -> None:
+        """A heartbeat now (e.g. to tell the hub at once that this runner is draining)."""
+        self.emit(Heartbeat(time=time.time(), running=self.worker.running_ids,
+                            metrics=read_metrics(self.disk_path),
+                            draining=self.worker.draining))
+
     async def _heartbeat_loop(self, ws: ClientConnection, interval: float) -> None:
         while True:
-            frame = Heartbeat(time=time.time(), running=self.worker.running_ids,
-                              metrics=read_metrics(self.disk_path),
-                              draining=self.worker.draining)
-            self.emit(frame)
+            self.send_heartbeat()
             await asyncio.sleep(interval)
 
 

@@ -25,8 +25,10 @@ class OutputCoalescer:
     """Packs text into Output frames numbered by the task's ledger and hands them to `emit`."""
 
     def __init__(self, ledger: OutputLedger, emit: Callable[[Output], None],
-                 max_unacked_bytes: int = MAX_UNACKED_BYTES):
+                 max_unacked_bytes: int = MAX_UNACKED_BYTES, max_output: int = 0):
         self._ledger = ledger
+        self._max_output = max_output  # characters a task may send in all; 0: no limit
+        self._written = 0
         self._emit = emit
         self._max_unacked = max_unacked_bytes
         self._parts: list[str] = []
@@ -38,6 +40,8 @@ class OutputCoalescer:
         self._room.set()
 
     async def write(self, stream: Stream, text: str) -> None:
+        if self._max_output:
+            text = self._within_limit(text)
         # A frame never holds more than OUTPUT_FRAME_BYTES characters (JSON escaping keeps it
         # far below the frame limit), so a huge line is cut across several frames.
         while text:
@@ -59,6 +63,18 @@ class OutputCoalescer:
             self._size += len(piece)
             if self._size >= OUTPUT_FRAME_BYTES:
                 self.flush()
+
+    def _within_limit(self, text: str) -> str:
+        """Past the task's output limit, output is dropped (the task still runs to its end,
+        its pipes still drained) and one line says so."""
+        left = self._max_output - self._written
+        self._written += len(text)
+        if left <= 0:
+            return ""
+        if len(text) <= left:
+            return text
+        return (text[:left] + f"\n[output cut: the task printed more than "
+                f"{self._max_output} bytes; the rest is not kept]\n")
 
     def flush(self) -> None:
         """Send what is pending as one frame now."""

@@ -52,6 +52,7 @@ class TaskWorker:
         self.max_duration_sec = max_duration_sec
         self.tasks: dict[int, HeldTaskState] = {}
         self.draining = False
+        self.max_output_bytes = 0  # set from the hub's welcome; 0: no limit
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -68,7 +69,7 @@ class TaskWorker:
             self.emit(Rejected(task_id=task_id, reason=reason))
             return
         ledger = OutputLedger(task_id)
-        sink = OutputCoalescer(ledger, self._emit_output)
+        sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes)
         execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
                                   self.max_duration_sec)
         state = HeldTaskState(task_id, ledger, sink, execution)

@@ -20,6 +20,10 @@ from protocol.frames import TaskSpec
 
 log = structlog.get_logger("hub.dispatcher")
 
+# The runner enforces task timeouts (it kills the process group and reports `error`). If it
+# has not reported this long after a timeout passed, the hub ends the task itself.
+TIMEOUT_BACKSTOP_GRACE = 10.0
+
 
 @dataclass(eq=False)
 class ActiveTask:
@@ -36,6 +40,7 @@ class ActiveTask:
     output_cut: bool = False
     rejected_by: set[int] = field(default_factory=set)
     reason: str = ""        # why it is still waiting
+    started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
     created: float = field(default_factory=time.monotonic)
 
 
@@ -49,17 +54,19 @@ class Dispatcher:
         self._waiting: dict[int, ActiveTask] = {}  # insertion order = dispatch order
         self._lost_timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task | None = None
+        self._loop_tasks: list[asyncio.Task] = []
 
     # Life cycle.
 
     def start(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._loop_tasks = [loop.create_task(self._run()),
+                            loop.create_task(self._watch_timeouts())]
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in self._loop_tasks:
+            task.cancel()
+        await asyncio.gather(*self._loop_tasks, return_exceptions=True)
         for timer in self._lost_timers.values():
             timer.cancel()
 
@@ -148,6 +155,28 @@ class Dispatcher:
         self.forget(task)
         self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
                             status=status, message=message)
+
+    # Timeouts (backstop).
+
+    async def _watch_timeouts(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for task in list(self.tasks.values()):
+                limit = task.spec.timeout_sec
+                if not (limit and task.started_at
+                        and now > task.started_at + limit + TIMEOUT_BACKSTOP_GRACE):
+                    continue
+                log.warning("task.timeout.backstop", task_id=task.task_id,
+                            runner_id=task.runner_id, timeout_sec=limit)
+                link = self.link_of(task)
+                if link is not None:
+                    link.cancel(task.task_id, f"timed out after {limit} s")
+                try:
+                    await self.end(task, "error", f"timed out after {limit} s "
+                                   "(ended by the hub: the runner did not report it)")
+                except Exception:
+                    log.exception("task.timeout.backstop.failed", task_id=task.task_id)
 
     # Assigning.
 

@@ -80,7 +80,9 @@ async def runner_websocket(request: web.Request) -> web.StreamResponse:
     if not runner["active"]:
         raise web.HTTPForbidden(text='{"error": "runner is disabled"}',
                                 content_type="application/json")
-    ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES, heartbeat=20.0,
+    # Websocket pings catch half-open connections that frames alone would not.
+    ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES,
+                               heartbeat=max(hub.config.heartbeat_interval, 1.0),
                                compress=False, decode_text=False)
     await ws.prepare(request)
     session = RunnerSession(hub, ws, runner, request.remote or "")

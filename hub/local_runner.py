@@ -25,6 +25,7 @@ class LocalLink(RunnerLink):
         self.reports = reports
         self.worker = TaskWorker(tmp_path, max_parallel_tasks, self._from_worker,
                                  max_duration_sec=max_duration_sec)
+        self.worker.max_output_bytes = reports.max_output_bytes
         self._frames: asyncio.Queue[RunnerFrame] = asyncio.Queue()
         self._pump: asyncio.Task | None = None
 

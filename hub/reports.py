@@ -5,6 +5,8 @@ behaves the same wherever it runs. A runner speaks only for the tasks assigned t
 about any other task is refused and logged, never applied.
 """
 
+import time
+
 import structlog
 
 from hub.dispatcher import ActiveTask, Dispatcher
@@ -18,6 +20,8 @@ from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
 from protocol.session import SeqVerdict, classify_seq
 
 log = structlog.get_logger("hub.reports")
+
+OUTPUT_LIMIT_SLACK = 64 * 1024
 
 
 class NotYourTask(Exception):
@@ -54,7 +58,7 @@ class RunnerReports:
         task = self._owned(link, frame.task_id)
         if task.status != "starting":
             return  # a repeated assign answered again
-        task.status = "running"
+        task.status, task.started_at = "running", time.time()
         await self.store.update_task(task.task_id, {"status": "running", "start": utcnow()})
         log.info("task.running", task_id=task.task_id, runner_id=link.runner_id)
         self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
@@ -95,11 +99,14 @@ class RunnerReports:
         """Cut output past the task's limit, saying so once; the seq still counts."""
         if task.output_cut:
             return ""
+        # The runner cuts at the limit itself; the hub only stops a runner that does not,
+        # with some slack for the runner's own notice.
+        limit = self.max_output_bytes + OUTPUT_LIMIT_SLACK
         task.output_bytes += len(data)
-        if task.output_bytes <= self.max_output_bytes:
+        if task.output_bytes <= limit:
             return data
         task.output_cut = True
-        keep = len(data) - (task.output_bytes - self.max_output_bytes)
+        keep = len(data) - (task.output_bytes - limit)
         return (data[:max(keep, 0)] + f"\n[output cut: the task printed more than "
                 f"{self.max_output_bytes} bytes; the rest is not stored]\n")
 

@@ -54,10 +54,12 @@ async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, A
     arguments = parse_arguments(template.get("arguments"), "template `arguments`")
     if task.get("arguments"):
         arguments += parse_arguments(task["arguments"], "task `arguments`")
+    limits = [t for t in (template.get("timeout_sec") or 0, max_task_duration_sec) if t > 0]
     return TaskSpec(project_id=project_id, template_id=template["id"], app=template["app"],
                     playbook=task.get("playbook") or template["playbook"],
                     arguments=arguments, environment=environment, repository=repository,
-                    timeout_sec=max_task_duration_sec, message=task.get("message") or "")
+                    timeout_sec=min(limits) if limits else 0,
+                    message=task.get("message") or "")
 
 
 async def _referenced(store: Store, template: dict[str, Any], table: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ The database is the truth about tasks, the runner the truth about its processes.
 (re)connects, its hello lists what it holds and `reconcile` settles every difference.
 """
 
+import calendar
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.output_writer import OutputWriter
 from hub.spec import SpecError, resolve_spec
 from hub.store import Store
+from hub.store.sqlite import utcnow
 from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck
 
 log = structlog.get_logger("hub.tasks")
@@ -57,7 +60,8 @@ class TaskService:
                               status=row["status"], runner_id=row["runner_id"],
                               stored_seq=row["last_seq"], received_seq=row["last_seq"],
                               output_bytes=row["output_bytes"],
-                              project_limit=await self._project_limit(row["project_id"]))
+                              project_limit=await self._project_limit(row["project_id"]),
+                              started_at=_epoch(row["start"]))
             self.dispatcher.add(task)
         log.info("tasks.restored", unfinished=len(self.dispatcher.tasks))
 
@@ -122,8 +126,9 @@ class TaskService:
             task.received_seq = task.stored_seq
             result.acked.append(TaskAck(task_id=task.task_id, seq=task.stored_seq))
             if task.status == "starting":
-                task.status = "running"
-                await self.store.update_task(task.task_id, {"status": "running"})
+                task.status, task.started_at = "running", time.time()
+                await self.store.update_task(task.task_id, {"status": "running",
+                                                            "start": utcnow()})
             elif task.status == "stopping" and item.state == "running":
                 result.then_send.append(Cancel(task_id=task.task_id, reason="stopped by user"))
         for task in [t for t in self.dispatcher.tasks.values()
@@ -137,3 +142,10 @@ class TaskService:
                             runner_id=link.runner_id)
                 await self.dispatcher.end(task, "error", "runner restarted")
         return result
+
+
+def _epoch(stamp: str | None) -> float:
+    """'2026-11-28T13:57:44Z' -> seconds since the epoch (0.0 for none)."""
+    if not stamp:
+        return 0.0
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))

@@ -84,6 +84,7 @@ class TemplateRequest(msgspec.Struct):
     allow_override_args_in_task: bool = False
     type: Literal["", "build", "deploy"] = ""
     runner_tag: str = ""
+    timeout_sec: Count = 0  # beyond Semaphore: the task is ended `error` after this long
 
 
 class TaskRequest(msgspec.Struct):

@@ -49,7 +49,8 @@ def environment_json(row: Row) -> Row:
 def template_json(row: Row) -> Row:
     out = {key: row[key] for key in (
         "id", "project_id", "name", "app", "playbook", "arguments", "description",
-        "git_branch", "repository_id", "inventory_id", "environment_id", "type", "runner_tag")}
+        "git_branch", "repository_id", "inventory_id", "environment_id", "type", "runner_tag",
+        "timeout_sec")}
     out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
     out["survey_vars"] = []
     out["vaults"] = []

@@ -146,6 +146,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: a per-template task timeout (seconds, 0: none), enforced by the runner.
+    """
+    ALTER TABLE template ADD COLUMN timeout_sec INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
