@@ -15,6 +15,7 @@ import structlog
 from agent.apps import UnsupportedApp, build_command
 from agent.executor import Outcome, TaskExecution
 from agent.output import OutputCoalescer
+from agent.spool import DiskFrames
 from protocol.frames import (
     Accepted,
     Finished,
@@ -37,6 +38,7 @@ class HeldTaskState:
     ledger: OutputLedger
     sink: OutputCoalescer
     execution: TaskExecution
+    spool: DiskFrames
     runner: asyncio.Task | None = None
     finished: Finished | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,11 +70,12 @@ class TaskWorker:
             log.info("task.rejected", task_id=task_id, reason=reason)
             self.emit(Rejected(task_id=task_id, reason=reason))
             return
-        ledger = OutputLedger(task_id)
+        spool = DiskFrames(self.work_root / "spool" / f"task_{task_id}")
+        ledger = OutputLedger(task_id, store=spool)
         sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes)
         execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
                                   self.max_duration_sec)
-        state = HeldTaskState(task_id, ledger, sink, execution)
+        state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
         self.emit(Accepted(task_id=task_id))
@@ -165,6 +168,7 @@ class TaskWorker:
 
     def _forget(self, state: HeldTaskState) -> None:
         self.tasks.pop(state.task_id, None)
+        state.spool.remove()
         state.done.set()
         if not self.tasks:
             self._idle.set()
