@@ -17,7 +17,7 @@ from protocol.limits import OUTPUT_FLUSH_INTERVAL, OUTPUT_FRAME_BYTES, PARTIAL_L
 from protocol.session import OutputLedger
 
 # Unacked output a task may have before its writer waits for acks (bytes).
-MAX_UNACKED_BYTES = 8 * 1024 * 1024
+MAX_UNACKED_BYTES = 32 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 
 
