@@ -74,7 +74,8 @@ def runner_json(row: Row, online: bool, link: Any = None) -> Row:
            "active": bool(row["active"]), "tag": tags[0] if tags else "", "tags": tags,
            "webhook": row["webhook"], "max_parallel_tasks": row["max_parallel_tasks"],
            "public_key": row["public_key"], "touched": row["touched"],
-           "platform": row["platform"], "version": row["version"], "online": online}
+           "platform": row["platform"], "version": row["version"], "online": online,
+           "last_seen": row["touched"]}
     if link is not None:
         out["running_tasks"] = sorted(link.assigned)
         out["draining"] = link.draining

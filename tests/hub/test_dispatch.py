@@ -174,3 +174,21 @@ async def test_project_max_parallel_tasks_is_respected(hub, api, tmp_path):
     assert task["waiting_reason"] == "project limit of 1 parallel task(s) reached"
     gate.touch()
     assert (await api.wait_status(pid, second))["status"] == "success"
+
+
+async def test_repeated_assign_starts_one_process(hub, api, tmp_path):
+    scripts = tmp_path / "s"
+    pids = tmp_path / "pids"
+    write_script(scripts, "once.sh", f"echo $$ >> {pids}\nsleep 0.5\necho done\n")
+    runner = await hub.start_runner(tmp_path)
+    pid = await api.project()
+    task_id = await api.run(pid, await api.template(pid, scripts, "once.sh"))
+    await api.wait_status(pid, task_id, {"running"})
+    link = hub.hub.dispatcher.links[runner.connection.runner_id]
+    spec = hub.hub.dispatcher.tasks[task_id].spec
+    for _ in range(3):
+        link.assign(task_id, spec)  # as a hub that lost track of its assign would resend it
+    task = await api.wait_status(pid, task_id)
+    assert task["status"] == "success"
+    assert len(pids.read_text().split()) == 1
+    assert await api.raw_output(pid, task_id) == "done\n"

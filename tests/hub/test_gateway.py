@@ -166,3 +166,33 @@ async def test_second_session_with_same_token_replaces_the_first(hub):
     runner_id = (await hub.hub.store.find_runner_by_token_hash(hash_token(token)))["id"]
     assert list(hub.hub.dispatcher.links) == [runner_id]
     assert hub.hub.dispatcher.links[runner_id].ws is not None
+
+
+async def test_hub_ends_a_task_whose_runner_ignores_its_timeout(tmp_path):
+    from protocol.frames import Accepted, Assign, Heartbeat
+    from tests.hubkit import start_hub
+
+    hub = await start_hub(tmp_path, max_task_duration_sec=1, heartbeat_interval=0.5)
+    try:
+        api = await hub.api()
+        ws, _ = await handshake(hub, await hub.register("deaf"))
+        pid = await api.project()
+        task_id = await api.run(pid, await api.template(pid, None, "x.sh"))
+        assign = decode_hub_frame((await ws.receive(timeout=5)).data)
+        assert isinstance(assign, Assign) and assign.spec.timeout_sec == 1
+        await ws.send_bytes(encode(Accepted(task_id=task_id)))
+
+        async def keep_alive():
+            while True:
+                await ws.send_bytes(encode(Heartbeat(time=0.0)))
+                await asyncio.sleep(0.2)
+
+        beating = asyncio.create_task(keep_alive())
+        try:
+            task = await api.wait_status(pid, task_id, timeout=30)
+        finally:
+            beating.cancel()
+        assert task["status"] == "error"
+        assert task["status_message"].startswith("timed out after 1 s (ended by the hub")
+    finally:
+        await hub.close()
