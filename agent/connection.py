@@ -45,7 +45,7 @@ class RunnerConnection:
         self.connected = asyncio.Event()
         self.runner_id: int | None = None
         self._outbox: asyncio.Queue[RunnerFrame] | None = None
-        self._stopping = False
+        self._welcomed = False
         worker.emit = self.emit
 
     def emit(self, frame: RunnerFrame) -> None:
@@ -59,10 +59,9 @@ class RunnerConnection:
         attempt = 0
         while not until.is_set():
             attempt += 1
+            self._welcomed = False
             try:
                 await self._session(until)
-                delays = backoff_delays()  # a session that got going resets the backoff
-                attempt = 0
                 if until.is_set():
                     return
                 log.warning("runner.disconnected", url=self.url)
@@ -81,11 +80,16 @@ class RunnerConnection:
                             error=f"HTTP {status} {body}")
             except (OSError, TimeoutError, ConnectionClosed, websockets.InvalidHandshake,
                     ProtocolError) as exc:
-                log.warning("runner.connect.failed", url=self.url, attempt=attempt,
+                event = "runner.disconnected" if self._welcomed else "runner.connect.failed"
+                log.warning(event, url=self.url, attempt=attempt,
                             error=str(exc) or type(exc).__name__)
             finally:
                 self._outbox = None
                 self.connected.clear()
+            if self._welcomed:
+                # A session that got going resets the backoff, however it ended: the next
+                # try comes quickly, and only repeated failures to connect slow it down.
+                delays, attempt = backoff_delays(), 0
             delay = next(delays)
             log.info("runner.reconnect.wait", seconds=round(delay, 2), attempt=attempt)
             try:
@@ -100,6 +104,7 @@ class RunnerConnection:
                            open_timeout=HANDSHAKE_TIMEOUT, ping_interval=20,
                            ping_timeout=20, close_timeout=5) as ws:
             welcome = await self._handshake(ws)
+            self._welcomed = True
             self.runner_id = welcome.runner_id
             self.worker.max_output_bytes = welcome.max_output_bytes
             structlog.contextvars.bind_contextvars(runner_id=welcome.runner_id)

@@ -28,6 +28,7 @@ from protocol.version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 log = structlog.get_logger("hub.gateway")
 
 HELLO_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0  # how long a close waits for the runner's close frame
 
 
 class WebSocketLink(RunnerLink):
@@ -81,7 +82,7 @@ async def runner_websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text='{"error": "runner is disabled"}',
                                 content_type="application/json")
     # Websocket pings catch half-open connections that frames alone would not.
-    ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES,
+    ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES, timeout=CLOSE_TIMEOUT,
                                heartbeat=max(hub.config.heartbeat_interval, 1.0),
                                compress=False, decode_text=False)
     await ws.prepare(request)
@@ -133,7 +134,7 @@ class RunnerSession:
                 await self.hub.dispatcher.detach(self.link)
                 await self.hub.store.update_runner(self.runner["id"], {"touched": utcnow()})
             if not self.ws.closed:
-                await self.ws.close()
+                await self.ws.close(code=CloseCode.GOING_AWAY)
             self.log.info("runner.disconnected", close_code=self.ws.close_code)
 
     async def _receive_hello(self) -> Hello | None:
@@ -177,9 +178,9 @@ class RunnerSession:
             try:
                 message = await self.ws.receive(timeout=silence_limit)
             except TimeoutError:
+                # Offline now: the caller detaches it before closing the socket, which may
+                # take a moment with a peer that does not answer.
                 self.log.warning("runner.offline", silent_for=silence_limit)
-                await self.ws.close(code=CloseCode.GOING_AWAY,
-                                    message=b"no frame for 3 heartbeat intervals")
                 return
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if message.type == WSMsgType.ERROR:

@@ -196,3 +196,30 @@ async def test_hub_ends_a_task_whose_runner_ignores_its_timeout(tmp_path):
         assert task["status_message"].startswith("timed out after 1 s (ended by the hub")
     finally:
         await hub.close()
+
+
+async def test_hub_cuts_output_of_a_runner_that_ignores_the_limit(tmp_path):
+    from hub.reports import OUTPUT_LIMIT_SLACK
+    from protocol.frames import Accepted, Assign
+    from tests.hubkit import start_hub
+
+    hub = await start_hub(tmp_path, max_task_output_bytes=1000)
+    try:
+        api = await hub.api()
+        ws, welcome = await handshake(hub, await hub.register("chatty"))
+        assert welcome.max_output_bytes == 1000
+        pid = await api.project()
+        task_id = await api.run(pid, await api.template(pid, None, "x.sh"))
+        assert isinstance(decode_hub_frame((await ws.receive(timeout=5)).data), Assign)
+        await ws.send_bytes(encode(Accepted(task_id=task_id)))
+        for seq in range(1, 11):
+            await ws.send_bytes(encode(Output(task_id=task_id, seq=seq, stream="stdout",
+                                              data="y" * 16383 + "\n", time=0.0)))
+        await ws.send_bytes(encode(Finished(task_id=task_id, status="success", last_seq=10)))
+        task = await api.wait_status(pid, task_id)
+        assert task["status"] == "success"
+        output = await api.raw_output(pid, task_id)
+        assert "[output cut" in output
+        assert len(output) < 1000 + OUTPUT_LIMIT_SLACK + 200
+    finally:
+        await hub.close()
