@@ -14,7 +14,6 @@ import pytest
 
 from tests.faults import (
     FINAL,
-    CuttingProxy,
     HubProcess,
     Rest,
     RunnerProcess,
@@ -22,6 +21,7 @@ from tests.faults import (
     wait_until,
     write_script,
 )
+from tests.proxy import CuttingProxy
 
 MiB = 1024 * 1024
 
