@@ -111,10 +111,12 @@ def wait_final(rest: Rest, lab: Lab, project_id: int, task_id: int,
     return rest.wait_status(project_id, task_id, FINAL, timeout, logs=lab.logs)
 
 
-# 1. The hub is killed with SIGKILL mid-output and restarted on the same database.
+# 1. The hub is killed with SIGKILL (or stopped with SIGTERM) mid-output and restarted on the
+#    same database.
 
 
-def test_hub_kill9_mid_output_then_restart_stores_every_line_once(lab):
+@pytest.mark.parametrize("stop", ["kill9", "terminate"])
+def test_hub_kill9_mid_output_then_restart_stores_every_line_once(lab, stop):
     count = 500
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60)
     lab.runner(hub.base_url, "r1", max_parallel_tasks=10)
@@ -128,7 +130,7 @@ def test_hub_kill9_mid_output_then_restart_stores_every_line_once(lab):
     statuses = {t: rest.task(project, t)["status"] for t in tasks}
     assert set(statuses.values()) == {"running"}, f"not mid-output at the kill: {statuses}"
 
-    hub.kill9()
+    getattr(hub, stop)()
     time.sleep(1.0)  # the tasks go on printing; the runner keeps their output, unacked
     hub.restart()
     rest = hub.rest()
