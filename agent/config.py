@@ -34,6 +34,10 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     private_key_file: str = ""
     name: str = ""
     tags: list[str] = []
+    # TLS to the hub: a CA bundle to trust instead of the system store, or no checks at all
+    # (logged as a warning at every start).
+    server_ca_cert_file: str = ""
+    skip_tls_verify: bool = False
 
 
 class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):

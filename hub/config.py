@@ -24,6 +24,14 @@ class SqliteConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "semaphore.sqlite"  # Semaphore's key for the database file path
 
 
+class TlsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Semaphore's `tls` block: serve HTTPS and WSS with this certificate and key."""
+
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Listening address (Semaphore: `interface` and `port`).
     interface: str = "127.0.0.1"
@@ -33,6 +41,9 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     dialect: str = "sqlite"
     sqlite: SqliteConfig = msgspec.field(default_factory=SqliteConfig)
     tmp_path: str = "/tmp/semaphore"
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    # Base64 of 32 random bytes; encrypts keys and secrets at rest (Semaphore's key name).
+    access_key_encryption: str = ""
     # Runners.
     use_remote_runner: bool = True
     runner_registration_token: str = ""
@@ -76,6 +87,10 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_DB_HOST": ("sqlite", "host"),
     "SEMAPHORE_DB_PATH": ("sqlite", "host"),
     "SEMAPHORE_TMP_PATH": ("tmp_path",),
+    "SEMAPHORE_TLS_ENABLED": ("tls", "enabled"),
+    "SEMAPHORE_TLS_CERT_FILE": ("tls", "cert_file"),
+    "SEMAPHORE_TLS_KEY_FILE": ("tls", "key_file"),
+    "SEMAPHORE_ACCESS_KEY_ENCRYPTION": ("access_key_encryption",),
     "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),
     "SEMAPHORE_HEARTBEAT_INTERVAL": ("heartbeat_interval",),

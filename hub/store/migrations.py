@@ -150,6 +150,27 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE template ADD COLUMN timeout_sec INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: one-time runner registration tokens, and environment secrets (encrypted).
+    """
+    CREATE TABLE registration_token (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        project_id INTEGER REFERENCES project(id) ON DELETE CASCADE,
+        tags TEXT NOT NULL DEFAULT '[]',
+        expires REAL NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        runner_id INTEGER REFERENCES runner(id) ON DELETE SET NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE environment_secret (
+        id INTEGER PRIMARY KEY,
+        environment_id INTEGER NOT NULL REFERENCES environment(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'env',
+        secret TEXT NOT NULL,
+        UNIQUE (environment_id, name, type)
+    );
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
