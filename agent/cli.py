@@ -17,8 +17,10 @@ from agent.config import (
     write_private_file,
 )
 from agent.connection import RunnerConnection, RunnerRefused
+from agent.keys import RunnerKeyError, SecretOpener, create_key_pair, load_private_key
 from agent.logs import configure_logging
 from agent.registration import RegistrationError, register, unregister
+from agent.tls import client_ssl_context, warn_if_plaintext
 from agent.worker import TaskWorker
 
 log = structlog.get_logger("agent.cli")
@@ -60,7 +62,7 @@ def run_runner_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     try:
         return args.handler(args)
-    except (RunnerConfigError, RegistrationError, RunnerRefused) as exc:
+    except (RunnerConfigError, RegistrationError, RunnerRefused, RunnerKeyError) as exc:
         print(f"semaphore runner {args.runner_command}: {exc}", file=sys.stderr)
         return 1
 
@@ -126,7 +128,14 @@ def _whole_number(answer, flag_value: int | None, current: int, interactive: boo
 def cmd_register(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_runner_config(path)
-    token = register(config)
+    warn_if_plaintext(config)
+    # A fresh key pair per registration: the hub seals each task's secrets to its public half.
+    key_path = config.private_key_path(path)
+    public_key = create_key_pair(key_path)
+    token = register(config, public_key=public_key)
+    if not config.runner.private_key_file:
+        config.runner.private_key_file = str(key_path)
+        save_runner_config(path, config)
     token_path = config.token_path(path)
     if token_path is not None:
         token_path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +154,7 @@ def cmd_unregister(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_runner_config(path)
     token = _require_token(config, path)
+    warn_if_plaintext(config)
     unregister(config, token)
     token_path = config.token_path(path)
     if token_path is not None:
@@ -173,15 +183,26 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = load_runner_config(path)
     token = _require_token(config, path)
     Path(config.runner.tmp_path).mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(config, token))
+    key_path = config.private_key_path(path)
+    if key_path.exists():
+        opener = SecretOpener(load_private_key(key_path))
+    else:
+        log.warning("runner.no_private_key", path=str(key_path),
+                    consequence="tasks with secrets will be rejected; run register again")
+        opener = SecretOpener(None)
+    return asyncio.run(_serve(config, token, opener))
 
 
-async def _serve(config: RunnerConfig, token: str) -> int:
+async def _serve(config: RunnerConfig, token: str, opener: SecretOpener) -> int:
+    warn_if_plaintext(config)
+    url = config.websocket_url()
+    # Built once for every reconnect; logs runner.tls.unverified if verification is off.
+    ssl_context = client_ssl_context(config) if url.startswith("wss:") else None
     worker = TaskWorker(config.runner.tmp_path, config.runner.max_parallel_tasks,
-                        emit=lambda frame: None)
-    connection = RunnerConnection(config.websocket_url(), token, worker,
+                        emit=lambda frame: None, opener=opener)
+    connection = RunnerConnection(url, token, worker,
                                   name=config.display_name, tags=config.runner.tags,
-                                  disk_path=config.runner.tmp_path)
+                                  disk_path=config.runner.tmp_path, ssl_context=ssl_context)
     stop = asyncio.Event()
     drain = asyncio.Event()
     signals_seen = 0

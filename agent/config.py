@@ -74,6 +74,11 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
             return None
         return config_path.parent / Path(self.runner.token_file).expanduser()
 
+    def private_key_path(self, config_path: Path) -> Path:
+        """private_key_file (relative: from the config's folder), or runner.key beside it."""
+        name = Path(self.runner.private_key_file or "runner.key").expanduser()
+        return config_path.parent / name
+
     def read_token(self, path: Path) -> str:
         """The runner's own token: inline, or from token_file."""
         if self.runner.token:

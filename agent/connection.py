@@ -8,6 +8,7 @@ refused token is not a loss: it ends the runner with a message saying to registe
 import asyncio
 import platform
 import socket
+import ssl
 import time
 
 import structlog
@@ -35,8 +36,12 @@ class RunnerRefused(Exception):
 
 class RunnerConnection:
     def __init__(self, url: str, token: str, worker: TaskWorker, *, name: str,
-                 tags: list[str], disk_path: str):
+                 tags: list[str], disk_path: str, ssl_context: ssl.SSLContext | None = None):
         self.url = url
+        # websockets refuses any ssl argument (even None) for ws:// URLs, and ssl=None for
+        # wss://; without a context of our own, wss:// uses the system trust store.
+        self._tls: dict[str, ssl.SSLContext] = (
+            {"ssl": ssl_context} if ssl_context is not None and url.startswith("wss:") else {})
         self.token = token
         self.worker = worker
         self.name = name
@@ -102,7 +107,7 @@ class RunnerConnection:
                                                          f"Bearer {self.token}"},
                            max_size=MAX_FRAME_BYTES, compression=None,
                            open_timeout=HANDSHAKE_TIMEOUT, ping_interval=20,
-                           ping_timeout=20, close_timeout=5) as ws:
+                           ping_timeout=20, close_timeout=5, **self._tls) as ws:
             welcome = await self._handshake(ws)
             self._welcomed = True
             self.runner_id = welcome.runner_id

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -59,7 +60,9 @@ class TaskExecution:
     """One task's processes. `run()` returns how it ended; `stop()` ends it early."""
 
     def __init__(self, task_id: int, spec: TaskSpec, work_root: Path, sink: OutputCoalescer,
-                 kill_grace: float = 5.0, max_duration_sec: int = 0):
+                 kill_grace: float = 5.0, max_duration_sec: int = 0,
+                 secrets: dict | None = None):
+        self.secrets = secrets or {}
         self.task_id = task_id
         self.spec = spec
         self.work_dir = work_root / f"task_{task_id}"
@@ -96,7 +99,7 @@ class TaskExecution:
             return outcome
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
-        env = {**os.environ, **self.spec.environment, **self.spec.secrets,
+        env = {**os.environ, **self.spec.environment, **self.secrets.get("env", {}),
                "SEMAPHORE_TASK_ID": str(self.task_id)}
         started = time.monotonic()
         exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout)
@@ -136,7 +139,12 @@ class TaskExecution:
         await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
                                                  else "") + "\n")
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
+        key_file = self._write_ssh_key(env)
+        try:
+            code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
+        finally:
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
         if ended_by == "stop":
             outcome.status, outcome.message = "stopped", self._stop_reason
             return None
@@ -147,6 +155,20 @@ class TaskExecution:
             return None
         await self._commit_info(target, outcome)
         return target
+
+    def _write_ssh_key(self, env: dict[str, str]) -> Path | None:
+        """The repository's ssh key, in a 0600 file only for the length of the clone."""
+        key = self.secrets.get("ssh_key") or {}
+        if not key.get("private_key"):
+            return None
+        path = self.work_dir / ".repository_key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key["private_key"].rstrip("\n") + "\n")
+        user = f" -l {shlex.quote(key['login'])}" if key.get("login") else ""
+        env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes "
+                                  f"-o StrictHostKeyChecking=accept-new{user}")
+        return path
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         proc = await asyncio.create_subprocess_exec(

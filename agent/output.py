@@ -19,14 +19,21 @@ from protocol.session import OutputLedger
 # Unacked output a task may have before its writer waits for acks (bytes).
 MAX_UNACKED_BYTES = 32 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+MASK = "********"
+MIN_MASKED = 4
 
 
 class OutputCoalescer:
     """Packs text into Output frames numbered by the task's ledger and hands them to `emit`."""
 
     def __init__(self, ledger: OutputLedger, emit: Callable[[Output], None],
-                 max_unacked_bytes: int = MAX_UNACKED_BYTES, max_output: int = 0):
+                 max_unacked_bytes: int = MAX_UNACKED_BYTES, max_output: int = 0,
+                 masks: list[str] | None = None):
         self._ledger = ledger
+        # Secret values, longest first (so a secret containing another is masked whole).
+        # Shorter than 4 characters they would mask ordinary text; they are not masked.
+        self._masks = sorted((m for m in masks or () if len(m) >= MIN_MASKED), key=len,
+                             reverse=True)
         self._max_output = max_output  # characters a task may send in all; 0: no limit
         self._written = 0
         self._emit = emit
@@ -40,6 +47,8 @@ class OutputCoalescer:
         self._room.set()
 
     async def write(self, stream: Stream, text: str) -> None:
+        for secret in self._masks:
+            text = text.replace(secret, MASK)
         if self._max_output:
             text = self._within_limit(text)
         # A frame never holds more than OUTPUT_FRAME_BYTES characters (JSON escaping keeps it

@@ -7,6 +7,7 @@ import urllib.request
 from typing import Any
 
 from agent.config import RunnerConfig
+from agent.tls import client_ssl_context
 
 
 class RegistrationError(Exception):
@@ -21,7 +22,8 @@ def _request(config: RunnerConfig, method: str, path: str, body: dict[str, Any] 
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context() if url.startswith("https:") else None
+    # The same trust settings as the websocket (system store, server_ca_cert_file, or none).
+    context = client_ssl_context(config) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             raw = response.read()
@@ -30,6 +32,11 @@ def _request(config: RunnerConfig, method: str, path: str, body: dict[str, Any] 
         raise RegistrationError(f"{method} {url} failed: HTTP {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise RegistrationError(
+                f"the hub at {url} presented a TLS certificate this runner does not trust "
+                f"({reason.verify_message}); if the hub's certificate comes from a private CA, "
+                f"set runner.server_ca_cert_file to that CA's PEM file") from None
         raise RegistrationError(f"cannot reach the hub at {url}: {reason}") from None
     return json.loads(raw) if raw.strip() else {}
 

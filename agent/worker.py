@@ -14,6 +14,7 @@ import structlog
 
 from agent.apps import UnsupportedApp, build_command
 from agent.executor import Outcome, TaskExecution
+from agent.keys import RunnerKeyError, SecretOpener
 from agent.output import OutputCoalescer
 from agent.spool import DiskFrames
 from protocol.frames import (
@@ -46,7 +47,9 @@ class HeldTaskState:
 
 class TaskWorker:
     def __init__(self, tmp_path: str | Path, max_parallel_tasks: int, emit: Emit,
-                 kill_grace: float = 5.0, max_duration_sec: int = 0):
+                 kill_grace: float = 5.0, max_duration_sec: int = 0,
+                 opener: SecretOpener | None = None):
+        self.opener = opener or SecretOpener(None)
         self.work_root = Path(tmp_path)
         self.max_parallel_tasks = max_parallel_tasks
         self.emit = emit
@@ -66,15 +69,22 @@ class TaskWorker:
             self.emit(Accepted(task_id=task_id))
             return
         reason = self._refusal(spec)
+        secrets: dict = {}
+        if not reason and spec.sealed_secrets:
+            try:
+                secrets = self.opener.open(spec.sealed_secrets)
+            except RunnerKeyError as exc:
+                reason = str(exc)
         if reason:
             log.info("task.rejected", task_id=task_id, reason=reason)
             self.emit(Rejected(task_id=task_id, reason=reason))
             return
         spool = DiskFrames(self.work_root / "spool" / f"task_{task_id}")
         ledger = OutputLedger(task_id, store=spool)
-        sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes)
+        sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes,
+                               masks=secret_values(secrets))
         execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
-                                  self.max_duration_sec)
+                                  self.max_duration_sec, secrets)
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
@@ -172,3 +182,11 @@ class TaskWorker:
         state.done.set()
         if not self.tasks:
             self._idle.set()
+
+
+def secret_values(secrets: dict) -> list[str]:
+    """Every secret value a task's output must never show."""
+    values = list(secrets.get("env", {}).values())
+    key = secrets.get("ssh_key") or {}
+    values += [key.get("private_key", ""), key.get("passphrase", "")]
+    return [value for value in values if value]

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from hub.config import HubConfig
 from hub.context import HUB, Hub
+from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
 from hub.local_runner import LocalLink
@@ -43,11 +44,12 @@ def _hub_context(config: HubConfig):
         raise_open_files_limit()
         store = await open_store(config.database_path)
         events = EventBus()
+        cipher = SecretCipher(config.access_key_encryption)
         dispatcher = Dispatcher(store, events, config.runner_lost_timeout)
         writer = OutputWriter(store)
         reports = RunnerReports(store, dispatcher, writer, events, config.max_task_output_bytes)
-        tasks = TaskService(store, dispatcher, writer, events, config)
-        hub = Hub(config, store, events, dispatcher, writer, reports, tasks)
+        tasks = TaskService(store, dispatcher, writer, events, config, cipher)
+        hub = Hub(config, store, events, dispatcher, writer, reports, tasks, cipher)
         app[HUB] = hub
         writer.start()
         await tasks.restore()

@@ -69,11 +69,15 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def run_server(config: HubConfig) -> None:
     from hub.app import create_app
+    from hub.tls import server_ssl_context
 
-    address = config.web_host or f"http://{config.interface}:{config.port}"
+    # Built before anything listens: a bad certificate or key stops the hub (ConfigError).
+    ssl_context = server_ssl_context(config.tls)
+    scheme = "https" if ssl_context is not None else "http"
+    address = config.web_host or f"{scheme}://{config.interface}:{config.port}"
     print(f"semaphore hub listening on {address}", flush=True)
     web.run_app(create_app(config), host=config.interface, port=config.port,
-                print=None, access_log=None, shutdown_timeout=10)
+                ssl_context=ssl_context, print=None, access_log=None, shutdown_timeout=10)
 
 
 async def _check_store(config: HubConfig) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from hub.crypto import decode_key
 from protocol.validation import describe
 
 
@@ -65,6 +66,12 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
         _check(self.max_parallel_tasks >= 0, "max_parallel_tasks", "must be >= 0")
         _check(self.max_task_duration_sec >= 0, "max_task_duration_sec", "must be >= 0")
         _check(self.max_task_output_bytes > 0, "max_task_output_bytes", "must be > 0")
+        if self.access_key_encryption:
+            try:
+                decode_key(self.access_key_encryption)
+            except ValueError as exc:
+                raise ConfigError(f"config key `access_key_encryption`: {exc} "
+                                  "(base64 of 32 random bytes)") from None
 
     @property
     def database_path(self) -> str:

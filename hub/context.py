@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hub.config import HubConfig
+from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
 from hub.output_writer import OutputWriter
@@ -22,6 +23,7 @@ class Hub:
     writer: OutputWriter
     reports: RunnerReports
     tasks: TaskService
+    cipher: SecretCipher
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)

@@ -41,6 +41,8 @@ class ActiveTask:
     rejected_by: set[int] = field(default_factory=set)
     reason: str = ""        # why it is still waiting
     started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
+    # Sealed to the runner at assign time; never stored or sent in the clear.
+    secrets: dict = field(default_factory=dict, repr=False)
     created: float = field(default_factory=time.monotonic)
 
 
@@ -208,7 +210,7 @@ class Dispatcher:
                 # Stopped while we wrote: the runner never heard of it, so end it here.
                 await self.end(task, "stopped", "stopped before it started")
                 continue
-            link.assign(task.task_id, task.spec)
+            link.assign(task.task_id, task.spec, task.secrets)
             log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
             self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
                                 status="starting", runner_id=link.runner_id)
@@ -226,14 +228,16 @@ class Dispatcher:
         matching = [link for link in self.links.values()
                     if (link.project_id is None or link.project_id == task.project_id)
                     and (not task.runner_tag or link.any_tag or task.runner_tag in link.tags)
-                    and link.runner_id not in task.rejected_by]
+                    and link.runner_id not in task.rejected_by
+                    and (link.public_key or not task.secrets)]
         free = [link for link in matching if link.has_free_slot]
         if free:
             return min(free, key=lambda link: (link.project_id is None, link.load,
                                                link.runner_id))
         tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
         if not matching:
-            task.reason = task.reason if task.rejected_by else f"no online runner{tag}"
+            keys = " that can receive secrets (registered with a key pair)" if task.secrets else ""
+            task.reason = task.reason if task.rejected_by else f"no online runner{tag}{keys}"
         else:
             task.reason = f"all {len(matching)} matching runner(s){tag} busy"
         return None

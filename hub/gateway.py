@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from hub.context import HUB, Hub
 from hub.links import RunnerLink
+from hub.ratelimit import SlidingWindow, TokenBucket, per_app
 from hub.reports import NotYourTask
 from hub.security import hash_token
 from hub.store.sqlite import utcnow
@@ -29,6 +30,25 @@ log = structlog.get_logger("hub.gateway")
 
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0  # how long a close waits for the runner's close frame
+
+# Frames per second one session may send, and the burst it may save up. Real runners coalesce
+# output into frames of up to 16 KiB (at most one per 5 ms per task), so this only stops a
+# session that floods the hub; it is ended with `rate_limited` (it may reconnect, and a real
+# runner resumes from what was acked) while every other session goes on.
+FRAME_RATE = 2000.0
+FRAME_BURST = 4000.0
+
+# Failed registrations (POST /api/internal/runners) per client address and window (seconds);
+# past that, every attempt from the address is a 429 until the window moves on. Successful
+# ones do not count: a fleet behind one NAT may enrol many runners at once.
+REGISTRATION_FAILURES = 10
+REGISTRATION_WINDOW = 60.0
+
+
+def registration_failures(app: web.Application) -> SlidingWindow:
+    """Recent failed runner registrations per client address, for this hub."""
+    return per_app(app, "registrations",
+                   lambda: SlidingWindow(REGISTRATION_FAILURES, REGISTRATION_WINDOW))
 
 
 class WebSocketLink(RunnerLink):
@@ -100,6 +120,7 @@ class RunnerSession:
         self.session_id = uuid.uuid4().hex
         self.log = log.bind(runner_id=runner["id"], session_id=self.session_id)
         self.link: WebSocketLink | None = None
+        self.frames = TokenBucket(FRAME_RATE, FRAME_BURST)
 
     async def run(self) -> None:
         sender = None
@@ -169,6 +190,7 @@ class RunnerSession:
                              name=runner["name"] or hello.name or f"runner-{runner['id']}",
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
+                             public_key=runner["public_key"],
                              last_seen=time.time(),
                              info={"platform": hello.platform, "version": hello.runner_version})
 
@@ -186,6 +208,10 @@ class RunnerSession:
                 if message.type == WSMsgType.ERROR:
                     self.log.warning("runner.socket.error", error=str(self.ws.exception()))
                 return
+            if not self.frames.take():
+                raise ProtocolError("rate_limited", f"more than {FRAME_RATE:.0f} frames per "
+                                    f"second (bursts of {FRAME_BURST:.0f})",
+                                    CloseCode.POLICY_VIOLATION)
             link.last_seen = time.time()
             frame = decode_runner_frame(message.data)
             if isinstance(frame, Heartbeat):

@@ -4,6 +4,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from hub.crypto import seal_for_runner
 from protocol.frames import Ack, Assign, Cancel, HubFrame, Metrics, TaskSpec
 
 LOCAL_RUNNER_ID = 0  # the hub's embedded runner (use_remote_runner off); NULL in the database
@@ -19,6 +22,7 @@ class RunnerLink(abc.ABC):
     assigned: set[int] = field(default_factory=set)
     draining: bool = False
     any_tag: bool = False  # the embedded runner serves every tag
+    public_key: str = ""  # base64; a task's secrets are sealed to it
     metrics: Metrics = field(default_factory=Metrics)
     last_seen: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
@@ -34,7 +38,10 @@ class RunnerLink(abc.ABC):
             return len(self.assigned) / 1000
         return len(self.assigned) / self.max_parallel_tasks
 
-    def assign(self, task_id: int, spec: TaskSpec) -> None:
+    def assign(self, task_id: int, spec: TaskSpec, secrets: dict | None = None) -> None:
+        if secrets:
+            spec = msgspec.structs.replace(
+                spec, sealed_secrets=seal_for_runner(self.public_key, secrets))
         self.send(Assign(task_id=task_id, spec=spec))
 
     def cancel(self, task_id: int, reason: str) -> None:

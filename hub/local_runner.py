@@ -6,9 +6,12 @@ stored, acked and finished exactly as a remote one.
 """
 
 import asyncio
+import base64
 
+import nacl.public
 import structlog
 
+from agent.keys import SecretOpener
 from agent.worker import TaskWorker
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.reports import RunnerReports
@@ -23,8 +26,13 @@ class LocalLink(RunnerLink):
         super().__init__(runner_id=LOCAL_RUNNER_ID, name="local", project_id=None,
                          tags=frozenset(), max_parallel_tasks=max_parallel_tasks, any_tag=True)
         self.reports = reports
+        # A key pair of its own, for this process's life: secrets reach the embedded runner
+        # sealed, through exactly the code path a remote runner uses.
+        private_key = nacl.public.PrivateKey.generate()
+        self.public_key = base64.b64encode(bytes(private_key.public_key)).decode()
         self.worker = TaskWorker(tmp_path, max_parallel_tasks, self._from_worker,
-                                 max_duration_sec=max_duration_sec)
+                                 max_duration_sec=max_duration_sec,
+                                 opener=SecretOpener(private_key))
         self.worker.max_output_bytes = reports.max_output_bytes
         self._frames: asyncio.Queue[RunnerFrame] = asyncio.Queue()
         self._pump: asyncio.Task | None = None

@@ -1,12 +1,14 @@
-"""Request middleware: who is calling (session cookie or API token), and errors as JSON."""
+"""Request middleware: who is calling (session cookie or API token), CSRF, errors as JSON."""
 
 import time
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from hub.api.common import ApiError
 from hub.context import HUB, USER
+from hub.crypto import SecretsUnavailable
 from hub.security import hash_token
 from hub.spec import SpecError
 from hub.store import NotFound, StoreError
@@ -26,6 +28,9 @@ PUBLIC = {
     ("GET", "/api/internal/runners/ws"),
 }
 
+LOGIN = ("POST", "/api/auth/login")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
@@ -33,13 +38,16 @@ async def errors_middleware(request: web.Request, handler):
         return await handler(request)
     except NotFound as exc:
         raise ApiError(404, str(exc)) from None
-    except (StoreError, SpecError) as exc:
+    except (StoreError, SpecError, SecretsUnavailable) as exc:
         raise ApiError(400, str(exc)) from None
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     path = request.path.rstrip("/") or "/"
+    if (request.method, path) == LOGIN:
+        # Login CSRF: a foreign page must not log the browser in to an account of its choice.
+        _refuse_cross_site(request)
     if (request.method, path) in PUBLIC or not path.startswith("/api/"):
         return await handler(request)
     store = request.app[HUB].store
@@ -50,8 +58,43 @@ async def auth_middleware(request: web.Request, handler):
     elif SESSION_COOKIE in request.cookies:
         user = await store.find_session_user(hash_token(request.cookies[SESSION_COOKIE]),
                                              time.time())
+        # The browser sends the cookie whoever made the page (SameSite=Lax still lets a
+        # top-level cross-site POST through in some browsers): check where the request came
+        # from. A Bearer token is never sent by a browser on its own, so it needs no check.
+        if user is not None and request.method in UNSAFE_METHODS:
+            _refuse_cross_site(request)
     if user is None:
         raise ApiError(401, "authentication required: log in or send "
                             "`Authorization: Bearer <API token>`")
     request[USER] = user
     return await handler(request)
+
+
+def _refuse_cross_site(request: web.Request) -> None:
+    """403 when Origin (or, without it, Referer) names another site than this hub.
+
+    Without either header the request is not from a browser page (curl, scripts) and passes.
+    Besides the request's own scheme://host:port, the configured public address (web_host)
+    counts as this hub: behind a TLS-terminating proxy the hub itself sees plain http.
+    """
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source:
+        return
+    own = {_origin(str(request.url)), _origin(request.app[HUB].config.web_host)}
+    seen = _origin(source)
+    if seen is None or seen not in own:
+        log.warning("http.cross_site.refused", method=request.method, path=request.path,
+                    origin=source[:200], remote=request.remote)
+        raise ApiError(403, "cross-site request refused")
+
+
+def _origin(raw: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an absolute URL, the port defaulted by scheme; else None
+    (as for `Origin: null`, sent by sandboxed and privacy-sensitive contexts)."""
+    try:
+        url = URL(raw)
+    except (TypeError, ValueError):
+        return None
+    if not url.absolute or not url.host:
+        return None
+    return url.scheme.lower(), url.host.lower(), url.port

@@ -43,6 +43,12 @@ ROUTES: list[tuple[str, str, object]] = [
     # Runners: global (admin) and per project (owner/manager).
     ("GET", "/api/runners", runners.list_runners),
     ("POST", "/api/runners", runners.create_runner),
+    # One-time registration tokens (admin); before /api/runners/{runner_id}, which would
+    # otherwise take "registration_tokens" for a runner id.
+    ("GET", "/api/runners/registration_tokens", runners.list_registration_tokens),
+    ("POST", "/api/runners/registration_tokens", runners.create_registration_token),
+    ("DELETE", "/api/runners/registration_tokens/{token_id}",
+     runners.delete_registration_token),
     ("GET", "/api/runners/{runner_id}", runners.get_runner),
     ("PUT", "/api/runners/{runner_id}", runners.update_runner),
     ("DELETE", "/api/runners/{runner_id}", runners.delete_runner),

@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+from hub.crypto import SecretCipher
 from hub.store import NotFound, Store
 from protocol.frames import RepositorySpec, TaskSpec
 
@@ -35,6 +36,24 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
         raise SpecError(f"{what} must be a JSON object, got {raw!r}")
     return {str(key): item if isinstance(item, str) else json.dumps(item)
             for key, item in value.items()}
+
+
+async def resolve_secrets(store: Store, cipher: SecretCipher,
+                          template: dict[str, Any]) -> dict[str, Any]:
+    """What the runner must get sealed: environment secrets (as environment variables) and
+    the repository's ssh key. {} when the task has none."""
+    payload: dict[str, Any] = {}
+    if template.get("environment_id"):
+        rows = await store.list_env_secrets(template["environment_id"])
+        if rows:
+            payload["env"] = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
+    if template.get("repository_id"):
+        repo = await _referenced(store, template, "repository")
+        if repo["ssh_key_id"]:
+            key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
+            if key["type"] == "ssh" and key["secret"]:
+                payload["ssh_key"] = json.loads(cipher.decrypt(key["secret"]))
+    return payload
 
 
 async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, Any],

@@ -12,11 +12,12 @@ from typing import Any
 import structlog
 
 from hub.config import HubConfig
+from hub.crypto import SecretCipher, SecretsUnavailable
 from hub.dispatcher import ActiveTask, Dispatcher
 from hub.events import EventBus
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.output_writer import OutputWriter
-from hub.spec import SpecError, resolve_spec
+from hub.spec import SpecError, resolve_secrets, resolve_spec
 from hub.store import Store
 from hub.store.sqlite import utcnow
 from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck
@@ -32,7 +33,8 @@ class Reconciliation:
 
 class TaskService:
     def __init__(self, store: Store, dispatcher: Dispatcher, writer: OutputWriter,
-                 events: EventBus, config: HubConfig):
+                 events: EventBus, config: HubConfig, cipher: SecretCipher):
+        self.cipher = cipher
         self.store = store
         self.dispatcher = dispatcher
         self.writer = writer
@@ -52,7 +54,8 @@ class TaskService:
                                                     row["template_id"])
                 spec = await resolve_spec(self.store, row, template,
                                           self.config.max_task_duration_sec)
-            except SpecError as exc:
+                secrets = await resolve_secrets(self.store, self.cipher, template)
+            except (SpecError, SecretsUnavailable) as exc:
                 await self._end_row(row, "error", str(exc))
                 continue
             task = ActiveTask(task_id=row["id"], project_id=row["project_id"],
@@ -61,7 +64,7 @@ class TaskService:
                               stored_seq=row["last_seq"], received_seq=row["last_seq"],
                               output_bytes=row["output_bytes"],
                               project_limit=await self._project_limit(row["project_id"]),
-                              started_at=_epoch(row["start"]))
+                              started_at=_epoch(row["start"]), secrets=secrets)
             self.dispatcher.add(task)
         log.info("tasks.restored", unfinished=len(self.dispatcher.tasks))
 
@@ -78,13 +81,15 @@ class TaskService:
         project_id = project["id"]
         draft = {**values, "project_id": project_id}
         spec = await resolve_spec(self.store, draft, template, self.config.max_task_duration_sec)
+        secrets = await resolve_secrets(self.store, self.cipher, template)
         row = await self.store.create_task({**values, "project_id": project_id,
                                             "template_id": template["id"],
                                             "user_id": user_id, "status": "waiting"})
         self.dispatcher.add(ActiveTask(task_id=row["id"], project_id=project_id,
                                        runner_tag=template["runner_tag"], spec=spec,
                                        status="waiting",
-                                       project_limit=project["max_parallel_tasks"]))
+                                       project_limit=project["max_parallel_tasks"],
+                                       secrets=secrets))
         log.info("task.created", task_id=row["id"], project_id=project_id,
                  template_id=template["id"])
         self.events.publish("task", task_id=row["id"], project_id=project_id, status="waiting")

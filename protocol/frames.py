@@ -54,7 +54,9 @@ class TaskSpec(msgspec.Struct, frozen=True):
     playbook: str = ""
     arguments: list[str] = []
     environment: dict[str, str] = {}
-    secrets: dict[str, str] = {}
+    # Secrets (environment secrets, the repository's key) as a NaCl SealedBox to the
+    # runner's public key, base64: only the runner that runs the task can open them.
+    sealed_secrets: str = ""
     repository: RepositorySpec | None = None
     commit_hash: str = ""
     timeout_sec: int = 0  # 0: no limit

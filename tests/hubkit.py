@@ -5,16 +5,20 @@ tmp_path; runners are the production RunnerConnection over real websockets.
 """
 
 import asyncio
+import base64
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nacl.public
 from aiohttp import web
 
 from agent.connection import RunnerConnection
+from agent.keys import SecretOpener
 from agent.worker import TaskWorker
 from hub.app import create_app
 from hub.config import HubConfig, load_config
@@ -25,6 +29,10 @@ ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "admin-password-1"
 FINAL = {"success", "error", "stopped"}
 REGISTRATION_TOKEN = "test-registration-token"
+# One key pair for every in-process runner (registered with its public half).
+RUNNER_PRIVATE_KEY = nacl.public.PrivateKey.generate()
+RUNNER_PUBLIC_KEY = base64.b64encode(bytes(RUNNER_PRIVATE_KEY.public_key)).decode()
+ACCESS_KEY_ENCRYPTION = "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTMyYis="  # 32 bytes, tests only
 
 
 class Api:
@@ -108,6 +116,8 @@ class RunningHub:
     base_url: str
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     runners: list["InProcessRunner"] = field(default_factory=list)
+    # What the test's own REST clients trust when the hub serves TLS (None: defaults).
+    client_ssl: ssl.SSLContext | None = None
 
     @property
     def hub(self) -> Hub:
@@ -115,10 +125,13 @@ class RunningHub:
 
     @property
     def ws_url(self) -> str:
-        return self.base_url.replace("http://", "ws://") + "/api/internal/runners/ws"
+        scheme = "wss://" if self.base_url.startswith("https://") else "ws://"
+        return scheme + self.base_url.split("://", 1)[1] + "/api/internal/runners/ws"
 
     async def api(self, login: bool = True) -> Api:
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        connector = aiohttp.TCPConnector(ssl=self.client_ssl) if self.client_ssl else None
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                        connector=connector)
         self.sessions.append(session)
         api = Api(self.base_url, session)
         if login:
@@ -130,15 +143,17 @@ class RunningHub:
         api = await self.api(login=False)
         answer = await api.ok("POST", "/api/internal/runners", {
             "registration_token": REGISTRATION_TOKEN, "name": name, "tags": tags or [],
-            "max_parallel_tasks": max_parallel_tasks})
+            "max_parallel_tasks": max_parallel_tasks, "public_key": RUNNER_PUBLIC_KEY})
         return answer["token"]
 
     async def start_runner(self, tmp_path: Path, name: str = "r", tags: list[str] | None = None,
                            max_parallel_tasks: int = 0, token: str | None = None,
-                           kill_grace: float = 2.0) -> "InProcessRunner":
+                           kill_grace: float = 2.0,
+                           ssl_context: ssl.SSLContext | None = None) -> "InProcessRunner":
         token = token or await self.register(name, tags, max_parallel_tasks)
         runner = InProcessRunner(self.ws_url, token, tmp_path / f"runner-{name}", name,
-                                 tags or [], max_parallel_tasks, kill_grace)
+                                 tags or [], max_parallel_tasks, kill_grace,
+                                 ssl_context=ssl_context)
         await runner.start()
         self.runners.append(runner)
         return runner
@@ -155,11 +170,13 @@ class InProcessRunner:
     """The production runner connection and worker, run inside the test's event loop."""
 
     def __init__(self, url: str, token: str, work: Path, name: str, tags: list[str],
-                 max_parallel_tasks: int, kill_grace: float):
+                 max_parallel_tasks: int, kill_grace: float,
+                 ssl_context: ssl.SSLContext | None = None):
         self.worker = TaskWorker(work, max_parallel_tasks, emit=lambda frame: None,
-                                 kill_grace=kill_grace)
+                                 kill_grace=kill_grace,
+                                 opener=SecretOpener(RUNNER_PRIVATE_KEY))
         self.connection = RunnerConnection(url, token, self.worker, name=name, tags=tags,
-                                           disk_path="/")
+                                           disk_path="/", ssl_context=ssl_context)
         self._until = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -180,21 +197,28 @@ class InProcessRunner:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def start_hub(tmp_path: Path, **overrides: Any) -> RunningHub:
-    """A hub on 127.0.0.1 with a free port, an admin user and a SQLite file in tmp_path."""
+async def start_hub(tmp_path: Path, ssl_context: ssl.SSLContext | None = None,
+                    client_ssl: ssl.SSLContext | None = None, **overrides: Any) -> RunningHub:
+    """A hub on 127.0.0.1 with a free port, an admin user and a SQLite file in tmp_path.
+
+    With ssl_context it serves HTTPS/WSS (base_url https://); client_ssl is what the test's
+    REST clients then trust.
+    """
     values = {"interface": "127.0.0.1", "port": 1, "sqlite": {"host": str(tmp_path / "hub.sqlite")},
               "tmp_path": str(tmp_path / "hub-tmp"),
-              "runner_registration_token": REGISTRATION_TOKEN, **overrides}
+              "runner_registration_token": REGISTRATION_TOKEN,
+              "access_key_encryption": ACCESS_KEY_ENCRYPTION, **overrides}
     config_file = tmp_path / "hub-config.json"
     config_file.write_text(json.dumps(values))
     config = load_config(config_file, environ={})
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    hub = RunningHub(config, app, runner, f"http://127.0.0.1:{port}")
+    scheme = "https" if ssl_context is not None else "http"
+    hub = RunningHub(config, app, runner, f"{scheme}://127.0.0.1:{port}", client_ssl=client_ssl)
     store = hub.hub.store
     if await store.find_user_by_login(ADMIN_LOGIN) is None:
         await store.create_user(ADMIN_LOGIN, "Admin", "admin@example.com",

@@ -64,11 +64,20 @@ class InventoryRequest(msgspec.Struct):
     repository_id: Id | None = None
 
 
+class EnvironmentSecretRequest(msgspec.Struct):
+    name: str = ""
+    secret: str = ""
+    type: Literal["env", "var"] = "env"
+    operation: Literal["create", "update", "delete"] = "create"
+    id: Id | None = None
+
+
 class EnvironmentRequest(msgspec.Struct):
     name: Name
     password: str = ""
     json: str = "{}"
     env: str = "{}"
+    secrets: list[EnvironmentSecretRequest] = []
 
 
 class TemplateRequest(msgspec.Struct):
@@ -121,3 +130,10 @@ class RunnerRegistration(msgspec.Struct):
     public_key: str = ""
     name: str = ""
     tags: list[str] = []
+
+
+class RegistrationTokenRequest(msgspec.Struct):
+    # One-time tokens are for enrolling a machine now: at least a minute, at most a year.
+    expires_in_sec: Annotated[int, msgspec.Meta(ge=60, le=365 * 24 * 3600)] = 3600
+    project_id: Id | None = None
+    tags: Annotated[list[Name], msgspec.Meta(max_length=100)] = []

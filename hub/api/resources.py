@@ -4,8 +4,7 @@ One generic set of handlers, driven by a `Resource` per kind: the request model,
 how a row is shown, and which other rows a reference must point to in the same project.
 """
 
-import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,13 @@ from hub.api.models import (
     RepositoryRequest,
     TemplateRequest,
 )
+from hub.api.secrets import (
+    access_key_values,
+    check_env_secrets,
+    env_secrets_json,
+    save_env_secrets,
+)
+from hub.context import Hub
 from hub.spec import SpecError, parse_arguments, parse_env
 from hub.store import NotFound
 
@@ -41,28 +47,32 @@ class Resource:
     id_param: str
     # field -> table it must reference in the same project
     references: tuple[tuple[str, str], ...] = ()
-    to_values: Callable[[Any], dict] = msgspec.structs.asdict
+    # (body, hub, creating) -> the columns to store
+    to_values: Callable[[Any, Hub, bool], dict] = lambda body, hub, creating: (
+        msgspec.structs.asdict(body))
+    # Work after the row is stored (environment secrets live in their own table).
+    after_save: Callable[[Hub, int, Any], Awaitable[None]] | None = None
+    # Fields shown that are not columns of the row.
+    extra: Callable[[Hub, dict], Awaitable[dict]] | None = None
 
 
-def _access_key_values(body: AccessKeyRequest) -> dict:
-    secret: dict[str, Any] = {}
-    if body.type == "login_password" and body.login_password is not None:
-        secret = msgspec.structs.asdict(body.login_password)
-    elif body.type == "ssh" and body.ssh is not None:
-        secret = msgspec.structs.asdict(body.ssh)
-    return {"name": body.name, "type": body.type, "secret": json.dumps(secret)}
-
-
-def _environment_values(body: EnvironmentRequest) -> dict:
+def _environment_values(body: EnvironmentRequest, hub: Hub, creating: bool) -> dict:
     try:
         parse_env(body.env, "field `env`")
         parse_env(body.json, "field `json`")
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
-    return msgspec.structs.asdict(body)
+    check_env_secrets(body, hub)
+    values = msgspec.structs.asdict(body)
+    values.pop("secrets")
+    return values
 
 
-def _template_values(body: TemplateRequest) -> dict:
+async def _environment_extra(hub: Hub, row: dict) -> dict:
+    return {"secrets": await env_secrets_json(hub, row["id"])}
+
+
+def _template_values(body: TemplateRequest, hub: Hub, creating: bool) -> dict:
     try:
         parse_arguments(body.arguments, "field `arguments`")
     except SpecError as exc:
@@ -75,7 +85,7 @@ def _template_values(body: TemplateRequest) -> dict:
 
 RESOURCES = {
     "keys": Resource("access_key", AccessKeyRequest, serialize.access_key_json, "key_id",
-                     to_values=_access_key_values),
+                     to_values=access_key_values),
     "repositories": Resource("repository", RepositoryRequest, serialize.repository_json,
                              "repository_id", (("ssh_key_id", "access_key"),)),
     "inventory": Resource("inventory", InventoryRequest, serialize.inventory_json,
@@ -83,7 +93,8 @@ RESOURCES = {
                                            ("become_key_id", "access_key"),
                                            ("repository_id", "repository"))),
     "environment": Resource("environment", EnvironmentRequest, serialize.environment_json,
-                            "environment_id", to_values=_environment_values),
+                            "environment_id", to_values=_environment_values,
+                            after_save=save_env_secrets, extra=_environment_extra),
     "templates": Resource("template", TemplateRequest, serialize.template_json, "template_id",
                           (("repository_id", "repository"), ("inventory_id", "inventory"),
                            ("environment_id", "environment")), to_values=_template_values),
@@ -94,9 +105,10 @@ def _resource(request: web.Request) -> Resource:
     return RESOURCES[request.match_info["resource"]]
 
 
-async def _values(request: web.Request, resource: Resource, project_id: int) -> dict:
+async def _values(request: web.Request, resource: Resource, project_id: int,
+                  creating: bool) -> tuple[dict, Any]:
     body = await read_body(request, resource.model)
-    values = resource.to_values(body)
+    values = resource.to_values(body, hub_of(request), creating)
     store = hub_of(request).store
     for field, table in resource.references:
         ref = values.get(field)
@@ -106,22 +118,32 @@ async def _values(request: web.Request, resource: Resource, project_id: int) -> 
             except NotFound:
                 raise ApiError(400, f"field `{field}`: {table.replace('_', ' ')} {ref} "
                                     f"not found in project {project_id}") from None
-    return values
+    return values, body
+
+
+async def _show(request: web.Request, resource: Resource, row: dict) -> dict:
+    shown = resource.show(row)
+    if resource.extra is not None:
+        shown |= await resource.extra(hub_of(request), row)
+    return shown
 
 
 async def list_rows(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request)
     rows = await hub_of(request).store.list_rows(resource.table, project_id)
-    return json_response([resource.show(row) for row in rows])
+    return json_response([await _show(request, resource, row) for row in rows])
 
 
 async def create_row(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request, "manager")
-    values = await _values(request, resource, project_id)
-    row = await hub_of(request).store.create_row(resource.table, project_id, values)
-    return json_response(resource.show(row), status=201)
+    values, body = await _values(request, resource, project_id, creating=True)
+    hub = hub_of(request)
+    row = await hub.store.create_row(resource.table, project_id, values)
+    if resource.after_save is not None:
+        await resource.after_save(hub, row["id"], body)
+    return json_response(await _show(request, resource, row), status=201)
 
 
 async def get_row(request: web.Request) -> web.Response:
@@ -129,15 +151,18 @@ async def get_row(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     row = await hub_of(request).store.get_row(resource.table, project_id,
                                               int_param(request, "item_id"))
-    return json_response(resource.show(row))
+    return json_response(await _show(request, resource, row))
 
 
 async def update_row(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request, "manager")
-    values = await _values(request, resource, project_id)
-    await hub_of(request).store.update_row(resource.table, project_id,
-                                           int_param(request, "item_id"), values)
+    values, body = await _values(request, resource, project_id, creating=False)
+    hub = hub_of(request)
+    row_id = int_param(request, "item_id")
+    await hub.store.update_row(resource.table, project_id, row_id, values)
+    if resource.after_save is not None:
+        await resource.after_save(hub, row_id, body)
     return no_content()
 
 

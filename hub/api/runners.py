@@ -1,13 +1,17 @@
 """Runners: registration by the runner itself, and management by admins and project managers.
 
 Global runners (`/api/runners`) are admin-only; project runners
-(`/api/project/{project_id}/runners`) need the project's owner or manager role.
+(`/api/project/{project_id}/runners`) need the project's owner or manager role. A runner
+registers with the hub's shared registration token or with a one-time token an admin made,
+which may bind it to a project and tags.
 """
 
 import json
+import time
 
 from aiohttp import web
 
+from hub import gateway
 from hub.api.common import (
     ApiError,
     hub_of,
@@ -18,29 +22,65 @@ from hub.api.common import (
     read_body,
     require_admin,
 )
-from hub.api.models import RunnerActive, RunnerRegistration, RunnerRequest
+from hub.api.models import (
+    RegistrationTokenRequest,
+    RunnerActive,
+    RunnerRegistration,
+    RunnerRequest,
+)
 from hub.api.serialize import runner_json
+from hub.context import Hub
+from hub.ratelimit import too_many
 from hub.security import hash_token, new_token, tokens_equal
 from hub.store import NotFound
+from hub.store.base import Row
 
 # Runner registration (the runner's own calls).
 
 
 async def register_runner(request: web.Request) -> web.Response:
+    failures, address = gateway.registration_failures(request.app), request.remote or ""
+    wait = failures.retry_after(address)
+    if wait:
+        raise too_many("runner registration attempts", wait)
+    # Counted as failed up front and taken back on success, so that many concurrent guesses
+    # cannot all pass the check before the first one fails.
+    failures.hit(address)
     body = await read_body(request, RunnerRegistration)
     hub = hub_of(request)
-    expected = hub.config.runner_registration_token
-    if not expected:
-        raise ApiError(401, "runner registration is disabled on this hub "
-                            "(runner_registration_token is not set)")
-    if not tokens_equal(body.registration_token, expected):
-        raise ApiError(401, "wrong registration token")
+    one_time = await _redeem(hub, body.registration_token)
+    project_id = one_time["project_id"] if one_time else None
+    tags = _json_list(one_time["tags"]) if one_time else []
+    tags += [tag for tag in body.tags if tag not in tags]
     token = new_token()
     row = await hub.store.create_runner({
-        "project_id": None, "name": body.name, "token_hash": hash_token(token),
-        "tags": json.dumps(body.tags), "webhook": body.webhook,
+        "project_id": project_id, "name": body.name, "token_hash": hash_token(token),
+        "tags": json.dumps(tags), "webhook": body.webhook,
         "max_parallel_tasks": body.max_parallel_tasks, "public_key": body.public_key})
+    if one_time:
+        await hub.store.bind_registration_token(one_time["id"], row["id"])
+    failures.forgive(address)
     return json_response({"token": token, "id": row["id"]})
+
+
+async def _redeem(hub: Hub, presented: str) -> Row | None:
+    """None for the shared token; the claimed row of a one-time token; else a 401 saying why."""
+    shared = hub.config.runner_registration_token
+    if shared and tokens_equal(presented, shared):
+        return None
+    token_hash = hash_token(presented)
+    claimed = await hub.store.claim_registration_token(token_hash, time.time())
+    if claimed is not None:
+        return claimed
+    known = await hub.store.find_registration_token(token_hash)
+    if known is not None and known["used"]:
+        raise ApiError(401, "registration token already used")
+    if known is not None:
+        raise ApiError(401, "registration token expired")
+    if not shared:
+        raise ApiError(401, "wrong registration token (registration with a shared token is "
+                            "disabled: runner_registration_token is not set on this hub)")
+    raise ApiError(401, "wrong registration token")
 
 
 async def unregister_self(request: web.Request) -> web.Response:
@@ -52,6 +92,49 @@ async def unregister_self(request: web.Request) -> web.Response:
         raise ApiError(401, "invalid runner token")
     await _delete(hub, runner["id"])
     return no_content()
+
+
+# One-time registration tokens (admin only).
+
+
+async def create_registration_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_body(request, RegistrationTokenRequest)
+    hub = hub_of(request)
+    if body.project_id is not None:
+        try:
+            await hub.store.get_project(body.project_id)
+        except NotFound:
+            raise ApiError(400, f"project {body.project_id} does not exist") from None
+    token = new_token()
+    row = await hub.store.create_registration_token(
+        hash_token(token), body.project_id, json.dumps(list(dict.fromkeys(body.tags))),
+        time.time() + body.expires_in_sec)
+    # The token is shown this once; only its hash is kept.
+    return json_response({**_registration_token_json(row), "token": token}, status=201)
+
+
+async def list_registration_tokens(request: web.Request) -> web.Response:
+    require_admin(request)
+    rows = await hub_of(request).store.list_registration_tokens()
+    return json_response([_registration_token_json(row) for row in rows])
+
+
+async def delete_registration_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    await hub_of(request).store.delete_registration_token(int_param(request, "token_id"))
+    return no_content()
+
+
+def _registration_token_json(row: Row) -> dict:
+    return {"id": row["id"], "project_id": row["project_id"], "tags": _json_list(row["tags"]),
+            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expires"])),
+            "used": bool(row["used"]), "runner_id": row["runner_id"], "created": row["created"]}
+
+
+def _json_list(raw: str) -> list[str]:
+    value = json.loads(raw or "[]")
+    return value if isinstance(value, list) else []
 
 
 # Management.

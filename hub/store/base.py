@@ -81,6 +81,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_row(self, table: str, project_id: int, row_id: int) -> None: ...
 
+    # Environment secrets (stored encrypted).
+    @abc.abstractmethod
+    async def list_env_secrets(self, environment_id: int) -> list[Row]: ...
+    @abc.abstractmethod
+    async def put_env_secret(self, environment_id: int, secret_id: int | None, name: str,
+                             kind: str, value: str) -> None: ...
+    @abc.abstractmethod
+    async def delete_env_secret(self, environment_id: int, secret_id: int) -> None: ...
+
     # Runners.
     @abc.abstractmethod
     async def create_runner(self, values: dict[str, Any]) -> Row: ...
@@ -94,6 +103,23 @@ class Store(abc.ABC):
     async def update_runner(self, runner_id: int, values: dict[str, Any]) -> None: ...
     @abc.abstractmethod
     async def delete_runner(self, runner_id: int) -> None: ...
+
+    # One-time runner registration tokens.
+    @abc.abstractmethod
+    async def create_registration_token(self, token_hash: str, project_id: int | None,
+                                        tags: str, expires: float) -> Row: ...
+    @abc.abstractmethod
+    async def list_registration_tokens(self) -> list[Row]: ...
+    @abc.abstractmethod
+    async def find_registration_token(self, token_hash: str) -> Row | None: ...
+    @abc.abstractmethod
+    async def claim_registration_token(self, token_hash: str, now: float) -> Row | None:
+        """Mark the token used if it is unused and not expired at `now`, atomically: of two
+        concurrent claims exactly one gets the row, the other None."""
+    @abc.abstractmethod
+    async def bind_registration_token(self, token_id: int, runner_id: int) -> None: ...
+    @abc.abstractmethod
+    async def delete_registration_token(self, token_id: int) -> None: ...
 
     # Tasks and their output.
     @abc.abstractmethod

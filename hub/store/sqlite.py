@@ -255,6 +255,30 @@ class SqliteStore(Store):
         if not cursor.rowcount:
             raise NotFound(f"{table.replace('_', ' ')} {row_id} not found")
 
+    # Environment secrets (values arrive encrypted; the store never sees plaintext).
+
+    async def list_env_secrets(self, environment_id: int) -> list[Row]:
+        return await self._fetch_all("SELECT * FROM environment_secret WHERE environment_id = ?"
+                                     " ORDER BY id", (environment_id,))
+
+    async def put_env_secret(self, environment_id: int, secret_id: int | None, name: str,
+                             kind: str, value: str) -> None:
+        """Create (secret_id None) or update one secret of an environment."""
+        if secret_id is None:
+            await self._insert("environment_secret", {"environment_id": environment_id,
+                                                      "name": name, "type": kind,
+                                                      "secret": value})
+        elif not await self._update("environment_secret", "id = ? AND environment_id = ?",
+                                    (secret_id, environment_id), {"secret": value}):
+            raise NotFound(f"secret {secret_id} not found in environment {environment_id}")
+
+    async def delete_env_secret(self, environment_id: int, secret_id: int) -> None:
+        cursor = await self._execute(
+            "DELETE FROM environment_secret WHERE id = ? AND environment_id = ?",
+            (secret_id, environment_id))
+        if not cursor.rowcount:
+            raise NotFound(f"secret {secret_id} not found in environment {environment_id}")
+
     # Runners.
 
     async def create_runner(self, values: dict[str, Any]) -> Row:
@@ -285,6 +309,38 @@ class SqliteStore(Store):
         cursor = await self._execute("DELETE FROM runner WHERE id = ?", (runner_id,))
         if not cursor.rowcount:
             raise NotFound(f"runner {runner_id} not found")
+
+    async def create_registration_token(self, token_hash: str, project_id: int | None,
+                                        tags: str, expires: float) -> Row:
+        token_id = await self._insert("registration_token", {
+            "token_hash": token_hash, "project_id": project_id, "tags": tags,
+            "expires": expires, "created": utcnow()})
+        return _found(await self._fetch_one("SELECT * FROM registration_token WHERE id = ?",
+                                            (token_id,)), "registration token", token_id)
+
+    async def list_registration_tokens(self) -> list[Row]:
+        return await self._fetch_all("SELECT * FROM registration_token ORDER BY id")
+
+    async def find_registration_token(self, token_hash: str) -> Row | None:
+        return await self._fetch_one("SELECT * FROM registration_token WHERE token_hash = ?",
+                                     (token_hash,))
+
+    async def claim_registration_token(self, token_hash: str, now: float) -> Row | None:
+        # One conditional UPDATE: SQLite applies it whole, so only one claim sees used = 0.
+        cursor = await self._execute(
+            "UPDATE registration_token SET used = 1 "
+            "WHERE token_hash = ? AND used = 0 AND expires > ?", (token_hash, now))
+        return await self.find_registration_token(token_hash) if cursor.rowcount else None
+
+    async def bind_registration_token(self, token_id: int, runner_id: int) -> None:
+        await self._update("registration_token", "id = ?", (token_id,),
+                           {"runner_id": runner_id})
+
+    async def delete_registration_token(self, token_id: int) -> None:
+        cursor = await self._execute("DELETE FROM registration_token WHERE id = ?",
+                                     (token_id,))
+        if not cursor.rowcount:
+            raise NotFound(f"registration token {token_id} not found")
 
     # Tasks.
 

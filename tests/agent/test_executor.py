@@ -105,8 +105,9 @@ async def test_arguments_environment_secrets_and_task_id_reach_the_script(tmp_pa
     body = 'echo "args=[$1][$2]"\necho "env=$GREETING"\necho "secret=$TOKEN"\n' \
            'echo "task=$SEMAPHORE_TASK_ID"\n'
     spec = bash_spec(tmp_path / "repo", body, arguments=["a", "b c"],
-                     environment={"GREETING": "hi there"}, secrets={"TOKEN": "s3cret"})
-    run = Run(tmp_path, spec, task_id=42)
+                     environment={"GREETING": "hi there"})
+    # Opened secrets reach the process as environment variables (masking is the sink's job).
+    run = Run(tmp_path, spec, task_id=42, secrets={"env": {"TOKEN": "s3cret"}})
     outcome = await run.run()
     assert outcome.status == "success", (outcome, run.text())
     assert run.text("stdout") == "args=[a][b c]\nenv=hi there\nsecret=s3cret\ntask=42\n"

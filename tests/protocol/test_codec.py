@@ -69,11 +69,11 @@ HUB_GOLDEN = [
      b'"acked":[{"task_id":7,"seq":3}]}'),
     (Assign(task_id=7, spec=TaskSpec(
         project_id=1, template_id=2, app="ansible", playbook="site.yml", arguments=["-v"],
-        environment={"A": "1"}, secrets={"S": "x"},
+        environment={"A": "1"}, sealed_secrets="c2VhbGVk",
         repository=RepositorySpec(url="https://git.example/x.git", branch="main"),
         commit_hash="abc", timeout_sec=60, message="deploy")),
      b'{"type":"assign","task_id":7,"spec":{"project_id":1,"template_id":2,"app":"ansible",'
-     b'"playbook":"site.yml","arguments":["-v"],"environment":{"A":"1"},"secrets":{"S":"x"},'
+     b'"playbook":"site.yml","arguments":["-v"],"environment":{"A":"1"},"sealed_secrets":"c2VhbGVk",'
      b'"repository":{"url":"https://git.example/x.git","branch":"main"},"commit_hash":"abc",'
      b'"timeout_sec":60,"message":"deploy"}}'),
     (Ack(task_id=7, seq=3, finished=True),
@@ -128,7 +128,8 @@ def test_unknown_fields_in_nested_shapes_are_ignored():
     (decode_hub_frame, '{"type":"assign","task_id":1,"spec":{"project_id":1,"template_id":2,'
      '"app":"bash"}}',
      Assign(task_id=1, spec=TaskSpec(project_id=1, template_id=2, app="bash", playbook="",
-                                     arguments=[], environment={}, secrets={}, repository=None,
+                                     arguments=[], environment={}, sealed_secrets="",
+                                     repository=None,
                                      commit_hash="", timeout_sec=0, message=""))),
     (decode_hub_frame, '{"type":"welcome","protocol_version":1,"session_id":"s","runner_id":1,'
      '"heartbeat_interval":1,"max_frame_bytes":10,"max_output_bytes":10}',

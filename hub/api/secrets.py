@@ -1,0 +1,57 @@
+"""Secrets in the REST API: access keys and environment secrets go in, are encrypted at
+rest, and never come back out."""
+
+import json
+from typing import Any
+
+import msgspec
+
+from hub.api.common import ApiError
+from hub.api.models import AccessKeyRequest, EnvironmentRequest
+from hub.context import Hub
+
+
+def access_key_values(body: AccessKeyRequest, hub: Hub, creating: bool) -> dict[str, Any]:
+    """Name and type always; the secret when one is given (on update: with override_secret,
+    as Semaphore's UI sends it), encrypted."""
+    values: dict[str, Any] = {"name": body.name, "type": body.type}
+    secret: dict[str, Any] = {}
+    if body.type == "login_password" and body.login_password is not None:
+        secret = msgspec.structs.asdict(body.login_password)
+    elif body.type == "ssh" and body.ssh is not None:
+        secret = msgspec.structs.asdict(body.ssh)
+    if secret and (creating or body.override_secret):
+        values["secret"] = hub.cipher.encrypt(json.dumps(secret))
+    elif body.type == "none":
+        values["secret"] = ""
+    return values
+
+
+def check_env_secrets(body: EnvironmentRequest, hub: Hub) -> None:
+    """Refuse a bad `secrets` list before anything is stored."""
+    if body.secrets and not hub.cipher.enabled:
+        hub.cipher.encrypt("")  # raises the error that says how to configure it
+    for index, item in enumerate(body.secrets):
+        where = f"field `secrets[{index}]`"
+        if item.operation in ("update", "delete") and item.id is None:
+            raise ApiError(400, f"{where}: {item.operation} needs the secret's `id`")
+        if item.operation == "create" and not item.name:
+            raise ApiError(400, f"{where}: a new secret needs a `name`")
+
+
+async def save_env_secrets(hub: Hub, environment_id: int, body: EnvironmentRequest) -> None:
+    """Apply the create/update/delete operations of an environment's `secrets` list."""
+    for item in body.secrets:
+        if item.operation == "delete":
+            await hub.store.delete_env_secret(environment_id, item.id)
+            continue
+        await hub.store.put_env_secret(environment_id, item.id if item.operation == "update"
+                                       else None, item.name, item.type,
+                                       hub.cipher.encrypt(item.secret))
+
+
+async def env_secrets_json(hub: Hub, environment_id: int) -> list[dict[str, Any]]:
+    """Names and types only: a secret's value is never returned."""
+    return [{"id": row["id"], "name": row["name"], "type": row["type"]}
+            for row in await hub.store.list_env_secrets(environment_id)]
+
