@@ -112,6 +112,10 @@ def load_runner_config(path: str | os.PathLike) -> RunnerConfig:
     except msgspec.DecodeError as exc:
         raise RunnerConfigError(f"{path} is not valid JSON: {exc}") from None
     config.validate(path)
+    ca_file = config.runner.server_ca_cert_file
+    if ca_file and not Path(ca_file).expanduser().is_absolute():
+        # Like token_file and private_key_file: relative to the config file's folder.
+        config.runner.server_ca_cert_file = str(path.parent / ca_file)
     return config
 
 

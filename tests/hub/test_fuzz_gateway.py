@@ -1,0 +1,297 @@
+"""Fuzzing the live runner endpoint while a real runner runs a task: the hub keeps serving, the
+task's output stays whole, and nothing a fuzzing session sends ends up stored."""
+
+import asyncio
+import gc
+import json
+import random
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import msgspec
+import psutil
+
+from protocol.codec import decode_hub_frame, encode
+from protocol.frames import (
+    Accepted,
+    Ack,
+    Assign,
+    Cancel,
+    Error,
+    Finished,
+    Heartbeat,
+    HeldTask,
+    Hello,
+    Metrics,
+    Output,
+    Rejected,
+    TaskSpec,
+    Welcome,
+)
+from protocol.limits import MAX_FRAME_BYTES
+from protocol.version import PROTOCOL_VERSION
+from tests.hubkit import write_script
+
+SEED = 20240611
+FRAMES_WANTED = 12_000
+WORKERS = 3  # concurrent fuzzing clients, each with its own runner tokens
+MARK = "FUZZ"  # in every text a fuzzer sends, so that it can be looked for in stored output
+MAX_RSS_GROWTH = 150 * 1024 * 1024
+
+# Prints numbered lines until the test drops the flag file (at least 2,000), then says how
+# many it printed: the exact output is known afterwards.
+SCRIPT = """i=0
+while [ $i -lt 2000 ] || {{ [ ! -e {flag} ] && [ $i -lt 500000 ]; }}; do
+  i=$((i+1))
+  echo "line $i"
+  if [ $((i % 50)) -eq 0 ]; then sleep 0.01; fi
+done
+echo $i > {count}
+echo end
+"""
+
+
+class Fuzzer:
+    """Frames from a seeded generator: hostile ones that may end a session, and "plausible"
+    ones (valid frames about tasks that are not the session's) that a session survives."""
+
+    def __init__(self, seed: int, real_task_id: int):
+        self.rng = random.Random(seed)
+        self.real_task_id = real_task_id
+        self.oversized_left = 2
+
+    # Building blocks.
+
+    def text(self, limit: int = 40) -> str:
+        alphabet = string.printable + "äß€漢字🙂\u0000\u200b\u202e\\\"{}[]"
+        return MARK + "".join(self.rng.choice(alphabet)
+                              for _ in range(self.rng.randint(0, limit)))
+
+    def json_value(self, depth: int = 0):
+        kind = self.rng.randrange(8 if depth < 3 else 5)
+        if kind == 0:
+            return None
+        if kind == 1:
+            return self.rng.choice([True, False])
+        if kind == 2:
+            return self.rng.randint(-2**63, 2**64)
+        if kind == 3:
+            return self.rng.choice([self.rng.uniform(-1e308, 1e308), 0.5, -0.0, 1e-300])
+        if kind == 4:
+            return self.text()
+        if kind in (5, 6):
+            return {self.text(8): self.json_value(depth + 1)
+                    for _ in range(self.rng.randint(0, 5))}
+        return [self.json_value(depth + 1) for _ in range(self.rng.randint(0, 5))]
+
+    def task_id(self) -> int:
+        return self.rng.choice([self.real_task_id, self.real_task_id, self.real_task_id + 1,
+                                self.real_task_id - 1, 0, -1, 2**62,
+                                self.rng.randint(-2**31, 2**31)])
+
+    # Frames a session survives (each may get a not_your_task error back).
+
+    def plausible(self) -> msgspec.Struct:
+        rng = self.rng
+        kind = rng.randrange(6)
+        if kind == 0:
+            return Heartbeat(time=rng.uniform(0, 2e9), running=[self.task_id()],
+                             metrics=Metrics(cpu_percent=rng.uniform(-1, 1e6),
+                                             memory_used=rng.randint(-2**40, 2**62)),
+                             draining=rng.random() < 0.2)
+        if kind == 1:
+            return Output(task_id=self.task_id(), seq=rng.randint(-5, 2**40),
+                          stream=rng.choice(["stdout", "stderr"]),
+                          data=self.text(200) + "\n", time=rng.uniform(0, 2e9))
+        if kind == 2:
+            return Finished(task_id=self.task_id(), status=rng.choice(["success", "error"]),
+                            last_seq=rng.randint(0, 2**40), exit_code=rng.randint(-9, 255),
+                            message=self.text())
+        if kind == 3:
+            return Accepted(task_id=self.task_id())
+        if kind == 4:
+            return Rejected(task_id=self.task_id(), reason=self.text())
+        return Error(code=self.text(10), message=self.text())
+
+    # Anything at all; most of these end the session.
+
+    def hostile(self) -> bytes | str:
+        rng = self.rng
+        kind = rng.randrange(9)
+        if kind == 0:
+            return rng.randbytes(rng.randint(0, 300))
+        if kind == 1:
+            return self.text(300)
+        if kind == 2:
+            return json.dumps(self.json_value())
+        if kind == 3:
+            return json.dumps(self.mutated())
+        if kind == 4:  # frames only the hub may send
+            return encode(rng.choice([
+                Welcome(protocol_version=1, session_id=self.text(), runner_id=1,
+                        heartbeat_interval=1.0, max_frame_bytes=1, max_output_bytes=1),
+                Assign(task_id=self.task_id(), spec=TaskSpec(project_id=1, template_id=1,
+                                                             app="bash", playbook=self.text())),
+                Ack(task_id=self.task_id(), seq=1), Cancel(task_id=self.task_id())]))
+        if kind == 5:
+            return json.dumps({"type": self.text(10), "task_id": self.task_id()})
+        if kind == 6:
+            return encode(self.hello())  # a second hello
+        if kind == 7 and self.oversized_left:
+            self.oversized_left -= 1
+            size = rng.choice([MAX_FRAME_BYTES + 1, int(1.5 * MAX_FRAME_BYTES),
+                               3 * MAX_FRAME_BYTES])
+            frame = encode(Output(task_id=self.real_task_id, seq=1, stream="stdout",
+                                  data=MARK * (size // len(MARK)), time=0.0))
+            return frame
+        return encode(self.plausible())
+
+    def mutated(self) -> dict:
+        """A valid frame as a dict with one field of the wrong type (or gone)."""
+        frame = msgspec.to_builtins(self.rng.choice([self.plausible(), self.hello()]))
+        field_name = self.rng.choice(sorted(frame))
+        if self.rng.random() < 0.2:
+            del frame[field_name]
+        else:
+            frame[field_name] = self.rng.choice(
+                [None, "seven", 7, 7.5, [], {}, [MARK], {"a": MARK}, True, 2**70])
+        return frame
+
+    def hello(self) -> Hello:
+        rng = self.rng
+        held = [HeldTask(task_id=self.task_id(), state=rng.choice(["running", "finished"]),
+                         last_seq=rng.randint(0, 2**40)) for _ in range(rng.randint(0, 3))]
+        return Hello(protocol_version=PROTOCOL_VERSION, runner_version=self.text(10),
+                     name=self.text(10), tags=[self.text(5)], held_tasks=held,
+                     max_parallel_tasks=rng.randint(0, 5), platform=self.text(10))
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    sessions: int = 0
+    replies: Counter = field(default_factory=Counter)
+    close_codes: Counter = field(default_factory=Counter)
+
+
+async def fuzz_session(url: str, token: str, fuzzer: Fuzzer, tally: Tally,
+                       flood: int = 0) -> None:
+    """One websocket session: hello (mostly), a run of plausible frames, then (mostly) one
+    hostile frame; the session may end anywhere, which is fine."""
+    rng = fuzzer.rng
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+            url, headers={"Authorization": f"Bearer {token}"}, max_msg_size=0) as ws:
+        tally.sessions += 1
+
+        async def read() -> None:
+            async for message in ws:
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    frame = decode_hub_frame(message.data)
+                    tally.replies[frame.code if isinstance(frame, Error)
+                                  else type(frame).__name__.lower()] += 1
+
+        reader = asyncio.create_task(read())
+        frames: list[bytes | str] = []
+        first = rng.random()
+        if first < 0.05:
+            frames.append(fuzzer.hostile())  # no hello first
+        else:
+            frames.append(encode(fuzzer.hello() if first < 0.15 else Hello(
+                protocol_version=PROTOCOL_VERSION, runner_version="fuzz")))
+        if flood:
+            frames += [encode(Heartbeat(time=0.0))] * flood
+        else:
+            frames += [encode(fuzzer.plausible()) for _ in range(rng.randint(100, 1500))]
+        if rng.random() < 0.8:
+            frames.append(fuzzer.hostile())
+        try:
+            for data in frames:
+                if ws.closed:
+                    break
+                if isinstance(data, str):
+                    await ws.send_str(data)
+                else:
+                    await ws.send_bytes(data)
+                tally.sent += 1
+            if not ws.closed:
+                await asyncio.wait({reader}, timeout=0.5)  # let answers and closes come back
+            await ws.close()
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        await asyncio.wait({reader}, timeout=5)
+        reader.cancel()
+        tally.close_codes[ws.close_code] += 1
+
+
+async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_path):
+    scripts, flag, count = tmp_path / "s", tmp_path / "flag", tmp_path / "count"
+    write_script(scripts, "lines.sh", SCRIPT.format(flag=flag, count=count))
+    runner = await hub.start_runner(tmp_path, name="real", tags=["real"])
+    pid = await api.project()
+    task_id = await api.run(pid, await api.template(pid, scripts, "lines.sh",
+                                                    runner_tag="real"))
+    await api.wait_status(pid, task_id, {"running"})
+    tokens = [await hub.register(f"fuzz-{i}") for i in range(2 * WORKERS)]
+    gc.collect()
+    rss_before = psutil.Process().memory_info().rss
+
+    pings: Counter = Counter()
+    fuzzing_done = asyncio.Event()
+
+    async def ping_all_along() -> None:
+        client = await hub.api(login=False)
+        while not fuzzing_done.is_set():
+            status, body = await client.request("GET", "/api/ping")
+            pings[(status, body)] += 1
+            await asyncio.sleep(0.02)
+
+    tally = Tally()
+
+    async def worker(index: int) -> None:
+        fuzzer = Fuzzer(SEED + index, task_id)
+        mine = tokens[index::WORKERS]
+        round_number = 0
+        while tally.sent < FRAMES_WANTED:
+            # One flooding session per worker: the frame rate limit is part of the game.
+            flood = 6000 if round_number == 2 else 0
+            await fuzz_session(hub.ws_url, mine[round_number % len(mine)], fuzzer, tally,
+                               flood)
+            round_number += 1
+
+    pinger = asyncio.create_task(ping_all_along())
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(WORKERS))), 50)
+    finally:
+        fuzzing_done.set()
+        await pinger
+    fuzz_seconds = time.monotonic() - started
+    flag.write_text("")
+
+    task = await api.wait_status(pid, task_id, timeout=60)
+    gc.collect()
+    rss_growth = psutil.Process().memory_info().rss - rss_before
+    summary = (f"sent={tally.sent} sessions={tally.sessions} in {fuzz_seconds:.1f} s, "
+               f"replies={dict(tally.replies)}, closes={dict(tally.close_codes)}, "
+               f"pings={sum(pings.values())}, rss growth={rss_growth / 2**20:.1f} MiB")
+    print(summary)
+
+    assert tally.sent >= 10_000, summary
+    assert tally.replies["not_your_task"] >= 1000, summary  # the hub did read them
+    # The hub kept serving all along, and still does.
+    assert list(pings) == [(200, "pong")] and sum(pings.values()) >= 10, summary
+    assert await api.request("GET", "/api/ping") == (200, "pong")
+    # The real task ended well with every line, exactly, and nothing of the fuzzers.
+    assert task["status"] == "success", task
+    lines = int(count.read_text())
+    expected = "".join(f"line {i}\n" for i in range(1, lines + 1)) + "end\n"
+    assert await api.raw_output(pid, task_id) == expected
+    (stored_fuzz,) = await hub.hub.store._one_value(
+        "SELECT COUNT(*) FROM task_output WHERE instr(data, ?) > 0", (MARK,))
+    assert stored_fuzz == 0
+    assert [t["id"] for t in await api.ok("GET", f"/api/project/{pid}/tasks")] == [task_id]
+    assert runner.connection.runner_id in hub.hub.dispatcher.links
+    assert rss_growth < MAX_RSS_GROWTH, summary
