@@ -35,8 +35,8 @@ CLOSE_TIMEOUT = 2.0  # how long a close waits for the runner's close frame
 # output into frames of up to 16 KiB (at most one per 5 ms per task), so this only stops a
 # session that floods the hub; it is ended with `rate_limited` (it may reconnect, and a real
 # runner resumes from what was acked) while every other session goes on.
-FRAME_RATE = 2000.0
-FRAME_BURST = 4000.0
+FRAME_RATE = 10000.0
+FRAME_BURST = 40000.0  # a reconnect resends up to 32 MiB per task in 16 KiB frames
 
 # Failed registrations (POST /api/internal/runners) per client address and window (seconds);
 # past that, every attempt from the address is a 429 until the window moves on. Successful
@@ -180,6 +180,8 @@ class RunnerSession:
     async def _open_link(self, hello: Hello) -> WebSocketLink:
         runner = self.runner
         tags = list(hello.tags) if hello.tags else _json_list(runner["tags"])
+        # Tags a one-time registration token bound it to stay, whatever its config says.
+        tags += [t for t in await self.hub.store.bound_tags(runner["id"]) if t not in tags]
         values = {"touched": utcnow(), "platform": hello.platform,
                   "version": hello.runner_version, "tags": _dump_list(tags),
                   "max_parallel_tasks": hello.max_parallel_tasks}

@@ -58,9 +58,9 @@ async def auth_middleware(request: web.Request, handler):
     elif SESSION_COOKIE in request.cookies:
         user = await store.find_session_user(hash_token(request.cookies[SESSION_COOKIE]),
                                              time.time())
-        # The browser sends the cookie whoever made the page (SameSite=Lax still lets a
-        # top-level cross-site POST through in some browsers): check where the request came
-        # from. A Bearer token is never sent by a browser on its own, so it needs no check.
+        # The browser sends the cookie whoever made the page; SameSite=Lax does not cover a
+        # page of the same site on another port or subdomain, nor old browsers: check where
+        # the request came from. A browser never sends a Bearer token on its own.
         if user is not None and request.method in UNSAFE_METHODS:
             _refuse_cross_site(request)
     if user is None:

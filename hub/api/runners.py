@@ -233,15 +233,28 @@ def _tags(body: RunnerRequest) -> list[str]:
 
 async def _apply_active(hub, runner_id: int, active: bool) -> None:
     """A disabled runner's live session ends now; it gets no task after this."""
-    link = hub.dispatcher.links.get(runner_id)
-    if link is not None and not active:
-        link.close(1008, "runner disabled")
-        await hub.dispatcher.detach(link)
+    if not active:
+        await _revoke(hub, runner_id, "disabled")
 
 
 async def _delete(hub, runner_id: int) -> None:
-    link = hub.dispatcher.links.get(runner_id)
-    if link is not None:
-        link.close(1008, "runner deleted")
-        await hub.dispatcher.detach(link)
+    await _revoke(hub, runner_id, "deleted")
     await hub.store.delete_runner(runner_id)
+
+
+async def _revoke(hub, runner_id: int, what: str) -> None:
+    """Cut a runner off now: its tasks are cancelled on it and ended here (it could no longer
+    report them), tasks it never accepted go to another runner, and its session closes."""
+    dispatcher = hub.dispatcher
+    link = dispatcher.links.get(runner_id)
+    for task in [t for t in dispatcher.tasks.values() if t.runner_id == runner_id]:
+        if task.status == "starting":
+            await hub.store.update_task(task.task_id, {"status": "waiting", "runner_id": None})
+            dispatcher.requeue(task, f"its runner was {what} before accepting it")
+            continue
+        if link is not None:
+            link.cancel(task.task_id, f"runner {what}")
+        await dispatcher.end(task, "error", f"runner {what} while the task ran")
+    if link is not None:
+        link.close(1008, f"runner {what}")
+        await dispatcher.detach(link)

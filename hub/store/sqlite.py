@@ -1,6 +1,7 @@
 """The SQLite store: one file, WAL, versioned migrations, batched output writes."""
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -335,6 +336,12 @@ class SqliteStore(Store):
     async def bind_registration_token(self, token_id: int, runner_id: int) -> None:
         await self._update("registration_token", "id = ?", (token_id,),
                            {"runner_id": runner_id})
+
+    async def bound_tags(self, runner_id: int) -> list[str]:
+        """Tags the one-time token a runner registered with binds it to."""
+        rows = await self._fetch_all("SELECT tags FROM registration_token WHERE runner_id = ?",
+                                     (runner_id,))
+        return [tag for row in rows for tag in json.loads(row["tags"] or "[]")]
 
     async def delete_registration_token(self, token_id: int) -> None:
         cursor = await self._execute("DELETE FROM registration_token WHERE id = ?",

@@ -14,6 +14,7 @@ import aiohttp
 import msgspec
 import psutil
 
+from hub import gateway
 from protocol.codec import decode_hub_frame, encode
 from protocol.frames import (
     Accepted,
@@ -36,9 +37,12 @@ from protocol.version import PROTOCOL_VERSION
 from tests.hubkit import write_script
 
 SEED = 20240611
-FRAMES_WANTED = 12_000
+FRAMES_WANTED = 100_000  # frames the hub must have read (at least 10,000 asked)
 WORKERS = 3  # concurrent fuzzing clients, each with its own runner tokens
 MARK = "FUZZ"  # in every text a fuzzer sends, so that it can be looked for in stored output
+# A session's last frame: a finished frame for a task nobody has, which the hub answers with an
+# ack once it has handled every frame before it.
+SENTINEL_TASK = -4242
 MAX_RSS_GROWTH = 150 * 1024 * 1024
 
 # Prints numbered lines until the test drops the flag file (at least 2,000), then says how
@@ -61,7 +65,6 @@ class Fuzzer:
     def __init__(self, seed: int, real_task_id: int):
         self.rng = random.Random(seed)
         self.real_task_id = real_task_id
-        self.oversized_left = 2
 
     # Building blocks.
 
@@ -118,9 +121,31 @@ class Fuzzer:
 
     # Anything at all; most of these end the session.
 
+    def session(self, flood: int = 0, oversized: int = 0) -> list[bytes | str]:
+        """One session's frames: hello (mostly), a run of plausible frames (or a flood of
+        heartbeats), then (mostly) one hostile or oversized frame."""
+        rng = self.rng
+        first = 1.0 if flood or oversized else rng.random()
+        if first < 0.05:
+            frames = [self.hostile()]  # no hello first
+        else:
+            frames = [encode(self.hello() if first < 0.15 else Hello(
+                protocol_version=PROTOCOL_VERSION, runner_version="fuzz"))]
+        if flood:
+            frames += [encode(Heartbeat(time=0.0))] * flood
+        else:
+            frames += [encode(self.plausible()) for _ in range(rng.randint(50, 800))]
+        if oversized:
+            frames.append(encode(Output(task_id=self.real_task_id, seq=1, stream="stdout",
+                                        data=MARK * (oversized // len(MARK)), time=0.0)))
+        elif rng.random() < 0.8:
+            frames.append(self.hostile())
+        frames.append(encode(Finished(task_id=SENTINEL_TASK, status="success", last_seq=0)))
+        return frames
+
     def hostile(self) -> bytes | str:
         rng = self.rng
-        kind = rng.randrange(9)
+        kind = rng.randrange(8)
         if kind == 0:
             return rng.randbytes(rng.randint(0, 300))
         if kind == 1:
@@ -140,13 +165,6 @@ class Fuzzer:
             return json.dumps({"type": self.text(10), "task_id": self.task_id()})
         if kind == 6:
             return encode(self.hello())  # a second hello
-        if kind == 7 and self.oversized_left:
-            self.oversized_left -= 1
-            size = rng.choice([MAX_FRAME_BYTES + 1, int(1.5 * MAX_FRAME_BYTES),
-                               3 * MAX_FRAME_BYTES])
-            frame = encode(Output(task_id=self.real_task_id, seq=1, stream="stdout",
-                                  data=MARK * (size // len(MARK)), time=0.0))
-            return frame
         return encode(self.plausible())
 
     def mutated(self) -> dict:
@@ -177,11 +195,9 @@ class Tally:
     close_codes: Counter = field(default_factory=Counter)
 
 
-async def fuzz_session(url: str, token: str, fuzzer: Fuzzer, tally: Tally,
-                       flood: int = 0) -> None:
-    """One websocket session: hello (mostly), a run of plausible frames, then (mostly) one
-    hostile frame; the session may end anywhere, which is fine."""
-    rng = fuzzer.rng
+async def fuzz_session(url: str, token: str, frames: list[bytes | str], tally: Tally) -> None:
+    """Send the frames over one websocket session, reading what comes back until the hub
+    acks the sentinel or ends the session (anywhere: the rest is then not sent)."""
     async with aiohttp.ClientSession() as http, http.ws_connect(
             url, headers={"Authorization": f"Bearer {token}"}, max_msg_size=0) as ws:
         tally.sessions += 1
@@ -190,23 +206,12 @@ async def fuzz_session(url: str, token: str, fuzzer: Fuzzer, tally: Tally,
             async for message in ws:
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     frame = decode_hub_frame(message.data)
+                    if isinstance(frame, Ack) and frame.task_id == SENTINEL_TASK:
+                        return
                     tally.replies[frame.code if isinstance(frame, Error)
                                   else type(frame).__name__.lower()] += 1
 
         reader = asyncio.create_task(read())
-        frames: list[bytes | str] = []
-        first = rng.random()
-        if first < 0.05:
-            frames.append(fuzzer.hostile())  # no hello first
-        else:
-            frames.append(encode(fuzzer.hello() if first < 0.15 else Hello(
-                protocol_version=PROTOCOL_VERSION, runner_version="fuzz")))
-        if flood:
-            frames += [encode(Heartbeat(time=0.0))] * flood
-        else:
-            frames += [encode(fuzzer.plausible()) for _ in range(rng.randint(100, 1500))]
-        if rng.random() < 0.8:
-            frames.append(fuzzer.hostile())
         try:
             for data in frames:
                 if ws.closed:
@@ -216,17 +221,16 @@ async def fuzz_session(url: str, token: str, fuzzer: Fuzzer, tally: Tally,
                 else:
                     await ws.send_bytes(data)
                 tally.sent += 1
-            if not ws.closed:
-                await asyncio.wait({reader}, timeout=0.5)  # let answers and closes come back
-            await ws.close()
         except (ConnectionError, aiohttp.ClientError):
             pass
-        await asyncio.wait({reader}, timeout=5)
+        await asyncio.wait({reader}, timeout=10)
         reader.cancel()
+        await ws.close()
         tally.close_codes[ws.close_code] += 1
 
 
-async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_path):
+async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_path,
+                                                                 monkeypatch):
     scripts, flag, count = tmp_path / "s", tmp_path / "flag", tmp_path / "count"
     write_script(scripts, "lines.sh", SCRIPT.format(flag=flag, count=count))
     runner = await hub.start_runner(tmp_path, name="real", tags=["real"])
@@ -249,16 +253,29 @@ async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_p
             await asyncio.sleep(0.02)
 
     tally = Tally()
+    # What the hub really read (sent is only what went into the socket): its frame decoder,
+    # counted.
+    decoded = Counter()
+    real_decode = gateway.decode_runner_frame
+
+    def counting_decode(data, *args):
+        decoded["frames"] += 1
+        return real_decode(data, *args)
+
+    monkeypatch.setattr(gateway, "decode_runner_frame", counting_decode)
 
     async def worker(index: int) -> None:
         fuzzer = Fuzzer(SEED + index, task_id)
         mine = tokens[index::WORKERS]
         round_number = 0
-        while tally.sent < FRAMES_WANTED:
-            # One flooding session per worker: the frame rate limit is part of the game.
-            flood = 6000 if round_number == 2 else 0
-            await fuzz_session(hub.ws_url, mine[round_number % len(mine)], fuzzer, tally,
-                               flood)
+        while decoded["frames"] < FRAMES_WANTED:
+            # Worker 0 floods once (the frame rate limit is part of the game); worker 1 sends
+            # frames over the hub's limit, and over the websocket's own message limit.
+            flood = 90000 if (index, round_number) == (0, 1) else 0
+            oversized = {(1, 1): MAX_FRAME_BYTES + 1, (1, 3): 3 * MAX_FRAME_BYTES}.get(
+                (index, round_number), 0)
+            await fuzz_session(hub.ws_url, mine[round_number % len(mine)],
+                               fuzzer.session(flood, oversized), tally)
             round_number += 1
 
     pinger = asyncio.create_task(ping_all_along())
@@ -274,13 +291,15 @@ async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_p
     task = await api.wait_status(pid, task_id, timeout=60)
     gc.collect()
     rss_growth = psutil.Process().memory_info().rss - rss_before
-    summary = (f"sent={tally.sent} sessions={tally.sessions} in {fuzz_seconds:.1f} s, "
+    summary = (f"sent={tally.sent} decoded={decoded['frames']} sessions={tally.sessions} "
+               f"in {fuzz_seconds:.1f} s, "
                f"replies={dict(tally.replies)}, closes={dict(tally.close_codes)}, "
                f"pings={sum(pings.values())}, rss growth={rss_growth / 2**20:.1f} MiB")
     print(summary)
 
-    assert tally.sent >= 10_000, summary
-    assert tally.replies["not_your_task"] >= 1000, summary  # the hub did read them
+    assert tally.sent >= 10_000 and decoded["frames"] >= 10_000, summary
+    assert tally.replies["not_your_task"] >= 100 and tally.replies["rate_limited"], summary
+    assert tally.replies["frame_too_big"] and 1009 in tally.close_codes, summary
     # The hub kept serving all along, and still does.
     assert list(pings) == [(200, "pong")] and sum(pings.values()) >= 10, summary
     assert await api.request("GET", "/api/ping") == (200, "pong")
