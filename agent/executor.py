@@ -166,8 +166,11 @@ class TaskExecution:
         with os.fdopen(fd, "w") as file:
             file.write(key["private_key"].rstrip("\n") + "\n")
         user = f" -l {shlex.quote(key['login'])}" if key.get("login") else ""
+        # known_hosts in the task's folder: the runner writes nothing outside tmp_path.
+        known_hosts = shlex.quote(str(self.work_dir / ".known_hosts"))
         env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes "
-                                  f"-o StrictHostKeyChecking=accept-new{user}")
+                                  f"-o StrictHostKeyChecking=accept-new "
+                                  f"-o UserKnownHostsFile={known_hosts}{user}")
         return path
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:

@@ -6,8 +6,11 @@ and unregisters. Bad input gets one-line errors, never a traceback.
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,9 +34,27 @@ def runner_binary(tmp_path_factory) -> Path:
     return binary
 
 
-def run(binary: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary), *args], capture_output=True, text=True,
+def run(binary: Path, *args: str, timeout: float = 60,
+        as_user: list[str] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([*as_user, str(binary), *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture
+def unprivileged(runner_binary):
+    """A folder the runner owns, with its own copy of the binary; as root, the runner then runs
+    as `nobody`, as on a locked-down host."""
+    base = Path(tempfile.mkdtemp(prefix="frozen-runner-"))
+    base.chmod(0o755)
+    binary = base / "semaphore"
+    shutil.copy2(runner_binary, binary)
+    as_user: list[str] = []
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                   "env", f"HOME={base}", f"TMPDIR={base}"]
+        shutil.chown(base, "nobody", "nogroup")
+    yield base, binary, as_user
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_binary_answers_version_and_refuses_the_hub_commands(runner_binary):
@@ -46,25 +67,29 @@ def test_binary_answers_version_and_refuses_the_hub_commands(runner_binary):
         assert "Traceback" not in refused.stderr
 
 
-def test_binary_registers_runs_stops_and_unregisters(runner_binary, tmp_path):
+def test_binary_registers_runs_stops_and_unregisters(unprivileged, tmp_path):
+    base, runner_binary, as_user = unprivileged
     with HubProcess(tmp_path / "hub") as hub:
         hub.start()
-        config = tmp_path / "runner" / "config.runner.json"
+        config = base / "runner" / "config.runner.json"
         setup = run(runner_binary, "runner", "setup", "--config", str(config),
                     "--non-interactive", "--web-host", hub.base_url, "--registration-token",
                     REGISTRATION_TOKEN, "--name", "frozen", "--tags", "frozen",
-                    "--tmp-path", str(tmp_path / "work"))
+                    "--tmp-path", str(base / "work"), as_user=as_user)
         assert setup.returncode == 0, setup.stderr
-        register = run(runner_binary, "runner", "register", "--config", str(config))
+        register = run(runner_binary, "runner", "register", "--config", str(config),
+                       as_user=as_user)
         assert register.returncode == 0, register.stderr
         log = open(tmp_path / "runner.log", "wb")
-        runner = subprocess.Popen([str(runner_binary), "runner", "start", "--config",
-                                   str(config)], stdout=log, stderr=subprocess.STDOUT)
+        runner = subprocess.Popen([*as_user, str(runner_binary), "runner", "start",
+                                   "--config", str(config)], stdout=log,
+                                  stderr=subprocess.STDOUT)
         try:
             rest: Rest = hub.rest()
             rest.wait_runner_online("frozen", logs=lambda: (tmp_path / "runner.log").read_text())
-            scripts = tmp_path / "scripts"
-            write_script(scripts, "hello.sh", 'echo "frozen says $1"\npython3 -c "print(6*7)"\n')
+            scripts = base / "scripts"
+            write_script(scripts, "hello.sh", 'echo "frozen says $1 as $(id -un)"\n'
+                                              'python3 -c "print(6*7)"\n')
             write_script(scripts, "forever.sh", "echo started\nsleep 600\n")
             project = rest.project()
             hello = rest.template(project, scripts, "hello.sh", runner_tag="frozen")
@@ -75,14 +100,17 @@ def test_binary_registers_runs_stops_and_unregisters(runner_binary, tmp_path):
                     "repository_id"]}, 204)
             task = rest.wait_status(project, rest.run(project, hello))
             assert task["status"] == "success", (task, (tmp_path / "runner.log").read_text())
-            assert rest.raw_output(project, task["id"]) == "frozen says hi\n42\n"
+            user = "nobody" if as_user else subprocess.run(
+                ["id", "-un"], capture_output=True, text=True).stdout.strip()
+            assert rest.raw_output(project, task["id"]) == f"frozen says hi as {user}\n42\n"
 
             forever = rest.run(project, rest.template(project, scripts, "forever.sh"))
             rest.wait_status(project, forever, {"running"})
             rest.stop(project, forever)
             assert rest.wait_status(project, forever)["status"] == "stopped"
 
-            unregister = run(runner_binary, "runner", "unregister", "--config", str(config))
+            unregister = run(runner_binary, "runner", "unregister", "--config", str(config),
+                             as_user=as_user)
             assert unregister.returncode == 0, unregister.stderr
             assert rest.runners() == []
             # Its session ends; its token is refused on reconnect and it exits, saying so.
