@@ -63,7 +63,7 @@ async def test_a_task_that_cannot_be_stored_does_not_stall_the_others(hub, api, 
     doomed, healthy = await api.run(pid, template), await api.run(pid, template)
     await api.wait_status(pid, doomed, {"running"})
     # Pull the row out from under the hub, as a broken migration or a manual edit could.
-    await hub.hub.store.db.execute("DELETE FROM task WHERE id = ?", (doomed,))
+    await hub.hub.store.delete_task(doomed, pid)
     task = await api.wait_status(pid, healthy)
     assert task["status"] == "success"
     assert await api.raw_output(pid, healthy) == "".join(f"tick {i}\n" for i in range(1, 41))
