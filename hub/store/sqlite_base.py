@@ -1,0 +1,159 @@
+"""The SQLite connection: opening, migrations, and the query helpers every part uses."""
+
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from hub.store.base import NotFound, Row, StoreError
+from hub.store.migrations import LATEST_VERSION, MIGRATIONS
+
+# Tables whose rows belong to one project and are handled through the generic row methods,
+# with the columns a caller may set.
+PROJECT_TABLES: dict[str, frozenset[str]] = {
+    "access_key": frozenset({"name", "type", "secret"}),
+    "repository": frozenset({"name", "git_url", "git_branch", "ssh_key_id"}),
+    "inventory": frozenset({"name", "type", "inventory", "ssh_key_id", "become_key_id",
+                            "repository_id"}),
+    "environment": frozenset({"name", "password", "json", "env"}),
+    "template": frozenset({"name", "app", "playbook", "arguments", "description", "git_branch",
+                           "repository_id", "inventory_id", "environment_id",
+                           "allow_override_args_in_task", "type", "runner_tag",
+                           "timeout_sec"}),
+}
+RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
+                            "max_parallel_tasks", "public_key", "platform", "version", "touched"})
+TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
+                          "commit_message", "start", "end", "last_seq"})
+
+
+def utcnow() -> str:
+    """Timestamps as Semaphore writes them: ISO 8601, UTC, with a Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class SqliteConnection:
+    """One aiosqlite connection (one thread); writes serialised by a lock."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    # Life cycle.
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        self._db.row_factory = aiosqlite.Row
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                           "busy_timeout=5000"):
+                await self._db.execute(f"PRAGMA {pragma}")
+            await self._migrate()
+        except sqlite3.DatabaseError as exc:
+            await self._db.close()
+            raise StoreError(f"database {self.path} cannot be used: {exc}") from None
+        except StoreError:
+            await self._db.close()
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        (version,) = await self._one_value("PRAGMA user_version")
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, newer than this program "
+                f"knows ({LATEST_VERSION}); run a newer semaphore or restore a backup")
+        for number in range(version + 1, LATEST_VERSION + 1):
+            # executescript commits first; the version bump rides in the same script.
+            await self.db.executescript(
+                f"BEGIN; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is closed")
+        return self._db
+
+    # Reads take one round trip to the database thread (execute_fetchall), not three.
+
+    async def _one_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self.db.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.db.execute_fetchall(sql, params)
+        return dict(rows[0]) if rows else None
+
+    async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [dict(row) for row in await self.db.execute_fetchall(sql, params)]
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        """One autocommitted write. The lock keeps it out of the output writer's open
+        transaction: on one shared connection it would otherwise join (and could be rolled
+        back with) that batch."""
+        async with self._write_lock:
+            return await self.db.execute(sql, params)
+
+    async def _insert(self, table: str, values: dict[str, Any]) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        try:
+            cursor = await self._execute(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(_integrity_message(exc)) from None
+        return cursor.lastrowid
+
+    async def _update(self, table: str, where: str, params: Sequence[Any],
+                      values: dict[str, Any]) -> int:
+        if not values:
+            return 0
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        try:
+            cursor = await self._execute(f"UPDATE {table} SET {assignments} WHERE {where}",
+                                         (*values.values(), *params))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(_integrity_message(exc)) from None
+        return cursor.rowcount
+
+def _found(row: Row | None, what: str, key: object) -> Row:
+    if row is None:
+        raise NotFound(f"{what} {key} not found")
+    return row
+
+
+def _check_columns(table: str, values: dict[str, Any]) -> None:
+    if table not in PROJECT_TABLES:
+        raise StoreError(f"unknown table {table}")
+    _check_keys(values, PROJECT_TABLES[table], table)
+
+
+def _check_keys(values: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = set(values) - allowed
+    if unknown:
+        raise StoreError(f"{what} has no column(s) {', '.join(sorted(unknown))}")
+
+
+def _integrity_message(exc: sqlite3.IntegrityError) -> str:
+    text = str(exc)
+    if text.startswith("UNIQUE constraint failed: "):
+        column = text.rsplit(".", 1)[-1]
+        return f"{column} is already taken"
+    if "FOREIGN KEY" in text:
+        return "a referenced object does not exist"
+    return text

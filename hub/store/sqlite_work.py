@@ -1,0 +1,234 @@
+"""SQLite queries for work: project rows, secrets, runners, registration tokens, tasks and
+their output."""
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hub.store.base import FINAL_STATUSES, NotFound, OutputChunk, Row, StoreError
+from hub.store.sqlite_base import (
+    RUNNER_COLUMNS,
+    TASK_COLUMNS,
+    SqliteConnection,
+    _check_columns,
+    _check_keys,
+    _found,
+    utcnow,
+)
+
+
+class WorkQueries(SqliteConnection):
+    # Rows that belong to a project: keys, repositories, inventories, environments, templates.
+
+    async def create_row(self, table: str, project_id: int, values: dict[str, Any]) -> Row:
+        _check_columns(table, values)
+        row_id = await self._insert(table, {**values, "project_id": project_id})
+        return await self.get_row(table, project_id, row_id)
+
+    async def get_row(self, table: str, project_id: int, row_id: int) -> Row:
+        _check_columns(table, {})
+        return _found(await self._fetch_one(
+            f"SELECT * FROM {table} WHERE id = ? AND project_id = ?", (row_id, project_id)),
+            table.replace("_", " "), row_id)
+
+    async def list_rows(self, table: str, project_id: int) -> list[Row]:
+        _check_columns(table, {})
+        return await self._fetch_all(
+            f"SELECT * FROM {table} WHERE project_id = ? ORDER BY id", (project_id,))
+
+    async def update_row(self, table: str, project_id: int, row_id: int,
+                         values: dict[str, Any]) -> None:
+        _check_columns(table, values)
+        await self.get_row(table, project_id, row_id)
+        await self._update(table, "id = ? AND project_id = ?", (row_id, project_id), values)
+
+    async def delete_row(self, table: str, project_id: int, row_id: int) -> None:
+        _check_columns(table, {})
+        try:
+            cursor = await self._execute(
+                f"DELETE FROM {table} WHERE id = ? AND project_id = ?", (row_id, project_id))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"{table.replace('_', ' ')} {row_id} is still in use") from None
+        if not cursor.rowcount:
+            raise NotFound(f"{table.replace('_', ' ')} {row_id} not found")
+
+    # Environment secrets (values arrive encrypted; the store never sees plaintext).
+
+    async def list_env_secrets(self, environment_id: int) -> list[Row]:
+        return await self._fetch_all("SELECT * FROM environment_secret WHERE environment_id = ?"
+                                     " ORDER BY id", (environment_id,))
+
+    async def put_env_secret(self, environment_id: int, secret_id: int | None, name: str,
+                             kind: str, value: str) -> None:
+        """Create (secret_id None) or update one secret of an environment."""
+        if secret_id is None:
+            await self._insert("environment_secret", {"environment_id": environment_id,
+                                                      "name": name, "type": kind,
+                                                      "secret": value})
+        elif not await self._update("environment_secret", "id = ? AND environment_id = ?",
+                                    (secret_id, environment_id), {"secret": value}):
+            raise NotFound(f"secret {secret_id} not found in environment {environment_id}")
+
+    async def delete_env_secret(self, environment_id: int, secret_id: int) -> None:
+        cursor = await self._execute(
+            "DELETE FROM environment_secret WHERE id = ? AND environment_id = ?",
+            (secret_id, environment_id))
+        if not cursor.rowcount:
+            raise NotFound(f"secret {secret_id} not found in environment {environment_id}")
+
+    # Runners.
+
+    async def create_runner(self, values: dict[str, Any]) -> Row:
+        _check_keys(values, RUNNER_COLUMNS, "runner")
+        runner_id = await self._insert("runner", {**values, "created": utcnow()})
+        return await self.get_runner(runner_id)
+
+    async def get_runner(self, runner_id: int) -> Row:
+        return _found(await self._fetch_one("SELECT * FROM runner WHERE id = ?", (runner_id,)),
+                      "runner", runner_id)
+
+    async def find_runner_by_token_hash(self, token_hash: str) -> Row | None:
+        return await self._fetch_one("SELECT * FROM runner WHERE token_hash = ?", (token_hash,))
+
+    async def list_runners(self, project_id: int | None) -> list[Row]:
+        if project_id is None:
+            return await self._fetch_all("SELECT * FROM runner WHERE project_id IS NULL "
+                                         "ORDER BY id")
+        return await self._fetch_all("SELECT * FROM runner WHERE project_id = ? ORDER BY id",
+                                     (project_id,))
+
+    async def update_runner(self, runner_id: int, values: dict[str, Any]) -> None:
+        _check_keys(values, RUNNER_COLUMNS, "runner")
+        if not await self._update("runner", "id = ?", (runner_id,), values):
+            raise NotFound(f"runner {runner_id} not found")
+
+    async def delete_runner(self, runner_id: int) -> None:
+        cursor = await self._execute("DELETE FROM runner WHERE id = ?", (runner_id,))
+        if not cursor.rowcount:
+            raise NotFound(f"runner {runner_id} not found")
+
+    async def create_registration_token(self, token_hash: str, project_id: int | None,
+                                        tags: str, expires: float) -> Row:
+        token_id = await self._insert("registration_token", {
+            "token_hash": token_hash, "project_id": project_id, "tags": tags,
+            "expires": expires, "created": utcnow()})
+        return _found(await self._fetch_one("SELECT * FROM registration_token WHERE id = ?",
+                                            (token_id,)), "registration token", token_id)
+
+    async def list_registration_tokens(self) -> list[Row]:
+        return await self._fetch_all("SELECT * FROM registration_token ORDER BY id")
+
+    async def find_registration_token(self, token_hash: str) -> Row | None:
+        return await self._fetch_one("SELECT * FROM registration_token WHERE token_hash = ?",
+                                     (token_hash,))
+
+    async def claim_registration_token(self, token_hash: str, now: float) -> Row | None:
+        # One conditional UPDATE: SQLite applies it whole, so only one claim sees used = 0.
+        cursor = await self._execute(
+            "UPDATE registration_token SET used = 1 "
+            "WHERE token_hash = ? AND used = 0 AND expires > ?", (token_hash, now))
+        return await self.find_registration_token(token_hash) if cursor.rowcount else None
+
+    async def bind_registration_token(self, token_id: int, runner_id: int) -> None:
+        await self._update("registration_token", "id = ?", (token_id,),
+                           {"runner_id": runner_id})
+
+    async def bound_tags(self, runner_id: int) -> list[str]:
+        """Tags the one-time token a runner registered with binds it to."""
+        rows = await self._fetch_all("SELECT tags FROM registration_token WHERE runner_id = ?",
+                                     (runner_id,))
+        return [tag for row in rows for tag in json.loads(row["tags"] or "[]")]
+
+    async def delete_registration_token(self, token_id: int) -> None:
+        cursor = await self._execute("DELETE FROM registration_token WHERE id = ?",
+                                     (token_id,))
+        if not cursor.rowcount:
+            raise NotFound(f"registration token {token_id} not found")
+
+    # Tasks.
+
+    async def create_task(self, values: dict[str, Any]) -> Row:
+        task_id = await self._insert("task", {**values, "created": utcnow()})
+        return await self.get_task(task_id)
+
+    async def get_task(self, task_id: int, project_id: int | None = None) -> Row:
+        if project_id is None:
+            row = await self._fetch_one("SELECT * FROM task WHERE id = ?", (task_id,))
+        else:
+            row = await self._fetch_one("SELECT * FROM task WHERE id = ? AND project_id = ?",
+                                        (task_id, project_id))
+        return _found(row, "task", task_id)
+
+    async def list_tasks(self, project_id: int, limit: int | None = None) -> list[Row]:
+        sql = "SELECT * FROM task WHERE project_id = ? ORDER BY id DESC"
+        if limit is not None:
+            return await self._fetch_all(sql + " LIMIT ?", (project_id, limit))
+        return await self._fetch_all(sql, (project_id,))
+
+    async def list_unfinished_tasks(self) -> list[Row]:
+        placeholders = ", ".join("?" for _ in FINAL_STATUSES)
+        return await self._fetch_all(
+            f"SELECT * FROM task WHERE status NOT IN ({placeholders}) ORDER BY id",
+            tuple(FINAL_STATUSES))
+
+    async def update_task(self, task_id: int, values: dict[str, Any]) -> None:
+        _check_keys(values, TASK_COLUMNS, "task")
+        if not await self._update("task", "id = ?", (task_id,), values):
+            raise NotFound(f"task {task_id} not found")
+
+    async def delete_task(self, task_id: int, project_id: int) -> None:
+        cursor = await self._execute("DELETE FROM task WHERE id = ? AND project_id = ?",
+                                     (task_id, project_id))
+        if not cursor.rowcount:
+            raise NotFound(f"task {task_id} not found")
+
+    async def write_output(self, chunks: Sequence[OutputChunk],
+                           task_updates: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
+        """Store output chunks and task changes in one transaction (one fsync per batch)."""
+        async with self._write_lock:
+            await self._write_batch(chunks, task_updates)
+
+    async def _write_batch(self, chunks: Sequence[OutputChunk],
+                           task_updates: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        db = self.db
+        await db.execute("BEGIN")
+        try:
+            if chunks:
+                chunks = await self._new_chunks(chunks)
+            if chunks:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO task_output (task_id, seq, time, stream, data) "
+                    "VALUES (?, ?, ?, ?, ?)", chunks)
+                last: dict[int, tuple[int, int]] = {}
+                for task_id, seq, _time, _stream, data in chunks:
+                    prev_seq, size = last.get(task_id, (0, 0))
+                    last[task_id] = (max(prev_seq, seq), size + len(data))
+                await db.executemany(
+                    "UPDATE task SET last_seq = MAX(last_seq, ?), output_bytes = output_bytes + ?"
+                    " WHERE id = ?", [(seq, size, tid) for tid, (seq, size) in last.items()])
+            for task_id, values in task_updates:
+                _check_keys(values, TASK_COLUMNS, "task")
+                assignments = ", ".join(f"{column} = ?" for column in values)
+                await db.execute(f"UPDATE task SET {assignments} WHERE id = ?",
+                                 (*values.values(), task_id))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _new_chunks(self, chunks: Sequence[OutputChunk]) -> list[OutputChunk]:
+        """Drop chunks already stored (a resend): seqs of a task are stored in order, so
+        anything at or below the task's last_seq is a duplicate."""
+        task_ids = sorted({chunk[0] for chunk in chunks})
+        marks = ", ".join("?" for _ in task_ids)
+        rows = await self.db.execute_fetchall(
+            f"SELECT id, last_seq FROM task WHERE id IN ({marks})", task_ids)
+        stored = {row[0]: row[1] for row in rows}
+        return [chunk for chunk in chunks if chunk[1] > stored.get(chunk[0], 0)]
+
+    async def read_output(self, task_id: int, after_seq: int = 0,
+                          limit: int = -1) -> list[Row]:
+        return await self._fetch_all(
+            "SELECT seq, time, stream, data FROM task_output WHERE task_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?", (task_id, after_seq, limit))
