@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from hub import gateway
-from hub.api import projects, resources, runners, session, system, tasks
+from hub.api import projects, resources, runners, session, system, tasks, users
 
 P = "/api/project/{project_id:\\d+}"
 RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
@@ -19,12 +19,24 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/api/user/tokens", session.list_tokens),
     ("POST", "/api/user/tokens", session.create_token),
     ("DELETE", "/api/user/tokens/{api_token_id}", session.delete_token),
+    # Users (admins) and each user's own profile and password.
+    ("GET", "/api/users", users.list_users),
+    ("POST", "/api/users", users.create_user),
+    ("GET", "/api/users/{user_id}", users.get_user),
+    ("PUT", "/api/users/{user_id}", users.update_user),
+    ("DELETE", "/api/users/{user_id}", users.delete_user),
+    ("POST", "/api/users/{user_id}/password", users.set_password),
     # Projects.
     ("GET", "/api/projects", projects.list_projects),
     ("POST", "/api/projects", projects.create_project),
     ("GET", P, projects.get_project),
     ("PUT", P, projects.update_project),
     ("DELETE", P, projects.delete_project),
+    # Members (owners manage them).
+    ("GET", f"{P}/users", users.list_members),
+    ("POST", f"{P}/users", users.add_member),
+    ("PUT", f"{P}/users/{{user_id}}", users.set_member_role),
+    ("DELETE", f"{P}/users/{{user_id}}", users.remove_member),
     # Keys, repositories, inventory, environments, templates.
     ("GET", f"{P}/{RESOURCE}", resources.list_rows),
     ("POST", f"{P}/{RESOURCE}", resources.create_row),

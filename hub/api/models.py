@@ -137,3 +137,37 @@ class RegistrationTokenRequest(msgspec.Struct):
     expires_in_sec: Annotated[int, msgspec.Meta(ge=60, le=365 * 24 * 3600)] = 3600
     project_id: Id | None = None
     tags: Annotated[list[Name], msgspec.Meta(max_length=100)] = []
+
+
+class UserRequest(msgspec.Struct):
+    name: Name
+    username: Name
+    email: Name
+    password: Annotated[str, msgspec.Meta(min_length=8)]
+    admin: bool = False
+    alert: bool = False
+    external: bool = False
+
+
+class UserPutRequest(msgspec.Struct):
+    name: Name
+    username: Name
+    email: Name
+    admin: bool = False
+    alert: bool = False
+
+
+class PasswordRequest(msgspec.Struct):
+    password: Annotated[str, msgspec.Meta(min_length=8)]
+
+
+Role = Literal["owner", "manager", "task_runner", "guest"]
+
+
+class ProjectUserRequest(msgspec.Struct):
+    user_id: Id
+    role: Role
+
+
+class ProjectRoleRequest(msgspec.Struct):
+    role: Role

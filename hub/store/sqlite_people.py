@@ -2,8 +2,10 @@
 
 from typing import Any
 
-from hub.store.base import NotFound, Row
+from hub.store.base import NotFound, Row, StoreError
 from hub.store.sqlite_base import SqliteConnection, _found, utcnow
+
+USER_COLUMNS = frozenset({"username", "name", "email", "password", "admin", "alert"})
 
 
 class PeopleQueries(SqliteConnection):
@@ -93,3 +95,37 @@ class PeopleQueries(SqliteConnection):
             "SELECT role FROM project_user WHERE project_id = ? AND user_id = ?",
             (project_id, user_id))
         return row[0] if row else None
+
+    # Managing users and project members.
+
+    async def update_user(self, user_id: int, values: dict[str, Any]) -> None:
+        unknown = set(values) - USER_COLUMNS
+        if unknown:
+            raise StoreError(f"user has no column(s) {', '.join(sorted(unknown))}")
+        if not await self._update("user", "id = ?", (user_id,), values):
+            raise NotFound(f"user {user_id} not found")
+
+    async def delete_user(self, user_id: int) -> None:
+        cursor = await self._execute("DELETE FROM user WHERE id = ?", (user_id,))
+        if not cursor.rowcount:
+            raise NotFound(f"user {user_id} not found")
+
+    async def list_project_users(self, project_id: int) -> list[Row]:
+        return await self._fetch_all(
+            "SELECT user.id, user.name, user.username, user.email, project_user.role "
+            "FROM project_user JOIN user ON user.id = project_user.user_id "
+            "WHERE project_user.project_id = ? ORDER BY user.id", (project_id,))
+
+    async def set_project_role(self, project_id: int, user_id: int, role: str) -> None:
+        await self.get_user(user_id)
+        await self._execute(
+            "INSERT INTO project_user (project_id, user_id, role) VALUES (?, ?, ?) "
+            "ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+            (project_id, user_id, role))
+
+    async def remove_project_user(self, project_id: int, user_id: int) -> None:
+        cursor = await self._execute(
+            "DELETE FROM project_user WHERE project_id = ? AND user_id = ?",
+            (project_id, user_id))
+        if not cursor.rowcount:
+            raise NotFound(f"user {user_id} is not a member of project {project_id}")
