@@ -36,6 +36,7 @@ class OutputCoalescer:
                              reverse=True)
         self._max_output = max_output  # characters a task may send in all; 0: no limit
         self._written = 0
+        self._cut = False
         self._emit = emit
         self._max_unacked = max_unacked_bytes
         self._parts: list[str] = []
@@ -76,14 +77,18 @@ class OutputCoalescer:
     def _within_limit(self, text: str) -> str:
         """Past the task's output limit, output is dropped (the task still runs to its end,
         its pipes still drained) and one line says so."""
-        left = self._max_output - self._written
-        self._written += len(text)
-        if left <= 0:
+        if self._cut:
             return ""
-        if len(text) <= left:
+        left = self._max_output - self._written
+        encoded = text.encode("utf-8", "surrogatepass")
+        self._written += len(encoded)
+        if len(encoded) <= left:
             return text
-        return (text[:left] + f"\n[output cut: the task printed more than "
-                f"{self._max_output} bytes; the rest is not kept]\n")
+        self._cut = True
+        # Cut at a byte count (the limit is in bytes), never inside a character.
+        kept = encoded[:left].decode("utf-8", "ignore")
+        return (kept + f"\n[output cut: the task printed more than {self._max_output} bytes;"
+                " the rest is not kept]\n")
 
     def flush(self) -> None:
         """Send what is pending as one frame now."""

@@ -150,3 +150,16 @@ async def test_a_very_long_line_is_split_into_frames_the_hub_accepts():
         assert len(encoded) <= MAX_FRAME_BYTES, (
             f"frame {frame.seq} is {len(encoded)} bytes, over MAX_FRAME_BYTES")
         assert decode_runner_frame(encoded) == frame
+
+
+async def test_output_limit_counts_bytes_and_never_splits_a_character():
+    frames: list[Output] = []
+    ledger = OutputLedger(1)
+    sink = OutputCoalescer(ledger, frames.append, max_output=10)
+    await sink.write("stdout", "ééééé")  # 10 bytes: exactly the limit
+    await sink.write("stdout", "éa")     # over it
+    await sink.write("stdout", "more")   # dropped
+    sink.flush()
+    text = "".join(f.data for f in frames)
+    assert text == ("ééééé\n[output cut: the task printed more than 10 bytes; "
+                    "the rest is not kept]\n")
