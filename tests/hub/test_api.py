@@ -179,15 +179,14 @@ async def test_task_listing_output_and_delete(hub, api, tmp_path):
 
 
 async def test_project_roles_limit_what_members_do(hub, api):
-    store = hub.hub.store
-    from hub.security import hash_password
-
-    guest = await store.create_user("guest", "Guest", "g@example.com", hash_password("pw"))
+    guest = await api.ok("POST", "/api/users", {"name": "Guest", "username": "guest",
+                                                "email": "g@example.com",
+                                                "password": "guest-pw-1"}, 201)
     pid = await api.project()
-    await store.db.execute("INSERT INTO project_user (project_id, user_id, role) "
-                           "VALUES (?, ?, 'guest')", (pid, guest["id"]))
+    await api.ok("POST", f"/api/project/{pid}/users", {"user_id": guest["id"], "role": "guest"},
+                 204)
     client = await hub.api(login=False)
-    await client.login("guest", "pw")
+    await client.login("guest", "guest-pw-1")
     assert (await client.ok("GET", f"/api/project/{pid}"))["id"] == pid
     status, body = await client.request("POST", f"/api/project/{pid}/templates",
                                         {"name": "t", "app": "bash"})

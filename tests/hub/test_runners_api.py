@@ -5,7 +5,6 @@ import json
 
 import structlog
 
-from hub.security import hash_password
 from tests.hubkit import write_script
 
 
@@ -52,19 +51,19 @@ async def test_update_runner_and_runner_tags(hub, api):
 
 
 async def test_runner_management_needs_admin_or_project_manager(hub, api):
-    store = hub.hub.store
-    user = await store.create_user("dev", "Dev", "dev@example.com", hash_password("pw"))
+    user = await api.ok("POST", "/api/users", {"name": "Dev", "username": "dev",
+                                               "email": "dev@example.com",
+                                               "password": "dev-pw-12"}, 201)
     pid = await api.project()
-    await store.db.execute("INSERT INTO project_user (project_id, user_id, role) "
-                           "VALUES (?, ?, 'task_runner')", (pid, user["id"]))
+    members = f"/api/project/{pid}/users"
+    await api.ok("POST", members, {"user_id": user["id"], "role": "task_runner"}, 204)
     dev = await hub.api(login=False)
-    await dev.login("dev", "pw")
+    await dev.login("dev", "dev-pw-12")
     status, body = await dev.request("POST", "/api/runners", {"name": "x"})
     assert status == 403 and "admin" in body["error"]
     status, body = await dev.request("POST", f"/api/project/{pid}/runners", {"name": "x"})
     assert status == 403 and "manager" in body["error"]
-    await store.db.execute("UPDATE project_user SET role = 'manager' WHERE user_id = ?",
-                           (user["id"],))
+    await api.ok("PUT", f"{members}/{user['id']}", {"role": "manager"}, 204)
     created = await dev.ok("POST", f"/api/project/{pid}/runners", {"name": "x"}, 201)
     assert created["project_id"] == pid
 
