@@ -200,6 +200,7 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener) -> int:
     ssl_context = client_ssl_context(config) if url.startswith("wss:") else None
     worker = TaskWorker(config.runner.tmp_path, config.runner.max_parallel_tasks,
                         emit=lambda frame: None, opener=opener)
+    worker.recover()  # what a crashed or killed earlier run left in the spool
     connection = RunnerConnection(url, token, worker,
                                   name=config.display_name, tags=config.runner.tags,
                                   disk_path=config.runner.tmp_path, ssl_context=ssl_context)

@@ -6,6 +6,7 @@ import shlex
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,10 @@ class TaskExecution:
 
     def __init__(self, task_id: int, spec: TaskSpec, work_root: Path, sink: OutputCoalescer,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
-                 secrets: dict | None = None):
+                 secrets: dict | None = None,
+                 on_process: Callable[[int], None] | None = None):
         self.secrets = secrets or {}
+        self.on_process = on_process  # told each process group started, for the spool
         self.task_id = task_id
         self.spec = spec
         self.work_dir = work_root / f"task_{task_id}"
@@ -194,6 +197,8 @@ class TaskExecution:
             await self._say(f"cannot start {argv[0]}: {exc.strerror or exc}\n")
             return 127, "exit"
         self._proc = proc
+        if self.on_process is not None:
+            self.on_process(proc.pid)
         self.log.info("task.process.started", pid=proc.pid, argv=argv[:2])
         pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
                                pump_pipe(proc.stderr, "stderr", self.sink))

@@ -1,20 +1,40 @@
 """The runner's on-disk spool: every output frame the hub has not acked yet, per task.
 
-Frames are appended to segment files under `<tmp_path>/spool/task_<id>/`; a segment is
-deleted as soon as every frame in it is acked, and the whole folder when the task is done.
-Memory holds only an index (seq, segment, offset, length), so a long hub outage costs disk,
-bounded by the task's unacked-bytes limit (backpressure), not the runner's RAM. Writes are
-not fsynced: the spool outlives a lost connection or hub, which is what it is for.
+Frames are appended, one JSON line each, to segment files under
+`<tmp_path>/spool/task_<id>/`; a segment is deleted as soon as every frame in it is acked, and
+the whole folder when the task is done. Memory holds only an index (seq, segment, offset,
+length), so a long hub outage costs disk, bounded by the task's unacked-bytes limit
+(backpressure), not the runner's RAM. The folder also records the task's process and, once it
+ends, its finished frame, so that a runner restarted after a crash can still deliver both.
+Writes are not fsynced: the spool is for lost connections, hubs and runner processes, not for
+a lost machine.
 """
 
+import json
 import shutil
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.codec import decode_runner_frame, encode
-from protocol.frames import Output
+from protocol.codec import ProtocolError, decode_runner_frame, encode
+from protocol.frames import Finished, Output
 
 SEGMENT_BYTES = 4 * 1024 * 1024
+
+
+PROCESS_FILE = "process.json"
+FINISHED_FILE = "finished.json"
+
+
+@dataclass
+class Recovered:
+    """What a spool folder left by an earlier runner process holds."""
+
+    task_id: int
+    frames: "DiskFrames"
+    last_seq: int
+    finished: Finished | None
+    process: dict | None  # {"pid", "started"} of the task's process group leader
 
 
 class DiskFrames:
@@ -25,6 +45,52 @@ class DiskFrames:
         self._segment = 0
         self._segment_size = 0
         self._file = self._open_segment(0)
+
+    @classmethod
+    def recover(cls, folder: Path) -> Recovered:
+        """Reopen a task's spool after a runner restart: every frame still on disk, in
+        order (a torn last line, from a crash mid-write, is dropped), and what it recorded."""
+        spool = cls.__new__(cls)
+        spool.folder = folder
+        spool._index = deque()
+        segments = sorted(int(p.stem) for p in folder.glob("*.frames"))
+        last_seq = 0
+        for segment in segments:
+            offset = 0
+            for line in spool._path(segment).read_bytes().splitlines(keepends=True):
+                try:
+                    frame = decode_runner_frame(line)
+                except ProtocolError:
+                    break
+                if isinstance(frame, Output) and frame.seq > last_seq:
+                    spool._index.append((frame.seq, segment, offset, len(line)))
+                    last_seq = frame.seq
+                offset += len(line)
+        spool._segment = (segments[-1] + 1) if segments else 0
+        spool._segment_size = 0
+        spool._file = spool._open_segment(spool._segment)
+        finished = None
+        if (folder / FINISHED_FILE).exists():
+            try:
+                frame = decode_runner_frame((folder / FINISHED_FILE).read_bytes())
+                finished = frame if isinstance(frame, Finished) else None
+            except ProtocolError:
+                finished = None
+        process = None
+        if (folder / PROCESS_FILE).exists():
+            try:
+                process = json.loads((folder / PROCESS_FILE).read_text())
+            except ValueError:
+                process = None
+        task_id = int(folder.name.removeprefix("task_"))
+        return Recovered(task_id, spool, max(last_seq, finished.last_seq if finished else 0),
+                         finished, process)
+
+    def record_process(self, pid: int, started: float) -> None:
+        (self.folder / PROCESS_FILE).write_text(json.dumps({"pid": pid, "started": started}))
+
+    def record_finished(self, frame: Finished) -> None:
+        (self.folder / FINISHED_FILE).write_bytes(encode(frame))
 
     def _path(self, segment: int) -> Path:
         return self.folder / f"{segment:06d}.frames"
@@ -38,7 +104,7 @@ class DiskFrames:
             self._segment += 1
             self._segment_size = 0
             self._file = self._open_segment(self._segment)
-        data = encode(frame)
+        data = encode(frame) + b"\n"
         self._file.write(data)
         self._index.append((frame.seq, self._segment, self._segment_size, len(data)))
         self._segment_size += len(data)

@@ -6,10 +6,14 @@ frame to the hub directly). A task stays held until the hub has acked its finish
 """
 
 import asyncio
+import os
+import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import structlog
 
 from agent.apps import UnsupportedApp, build_command
@@ -37,8 +41,8 @@ Emit = Callable[[RunnerFrame], None]
 class HeldTaskState:
     task_id: int
     ledger: OutputLedger
-    sink: OutputCoalescer
-    execution: TaskExecution
+    sink: OutputCoalescer | None  # None for a task recovered from an earlier runner process
+    execution: TaskExecution | None
     spool: DiskFrames
     runner: asyncio.Task | None = None
     finished: Finished | None = None
@@ -84,7 +88,8 @@ class TaskWorker:
         sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes,
                                masks=secret_values(secrets))
         execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
-                                  self.max_duration_sec, secrets)
+                                  self.max_duration_sec, secrets,
+                                  on_process=lambda pid: _record_process(spool, pid))
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
@@ -96,7 +101,7 @@ class TaskWorker:
         state = self.tasks.get(task_id)
         if state is None:
             return
-        if state.finished is None:
+        if state.finished is None and state.execution is not None:
             log.info("task.cancelled", task_id=task_id, reason=reason)
             state.execution.stop(reason or "stopped by user")
         else:
@@ -108,7 +113,8 @@ class TaskWorker:
         if state is None:
             return
         state.ledger.ack(seq)
-        state.sink.acked()
+        if state.sink is not None:
+            state.sink.acked()
         if finished and state.finished is not None:
             self._forget(state)
 
@@ -143,8 +149,41 @@ class TaskWorker:
 
     def stop_all(self, reason: str) -> None:
         for state in self.tasks.values():
-            if state.finished is None:
+            if state.finished is None and state.execution is not None:
                 state.execution.stop(reason)
+
+    # After a restart.
+
+    def recover(self) -> list[int]:
+        """Take back the tasks an earlier runner process left in the spool (it crashed or was
+        killed): their output not yet acked and how they ended are delivered on connect. A task
+        that was still running then cannot be resumed: its leftover processes are killed and it
+        ends `error`, with all the output it printed."""
+        recovered = []
+        for folder in sorted((self.work_root / "spool").glob("task_*")):
+            try:
+                found = DiskFrames.recover(folder)
+            except (OSError, ValueError) as exc:
+                log.error("task.recover.failed", folder=str(folder), error=str(exc))
+                continue
+            _kill_leftover(found.process, found.task_id)
+            finished = found.finished or Finished(
+                task_id=found.task_id, status="error", last_seq=found.last_seq,
+                message="runner restarted while the task ran")
+            ledger = OutputLedger.resume(found.task_id, found.last_seq, found.frames)
+            self.tasks[found.task_id] = HeldTaskState(found.task_id, ledger, None, None,
+                                                      found.frames, finished=finished)
+            recovered.append(found.task_id)
+            log.info("task.recovered", task_id=found.task_id, last_seq=found.last_seq,
+                     status=finished.status)
+        if recovered:
+            self._idle.clear()
+        return recovered
+
+    def clear_spool(self) -> None:
+        """Forget what an earlier process left (the hub's embedded runner: the hub has
+        already ended those tasks)."""
+        shutil.rmtree(self.work_root / "spool", ignore_errors=True)
 
     # Internals.
 
@@ -172,6 +211,7 @@ class TaskWorker:
             task_id=state.task_id, status=outcome.status, last_seq=state.ledger.last_seq,
             exit_code=outcome.exit_code, message=outcome.message,
             commit_hash=outcome.commit_hash, commit_message=outcome.commit_message)
+        state.spool.record_finished(state.finished)
         log.info("task.finished", task_id=state.task_id, status=outcome.status,
                  exit_code=outcome.exit_code, last_seq=state.ledger.last_seq)
         self.emit(state.finished)
@@ -190,3 +230,24 @@ def secret_values(secrets: dict) -> list[str]:
     key = secrets.get("ssh_key") or {}
     values += [key.get("private_key", ""), key.get("passphrase", "")]
     return [value for value in values if value]
+
+
+def _record_process(spool: DiskFrames, pid: int) -> None:
+    try:
+        spool.record_process(pid, psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        pass  # it already ended: nothing would be left to kill
+
+
+def _kill_leftover(process: dict | None, task_id: int) -> None:
+    """Kill the process group a crashed runner left running, if it is still that group."""
+    if not process:
+        return
+    try:
+        leader = psutil.Process(process["pid"])
+        if abs(leader.create_time() - process["started"]) > 1.0:
+            return  # the pid was reused by something else
+        os.killpg(process["pid"], signal.SIGKILL)
+        log.warning("task.leftover.killed", task_id=task_id, pid=process["pid"])
+    except (psutil.Error, OSError, KeyError, TypeError):
+        pass

@@ -33,6 +33,7 @@ class LocalLink(RunnerLink):
         self.worker = TaskWorker(tmp_path, max_parallel_tasks, self._from_worker,
                                  max_duration_sec=max_duration_sec,
                                  opener=SecretOpener(private_key))
+        self.worker.clear_spool()  # the hub ended at start whatever ran here before
         self.worker.max_output_bytes = reports.max_output_bytes
         self._frames: asyncio.Queue[RunnerFrame] = asyncio.Queue()
         self._pump: asyncio.Task | None = None

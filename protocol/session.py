@@ -49,6 +49,15 @@ class OutputLedger:
         self._sizes: deque[tuple[int, int]] = deque()  # (seq, bytes of data), unacked
         self.unacked_bytes = 0
 
+    @classmethod
+    def resume(cls, task_id: int, last_seq: int, store: FrameStore) -> "OutputLedger":
+        """A ledger over frames already in `store` (a runner restarted with its spool)."""
+        ledger = cls(task_id, last_seq=last_seq, store=store)
+        for frame in store.frames():
+            ledger._sizes.append((frame.seq, len(frame.data)))
+            ledger.unacked_bytes += len(frame.data)
+        return ledger
+
     def next_frame(self, stream: Stream, data: str, time: float) -> Output:
         """Number a chunk of output and keep it until the hub acks it."""
         self.last_seq += 1

@@ -9,7 +9,8 @@ class CuttingProxy:
     """A TCP proxy on 127.0.0.1 to `target_port`, run by its own thread and event loop.
 
     `cut()` aborts every live connection on both sides (transport.abort(): no FIN handshake,
-    buffered data dropped) and keeps accepting new ones.
+    buffered data dropped) and keeps accepting new ones. `pause()` cuts them and refuses new
+    ones until `resume()`: the hub is out of reach, as in a network outage.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
@@ -18,6 +19,7 @@ class CuttingProxy:
         self.port = 0
         self.accepted = 0  # connections accepted so far
         self.cuts = 0
+        self.paused = False
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -47,6 +49,9 @@ class CuttingProxy:
     async def _handle(self, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.paused:
+            client_writer.transport.abort()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 self.target_host, self.target_port)
@@ -88,6 +93,13 @@ class CuttingProxy:
         count = self._call(abort_all())
         self.cuts += 1
         return count
+
+    def pause(self) -> None:
+        self.paused = True
+        self.cut()
+
+    def resume(self) -> None:
+        self.paused = False
 
     def close(self) -> None:
         if not self._thread.is_alive():

@@ -6,6 +6,7 @@ is real (signals, aborted TCP connections). Tests assert outcomes: final states,
 exactly as printed (every line once, in order), runner ids, exit codes. Deadlines are generous.
 """
 
+import shutil
 import time
 from pathlib import Path
 
@@ -250,7 +251,35 @@ def test_sigstopped_runner_goes_offline_and_after_sigcont_delivers_all_output(la
     assert_exact_output(rest, lab, project, task, count)
 
 
-# 5. A runner restarted (new process, same token) that no longer holds the task.
+# 5. A runner killed with SIGKILL and restarted (new process, same token): with its spool, it
+#    delivers what the task printed and ends it; without (its disk was wiped), the hub ends it.
+
+
+def test_restarted_runner_delivers_the_spooled_output_of_its_killed_task(lab):
+    lost_timeout = 120
+    hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=lost_timeout)
+    proxy = lab.proxy(hub.port)
+    runner = lab.runner(proxy.url, "r5s")
+    rest = hub.rest()
+    rest.wait_runner_online("r5s", logs=lab.logs)
+    project = rest.project()
+    template = rest.template(project, lab.scripts, lines_script(lab, "spooled.sh", 1000, 0.01))
+    task = rest.run(project, template)
+    wait_until(lambda: stored_lines(rest, project, task) >= 5, 60, message=lab.logs)
+    # Cut the hub off first, so that what it prints next is only in the runner's spool...
+    proxy.pause()
+    stored_before = stored_lines(rest, project, task)
+    time.sleep(0.5)
+    runner.kill9()  # ...then kill the runner: the spool is all that is left of that output
+    proxy.resume()
+    runner.start()
+    done = wait_final(rest, lab, project, task, timeout=lost_timeout / 4)
+    assert done["status"] == "error", (done, lab.logs())
+    assert done["status_message"] == "runner restarted while the task ran", done
+    output = rest.raw_output(project, task)
+    count = output.count("\n")
+    assert output == expected_lines(task, count), (output[-300:], lab.logs())
+    assert count > stored_before + 10, (stored_before, count)  # the spool delivered the rest
 
 
 def test_restarted_runner_ends_its_lost_task_runner_restarted_at_once(lab):
@@ -265,10 +294,11 @@ def test_restarted_runner_ends_its_lost_task_runner_restarted_at_once(lab):
     wait_until(lambda: stored_lines(rest, project, task) >= 5, 60, message=lab.logs)
 
     runner.kill9()
+    shutil.rmtree(runner.folder / "work" / "spool")  # as if its disk had been wiped
     runner.start()
     done = wait_final(rest, lab, project, task, timeout=lost_timeout / 4)
     assert done["status"] == "error", (done, lab.logs())
-    assert "runner restarted" in done["status_message"], done
+    assert done["status_message"] == "runner restarted", done
 
 
 # 6. Graceful stop (SIGTERM): drain, finish, deliver, exit 0; a second SIGTERM stops tasks.

@@ -47,3 +47,26 @@ def test_ledger_on_disk_resends_exactly_what_is_unacked(tmp_path):
     assert ledger.unacked_bytes == len("bb\nccc\n")
     ledger.ack(3)
     assert list(ledger.unacked()) == [] and ledger.unacked_bytes == 0
+
+
+def test_a_spool_left_by_a_crashed_runner_is_recovered(tmp_path):
+    from protocol.frames import Finished
+
+    folder = tmp_path / "task_4"
+    frames = DiskFrames(folder)
+    for seq in range(1, 6):
+        frames.append(frame(seq, f"line {seq}\n"))
+    frames.drop_through(2)  # acked before the crash: deleted only with their segment
+    frames.record_process(12345, 1.5)
+    with open(folder / "000000.frames", "ab") as torn:  # a crash mid-write
+        torn.write(b'{"type":"output","task_id":4,"se')
+    found = DiskFrames.recover(folder)
+    assert found.task_id == 4 and found.last_seq == 5
+    assert found.process == {"pid": 12345, "started": 1.5} and found.finished is None
+    assert [f.seq for f in found.frames.frames()] == [1, 2, 3, 4, 5]
+    found.frames.append(frame(6, "after\n"))  # it goes on in a new segment
+    assert [f.seq for f in found.frames.frames()][-1] == 6
+    found.frames.record_finished(Finished(task_id=4, status="success", last_seq=6))
+    again = DiskFrames.recover(folder)
+    assert again.finished == Finished(task_id=4, status="success", last_seq=6)
+    assert [f.data for f in again.frames.frames()][-2:] == ["line 5\n", "after\n"]
