@@ -25,6 +25,8 @@ from agent.worker import TaskWorker
 
 log = structlog.get_logger("agent.cli")
 
+STOP_DELIVERY_WAIT = 10.0  # seconds, after a second stop signal
+
 
 def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
     """Attach `runner ...` to a `semaphore` parser (installed CLI and frozen runner alike)."""
@@ -210,7 +212,9 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener) -> int:
 
     def on_signal(signame: str) -> None:
         # First SIGTERM/SIGINT: drain (no new tasks, finish and deliver the running ones).
-        # Second: stop the running tasks now; they are reported as stopped.
+        # Second: stop the running tasks now; they are reported as stopped, and if the hub
+        # cannot be told within STOP_DELIVERY_WAIT the runner exits anyway: the spool keeps
+        # their output and end for the next start to deliver. Third: exit now.
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
@@ -218,9 +222,13 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener) -> int:
             worker.draining = True
             connection.send_heartbeat()
             drain.set()
-        else:
+        elif signals_seen == 2:
             log.info("runner.stopping_tasks", signal=signame, running=worker.running_ids)
             worker.stop_all(f"runner stopped ({signame})")
+            loop.call_later(STOP_DELIVERY_WAIT, stop.set)
+        else:
+            log.warning("runner.exiting_now", signal=signame, held=len(worker.tasks))
+            stop.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ refused token is not a loss: it ends the runner with a message saying to registe
 
 import asyncio
 import platform
+import random
 import socket
 import ssl
 import time
@@ -181,7 +182,9 @@ class RunnerConnection:
     async def _heartbeat_loop(self, ws: ClientConnection, interval: float) -> None:
         while True:
             self.send_heartbeat()
-            await asyncio.sleep(interval)
+            # A little early and never in step with the rest of the fleet (runners that
+            # reconnected together after a hub restart would otherwise beat together).
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
 
 
 def default_runner_name() -> str:

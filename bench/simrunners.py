@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -126,7 +127,8 @@ class SimRunner:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self.welcome.heartbeat_interval)
+            # Jittered like the real runner's (agent/connection.py), so the fleet is not in step.
+            await asyncio.sleep(self.welcome.heartbeat_interval * random.uniform(0.8, 1.0))
             await self.send(Heartbeat(time=time.time(), running=list(self.tasks)))
 
     async def _task(self, assign: Assign) -> None:

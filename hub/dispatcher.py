@@ -224,20 +224,34 @@ class Dispatcher:
         return True
 
     def _choose(self, task: ActiveTask) -> RunnerLink | None:
-        """Project runners before global ones, then the least loaded; records why if none."""
-        matching = [link for link in self.links.values()
-                    if (link.project_id is None or link.project_id == task.project_id)
-                    and (not task.runner_tag or link.any_tag or task.runner_tag in link.tags)
-                    and link.runner_id not in task.rejected_by
-                    and (link.public_key or not task.secrets)]
-        free = [link for link in matching if link.has_free_slot]
-        if free:
-            return min(free, key=lambda link: (link.project_id is None, link.load,
-                                               link.runner_id))
+        """Project runners before global ones, then the least loaded; records why if none.
+
+        One pass over the connected runners, with no allocation per runner: this runs for
+        every dispatch, and a hub serves thousands of runners.
+        """
+        best: RunnerLink | None = None
+        best_key: tuple = ()
+        busy = 0
+        tag, project_id = task.runner_tag, task.project_id
+        for link in self.links.values():
+            if link.project_id is not None and link.project_id != project_id:
+                continue
+            if tag and not link.any_tag and tag not in link.tags:
+                continue
+            if (task.secrets and not link.public_key) or link.runner_id in task.rejected_by:
+                continue
+            if not link.has_free_slot:
+                busy += 1
+                continue
+            key = (link.project_id is None, link.load, link.runner_id)
+            if best is None or key < best_key:
+                best, best_key = link, key
+        if best is not None:
+            return best
         tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
-        if not matching:
+        if not busy:
             keys = " that can receive secrets (registered with a key pair)" if task.secrets else ""
             task.reason = task.reason if task.rejected_by else f"no online runner{tag}{keys}"
         else:
-            task.reason = f"all {len(matching)} matching runner(s){tag} busy"
+            task.reason = f"all {busy} matching runner(s){tag} busy"
         return None

@@ -358,6 +358,30 @@ def test_second_sigterm_stops_running_task_and_runner_exits_0(lab):
     assert runner.wait(60) == 0, tail(runner.log_file)
 
 
+def test_second_sigterm_without_a_hub_exits_and_the_next_start_delivers(lab):
+    hub = lab.hub(heartbeat_interval=0.3, runner_lost_timeout=120)
+    runner = lab.runner(hub.base_url, "r6c")
+    rest = hub.rest()
+    rest.wait_runner_online("r6c", logs=lab.logs)
+    project = rest.project()
+    write_script(lab.scripts, "long.sh", "echo started\nsleep 600\n")
+    task = rest.run(project, rest.template(project, lab.scripts, "long.sh"))
+    wait_until(lambda: "started" in rest.raw_output(project, task), 60, message=lab.logs)
+
+    hub.kill9()
+    runner.sigterm()
+    time.sleep(0.3)
+    runner.sigterm()
+    # It cannot tell the hub: after a bounded wait it exits, its spool keeping the end.
+    assert runner.wait(60) == 0, tail(runner.log_file)
+    hub.restart()
+    runner.start()
+    rest = hub.rest()
+    done = wait_final(rest, lab, project, task)
+    assert done["status"] == "stopped", (done, lab.logs())
+    assert rest.raw_output(project, task) == "started\n"
+
+
 # 7. Stopping a task while its runner is offline: the cancel goes out on reconnect.
 
 

@@ -43,12 +43,15 @@ async def register_runner(request: web.Request) -> web.Response:
     wait = failures.retry_after(address)
     if wait:
         raise too_many("runner registration attempts", wait)
-    # Counted as failed up front and taken back on success, so that many concurrent guesses
-    # cannot all pass the check before the first one fails.
-    failures.hit(address)
-    body = await read_body(request, RunnerRegistration)
-    hub = hub_of(request)
-    one_time = await _redeem(hub, body.registration_token)
+    # Only failures count: a fleet enrolling at once from behind one address must not be
+    # refused, and a 256-bit token is not guessed by trying faster.
+    try:
+        body = await read_body(request, RunnerRegistration)
+        hub = hub_of(request)
+        one_time = await _redeem(hub, body.registration_token)
+    except web.HTTPException:
+        failures.hit(address)
+        raise
     project_id = one_time["project_id"] if one_time else None
     tags = _json_list(one_time["tags"]) if one_time else []
     tags += [tag for tag in body.tags if tag not in tags]
@@ -59,7 +62,6 @@ async def register_runner(request: web.Request) -> web.Response:
         "max_parallel_tasks": body.max_parallel_tasks, "public_key": body.public_key})
     if one_time:
         await hub.store.bind_registration_token(one_time["id"], row["id"])
-    failures.forgive(address)
     return json_response({"token": token, "id": row["id"]})
 
 
