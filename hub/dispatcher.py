@@ -53,6 +53,9 @@ class Dispatcher:
         self.runner_lost_timeout = runner_lost_timeout
         self.tasks: dict[int, ActiveTask] = {}
         self.links: dict[int, RunnerLink] = {}
+        # The same links by scope (project id, None: global), so a dispatch looks only at
+        # the runners that may take the task.
+        self._by_scope: dict[int | None, dict[int, RunnerLink]] = {None: {}}
         self._waiting: dict[int, ActiveTask] = {}  # insertion order = dispatch order
         self._lost_timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
@@ -113,6 +116,7 @@ class Dispatcher:
         if old is not None and old is not link:
             old.close(1008, "replaced by a newer session of the same runner")
         self.links[link.runner_id] = link
+        self._scope(link.project_id)[link.runner_id] = link
         timer = self._lost_timers.pop(link.runner_id, None)
         if timer is not None:
             timer.cancel()
@@ -125,6 +129,7 @@ class Dispatcher:
         if self.links.get(link.runner_id) is not link:
             return
         del self.links[link.runner_id]
+        self._scope(link.project_id).pop(link.runner_id, None)
         self.events.publish("runner", runner_id=link.runner_id, online=False)
         for task_id in list(link.assigned):
             task = self.tasks.get(task_id)
@@ -223,31 +228,33 @@ class Dispatcher:
         task.reason = f"project limit of {task.project_limit} parallel task(s) reached"
         return True
 
-    def _choose(self, task: ActiveTask) -> RunnerLink | None:
-        """Project runners before global ones, then the least loaded; records why if none.
+    def _scope(self, project_id: int | None) -> dict[int, RunnerLink]:
+        return self._by_scope.setdefault(project_id, {})
 
-        One pass over the connected runners, with no allocation per runner: this runs for
-        every dispatch, and a hub serves thousands of runners.
-        """
-        best: RunnerLink | None = None
-        best_key: tuple = ()
+    def _choose(self, task: ActiveTask) -> RunnerLink | None:
+        """The project's runners before global ones, then the least loaded; records why if
+        none. This runs for every dispatch and a hub serves thousands of runners, so it looks
+        only at the task's scopes and stops at the first idle runner (none is less loaded)."""
         busy = 0
-        tag, project_id = task.runner_tag, task.project_id
-        for link in self.links.values():
-            if link.project_id is not None and link.project_id != project_id:
-                continue
-            if tag and not link.any_tag and tag not in link.tags:
-                continue
-            if (task.secrets and not link.public_key) or link.runner_id in task.rejected_by:
-                continue
-            if not link.has_free_slot:
-                busy += 1
-                continue
-            key = (link.project_id is None, link.load, link.runner_id)
-            if best is None or key < best_key:
-                best, best_key = link, key
-        if best is not None:
-            return best
+        tag = task.runner_tag
+        for scope in (self._by_scope.get(task.project_id, {}), self._by_scope[None]):
+            best: RunnerLink | None = None
+            best_load = 0.0
+            for link in scope.values():
+                if tag and not link.any_tag and tag not in link.tags:
+                    continue
+                if (task.secrets and not link.public_key) or link.runner_id in task.rejected_by:
+                    continue
+                if not link.has_free_slot:
+                    busy += 1
+                    continue
+                load = link.load
+                if best is None or load < best_load:
+                    best, best_load = link, load
+                    if load == 0:
+                        break
+            if best is not None:
+                return best
         tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
         if not busy:
             keys = " that can receive secrets (registered with a key pair)" if task.secrets else ""
