@@ -17,7 +17,9 @@ log = structlog.get_logger("hub.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semaphore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="semaphore", description="A self-hosted task hub and its remote runners, "
+        "shaped like Semaphore UI. `semaphore quickstart` starts a whole system.")
     parser.add_argument("--version", action="version", version=f"semaphore {RUNNER_VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
