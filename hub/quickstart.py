@@ -6,6 +6,7 @@ script, and prints the address, the login and how to run a first task. Run it ag
 reuses the same folder, database, admin and runner.
 """
 
+import base64
 import http.cookiejar
 import json
 import secrets
@@ -39,7 +40,10 @@ def quickstart(data_dir: str, port: int) -> int:
         write_private_file(config_path, json.dumps({
             "interface": "127.0.0.1", "port": port, "web_host": address,
             "sqlite": {"host": str(root / "semaphore.sqlite")}, "tmp_path": str(root / "tmp"),
-            "runner_registration_token": secrets.token_urlsafe(24)}, indent=2) + "\n")
+            "runner_registration_token": secrets.token_urlsafe(24),
+            # Keys and secrets are encrypted at rest under this (a random one per install).
+            "access_key_encryption": base64.b64encode(secrets.token_bytes(32)).decode()},
+            indent=2) + "\n")
     config = json.loads(config_path.read_text())
     address = config.get("web_host") or address
     _check_port_free(config.get("interface", "127.0.0.1"), config.get("port", port))
