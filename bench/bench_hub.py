@@ -1,7 +1,8 @@
 """Benchmark of the hub: create->assign latency and output throughput with simulated runners.
 
-Starts a real hub process on a free loopback port, registers N runners and connects them from a
-separate simulator process (bench/simrunners.py), then measures:
+Starts a real hub process on a free loopback port, registers N runners and connects them from
+K separate simulator processes (bench/simrunners.py, bench/simprocs.py), then measures:
+  0. idle: the hub's CPU and RSS while the N runners only heartbeat;
   1. latency: tasks created one at a time over REST, time until the assign frame is received;
   2. throughput: output streamed with a window of unacked frames, until the last ack.
 Run from the repo root: /work/venv/bin/python bench/bench_hub.py --runners 100 --tasks 500
@@ -28,7 +29,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # protocol/ for the simulator and frame_data
 
-from simrunners import BenchError, Simulator, clean_env, frame_data, simulate  # noqa: E402
+from hublog import split_latency  # noqa: E402
+from simprocs import Simulator, default_procs  # noqa: E402
+from simrunners import BenchError, clean_env, frame_data, simulate  # noqa: E402
 
 REGISTRATION_TOKEN = "bench-registration-token"
 ADMIN, PASSWORD = "bench-admin", "bench-password-1"
@@ -117,10 +120,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Probe:
-    """RSS and CPU time of the hub and simulator processes around a phase."""
+    """RSS and CPU time of the hub and the simulator processes around a phase."""
 
-    def __init__(self, hub_pid: int, sim_pid: int):
-        self.hub, self.sim = psutil.Process(hub_pid), psutil.Process(sim_pid)
+    def __init__(self, hub_pid: int, sim_pids: list[int]):
+        self.hub, self.sims = psutil.Process(hub_pid), [psutil.Process(p) for p in sim_pids]
         self.peak = 0
 
     async def watch(self) -> None:
@@ -139,19 +142,26 @@ class Probe:
         rss = self.hub.memory_info().rss
         self.peak = rss if reset else max(self.peak, rss)
         return {"rss": rss, "peak": self.peak, "hub_cpu": cpu(self.hub),
-                "sim_cpu": cpu(self.sim), "wall": time.monotonic()}
+                "sim_cpu": sum(cpu(sim) for sim in self.sims), "wall": time.monotonic()}
 
 
 def usage(before: dict, after: dict, checked: dict | None = None) -> dict:
     wall = after["wall"] - before["wall"]
-    return {"rss_before": before["rss"], "rss_after": after["rss"],
+    return {"rss_before": before["rss"], "rss_after": after["rss"], "seconds": wall,
             "rss_checked": (checked or after)["rss"], "rss_peak": (checked or after)["peak"],
             "hub_cpu": (after["hub_cpu"] - before["hub_cpu"]) / wall,
             "sim_cpu": (after["sim_cpu"] - before["sim_cpu"]) / wall}
 
 
+async def idle_phase(probe: Probe, seconds: float) -> dict:
+    """Nothing but heartbeats (and websocket pings) for `seconds`: what N runners cost."""
+    before = probe.snap(reset=True)
+    await asyncio.sleep(seconds)
+    return usage(before, probe.snap())
+
+
 async def latency_phase(rest: Rest, sim: Simulator, project: int, template: int, count: int,
-                        timeout: float) -> dict:
+                        timeout: float, hub_log: Path) -> dict:
     pings = []  # the floor: an HTTP round trip that touches no database
     for _ in range(min(count, 200)):
         t0 = time.time()
@@ -172,11 +182,12 @@ async def latency_phase(rest: Rest, sim: Simulator, project: int, template: int,
     if bad:
         raise BenchError(f"{len(bad)} latency tasks did not end in success: {bad[:10]}")
     starts = [t0 for _, t0, _ in created]
-    return {"ping": pings, "post": [(t1 - t0) * 1000 for _, t0, t1 in created],
+    split = split_latency(hub_log, ids, starts, [a["t"] for a in assigns])
+    return {**split, "ping": pings, "post": [(t1 - t0) * 1000 for _, t0, t1 in created],
             "assign": [(a["t"] - t0) * 1000 for a, t0 in zip(assigns, starts, strict=True)],
             "done": [(d["t"] - t0) * 1000 for d, t0 in zip(dones, starts, strict=True)],
             "runners_used": len({a["runner"] for a in assigns}), "count": count, "ids": ids,
-            "t0": starts, "sim_stalls_ms": [ms for _, ms in sim.stalls[stalls_before:]]}
+            "t0": starts, "sim_stalls": [(ms, k) for _, ms, k in sim.stalls[stalls_before:]]}
 
 
 async def stream_phase(rest: Rest, sim: Simulator, project: int, template: int, frames: int,
@@ -240,7 +251,7 @@ def header(args: argparse.Namespace) -> str:
             f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM\n"
             f"python  : {platform.python_implementation()} {platform.python_version()}; "
             f"repo commit {commit}\n"
-            f"params  : runners={args.runners} tasks={args.tasks} "
+            f"params  : runners={args.runners} sim-procs={args.sim_procs} tasks={args.tasks} "
             f"stream-runners={args.stream_runners} window={args.window} frames\n"
             f"          short lines: {args.lines:,} lines, {args.lines_per_frame} lines x "
             f"{args.line_bytes} B per frame; chunks: {args.chunk_mib} MiB in "
@@ -250,22 +261,41 @@ def header(args: argparse.Namespace) -> str:
 def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
            usages: list[tuple[str, dict]]) -> str:
     out = [f"setup   : hub ready {setup['hub_s']:.2f} s; {setup['runners']} runners registered "
-           f"{setup['register_s']:.2f} s, connected {setup['connect_s']:.2f} s", "",
+           f"{setup['register_s']:.2f} s, connected {setup['connect_s']:.2f} s by "
+           f"{setup['procs']} simulator process(es)", ""]
+    idle = dict(usages).get("idle")
+    if idle:
+        out += [f"idle: {setup['runners']} runners heartbeating every "
+                f"{setup['heartbeat_interval']:g} s: hub CPU {idle['hub_cpu']:.2f} cores, "
+                f"RSS {idle['rss_after'] / 2**20:.0f} MiB (over {idle['seconds']:.1f} s; "
+                f"simulators {idle['sim_cpu']:.2f} cores)",
+                "  target at 10,000 runners: RSS <= 512 MiB, hub CPU <= 0.5 cores", ""]
+    out += [
            f"Latency: {latency['count']} tasks created one at a time "
            f"(tasks went to {latency['runners_used']} distinct runner(s))",
            f"  {'ms':<28}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}"]
     for key, label in (("ping", "GET /api/ping round trip"),
                        ("post", "POST /tasks round trip"),
                        ("assign", "create -> assign received"),
+                       ("to_created", "  POST -> task.created"),
+                       ("in_hub", "  created -> dispatched"),
+                       ("to_runner", "  dispatched -> received"),
                        ("done", "create -> finished acked")):
         values = latency[key]
+        if not values:
+            continue
         out.append(f"  {label:<28}" + "".join(f"{pct(values, p):9.2f}" for p in (50, 90, 99))
                    + f"{max(values):9.2f}")
+    if latency["in_hub"]:
+        out.append("  (indented: create -> assign split by the hub log's task.created and "
+                   "task.dispatched)")
     assign = latency["assign"]
     met = pct(assign, 50) <= 3 and pct(assign, 99) <= 10
-    stalls = latency["sim_stalls_ms"]
+    stalls = [ms for ms, _ in latency["sim_stalls"]]
+    per_proc = [sum(1 for _, k in latency["sim_stalls"] if k == i) for i in range(setup["procs"])]
     out += [f"  simulator event-loop stalls > 5 ms during the phase: {len(stalls)}"
-            + (f" (max {max(stalls):.1f} ms)" if stalls else ""),
+            + (f" (max {max(stalls):.1f} ms; per process {'/'.join(map(str, per_proc))})"
+               if stalls else ""),
             f"  target create->assign p50 <= 3 ms, p99 <= 10 ms: {'met' if met else 'MISSED'}",
             "", "Throughput: stored-and-acked, first frame sent -> last ack received",
             f"  {'case':<13}{'frames':>8}{'lines':>11}{'MB':>8}{'s':>8}{'lines/s':>11}"
@@ -277,6 +307,7 @@ def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
     out += ["  targets: >= 100,000 lines/s (short lines), >= 50 MB/s (chunks)", "",
             "Hub process RSS in MiB: before the phase, after it, highest seen during it and its",
             "stored check (GET raw_output), after the check; CPU = CPU-s per wall-s of the phase",
+            f"(sim CPU: the sum over the {setup['procs']} simulator process(es))",
             f"  {'phase':<13}{'before':>8}{'after':>8}{'peak':>8}{'after check':>12}"
             f"{'hub CPU':>9}{'sim CPU':>9}"]
     for name, u in usages:
@@ -305,19 +336,22 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
 
             tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
             setup["register_s"] = time.monotonic() - started
-            (tmp / "tokens.json").write_text(json.dumps(tokens))
             ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
-            ready = await sim.start(ws_url, tmp / "tokens.json", args.timeout)
-            setup["connect_s"] = ready["connect_s"]
+            ready = await sim.start(ws_url, tokens, tmp, args.sim_procs, args.timeout)
+            setup.update(connect_s=ready["connect_s"], procs=ready["procs"],
+                         heartbeat_interval=ready["heartbeat_interval"])
+            probe, usages, streams = Probe(hub.proc.pid, sim.pids), [], []
+            watcher = asyncio.create_task(probe.watch())
+            if args.idle > 0:
+                usages.append(("idle", await idle_phase(probe, args.idle)))
             await rest.call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD}, 204)
             project = (await rest.call("POST", "/api/projects", {"name": "bench"}, 201))["id"]
             template = (await rest.call("POST", f"/api/project/{project}/templates", {
                 "name": "bench", "app": "bash", "playbook": json.dumps({"mode": "latency"})},
                 201))["id"]
-            probe, usages, streams = Probe(hub.proc.pid, sim.proc.pid), [], []
-            watcher = asyncio.create_task(probe.watch())
             before = probe.snap(reset=True)
-            latency = await latency_phase(rest, sim, project, template, args.tasks, args.timeout)
+            latency = await latency_phase(rest, sim, project, template, args.tasks, args.timeout,
+                                          hub.log_path)
             usages.append(("latency", usage(before, probe.snap())))
             cases = [("short lines", math.ceil(args.lines / args.lines_per_frame),
                       args.lines_per_frame, args.line_bytes),
@@ -334,6 +368,8 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             watcher.cancel()
             if hub.proc.poll() is not None:
                 raise BenchError(f"the hub exited ({hub.proc.returncode}) during the run")
+            if sim.exited():
+                raise BenchError(f"simulator process(es) {sim.exited()} exited during the run")
             if sim.errors:
                 raise BenchError(f"the simulator reported {len(sim.errors)} error(s): "
                                  f"{sim.errors[:5]}")
@@ -358,6 +394,12 @@ def main() -> int:
     parser.add_argument("--line-bytes", type=int, default=60, help="bytes per line, newline too")
     parser.add_argument("--chunk-mib", type=int, default=256, help="chunks case: MiB in total")
     parser.add_argument("--chunk-kib", type=int, default=32, help="chunks case: KiB per frame")
+    parser.add_argument("--sim-procs", type=int, default=None, metavar="K",
+                        help="simulator processes the runners are spread over (default: one "
+                             "per 1,000 runners, at least 1, at most the CPU count)")
+    parser.add_argument("--idle", type=float, default=10, metavar="S",
+                        help="seconds of pure heartbeating measured before the latency phase "
+                             "(0: skip)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per wait")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hub log, db)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
@@ -369,6 +411,10 @@ def main() -> int:
     if args.line_bytes < 40 or min(args.runners, args.tasks, args.stream_runners) < 1 \
             or args.stream_runners > args.runners:
         parser.error("need --line-bytes >= 40 and 1 <= --stream-runners <= --runners")
+    if args.sim_procs is None:
+        args.sim_procs = default_procs(args.runners)
+    if not 1 <= args.sim_procs <= args.runners:
+        parser.error("need 1 <= --sim-procs <= --runners")
     print(header(args), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-hub-"))
     per_task = max(args.chunk_mib * 2**20, args.lines * args.line_bytes)

@@ -3,8 +3,9 @@
 No processes are run. What a runner does with a task is read from the task's `playbook`, a JSON
 plan: {"mode": "latency"} sends one small output frame and finished; {"mode": "stream", ...}
 streams `frames` output frames keeping at most `window` unacked. Events go to stdout as JSON
-lines (assign receipt times, per-task results) for the benchmark process to read; the
-`Simulator` class at the end is the benchmark's handle on that process.
+lines (assign receipt times, per-task results) for the benchmark process to read. The
+benchmark may start several such processes, each with a share of the runners; its handle on
+them is `Simulator` in bench/simprocs.py.
 """
 
 import asyncio
@@ -16,7 +17,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -35,8 +35,6 @@ from protocol.frames import (
 )
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.version import PROTOCOL_VERSION
-
-BENCH_SCRIPT = Path(__file__).with_name("bench_hub.py")
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,12 +179,13 @@ async def watch_stalls(tick: float = 0.002, threshold: float = 0.005) -> None:
             emit("stall", t=time.time(), ms=late * 1000)
 
 
-async def run_runners(url: str, tokens: list[str], connect_concurrency: int = 25) -> None:
+async def run_runners(url: str, tokens: list[tuple[int, str]],
+                      connect_concurrency: int = 25) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runners = [SimRunner(i, url, token) for i, token in enumerate(tokens)]
+    runners = [SimRunner(index, url, token) for index, token in tokens]
     gate = asyncio.Semaphore(connect_concurrency)
 
     async def open_one(runner: SimRunner) -> None:
@@ -195,7 +194,8 @@ async def run_runners(url: str, tokens: list[str], connect_concurrency: int = 25
 
     started = time.monotonic()
     await asyncio.gather(*(open_one(runner) for runner in runners))
-    emit("ready", runners=len(runners), connect_s=time.monotonic() - started)
+    emit("ready", runners=len(runners), connect_s=time.monotonic() - started,
+         heartbeat_interval=runners[0].welcome.heartbeat_interval if runners else None)
     sessions = [asyncio.create_task(runner.run()) for runner in runners]
     sessions.append(asyncio.create_task(watch_stalls()))
     stopper = asyncio.create_task(stop.wait())
@@ -209,83 +209,13 @@ async def run_runners(url: str, tokens: list[str], connect_concurrency: int = 25
 
 
 def simulate(url: str, tokens_file: str) -> int:
-    """Entry point of the simulator process (`bench_hub.py --simulate URL TOKENS_FILE`)."""
+    """Entry point of a simulator process (`bench_hub.py --simulate URL TOKENS_FILE`). The
+    file holds [[runner index, token], ...]: this process's share of the registered runners."""
     with open(tokens_file) as handle:
-        tokens = json.load(handle)
+        tokens = [(int(index), token) for index, token in json.load(handle)]
     try:
         asyncio.run(run_runners(url, tokens))
     except Exception as exc:
         emit("error", msg=f"simulator failed: {type(exc).__name__}: {exc}")
         return 1
     return 0
-
-
-# The benchmark side: starts the simulator process and turns its events into futures.
-
-
-class Simulator:
-    """The simulator process, and futures for the events it reports per task."""
-
-    def __init__(self):
-        self.proc: asyncio.subprocess.Process | None = None
-        self.futures: dict[tuple[str, int], asyncio.Future] = {}
-        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.errors: list[str] = []
-        self.stalls: list[tuple[float, float]] = []  # (time.time(), ms) the simulator was late
-        self.reader: asyncio.Task | None = None
-
-    def future(self, kind: str, task_id: int) -> asyncio.Future:
-        key = (kind, task_id)
-        if key not in self.futures:
-            self.futures[key] = asyncio.get_running_loop().create_future()
-        return self.futures[key]
-
-    async def start(self, url: str, tokens_file: Path, timeout: float) -> dict:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(BENCH_SCRIPT), "--simulate", url, str(tokens_file),
-            stdout=asyncio.subprocess.PIPE, env=clean_env())
-        self.reader = asyncio.create_task(self._read())
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.ready), timeout)
-        except TimeoutError:
-            raise BenchError(f"simulated runners not connected within {timeout} s; "
-                             f"errors: {self.errors[:5]}") from None
-
-    async def _read(self) -> None:
-        async for line in self.proc.stdout:
-            event = json.loads(line)
-            kind = event.pop("ev")
-            if kind in ("assign", "done"):
-                future = self.future(kind, event["task"])
-                if not future.done():
-                    future.set_result(event)
-            elif kind == "stall":
-                self.stalls.append((event["t"], event["ms"]))
-            elif kind == "ready" and not self.ready.done():
-                self.ready.set_result(event)
-            elif kind == "error":
-                self.errors.append(event["msg"])
-                print(f"simulator: {event}", file=sys.stderr)
-        if not self.ready.done():
-            self.ready.set_exception(BenchError(f"simulator exited: {self.errors[:5]}"))
-
-    async def wait(self, kind: str, ids: list[int], timeout: float) -> list[dict]:
-        futures = [self.future(kind, task_id) for task_id in ids]
-        done, _ = await asyncio.wait(futures, timeout=timeout)
-        if len(done) < len(futures):
-            missing = [task_id for task_id, f in zip(ids, futures, strict=True) if not f.done()]
-            raise BenchError(f"tasks lost: {len(missing)} of {len(ids)} got no `{kind}` within "
-                             f"{timeout} s (first: {missing[:10]}); simulator errors: "
-                             f"{self.errors[:5]}")
-        return [f.result() for f in futures]
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self.reader is not None:
-            self.reader.cancel()
