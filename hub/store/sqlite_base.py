@@ -119,6 +119,19 @@ class SqliteConnection:
             raise StoreError(_integrity_message(exc)) from None
         return cursor.lastrowid
 
+    async def _insert_returning(self, table: str, values: dict[str, Any]) -> Row:
+        """Insert and read the stored row back in one round trip (INSERT ... RETURNING)."""
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        try:
+            async with self._write_lock:
+                rows = await self.db.execute_fetchall(
+                    f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING *",
+                    tuple(values.values()))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(_integrity_message(exc)) from None
+        return dict(rows[0])
+
     async def _update(self, table: str, where: str, params: Sequence[Any],
                       values: dict[str, Any]) -> int:
         if not values:

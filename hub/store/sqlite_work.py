@@ -23,8 +23,7 @@ class WorkQueries(SqliteConnection):
 
     async def create_row(self, table: str, project_id: int, values: dict[str, Any]) -> Row:
         _check_columns(table, values)
-        row_id = await self._insert(table, {**values, "project_id": project_id})
-        return await self.get_row(table, project_id, row_id)
+        return await self._insert_returning(table, {**values, "project_id": project_id})
 
     async def get_row(self, table: str, project_id: int, row_id: int) -> Row:
         _check_columns(table, {})
@@ -149,8 +148,7 @@ class WorkQueries(SqliteConnection):
     # Tasks.
 
     async def create_task(self, values: dict[str, Any]) -> Row:
-        task_id = await self._insert("task", {**values, "created": utcnow()})
-        return await self.get_task(task_id)
+        return await self._insert_returning("task", {**values, "created": utcnow()})
 
     async def get_task(self, task_id: int, project_id: int | None = None) -> Row:
         if project_id is None:
