@@ -8,7 +8,6 @@ refused token is not a loss: it ends the runner with a message saying to registe
 import asyncio
 import platform
 import random
-import socket
 import ssl
 import time
 
@@ -186,6 +185,3 @@ class RunnerConnection:
             # reconnected together after a hub restart would otherwise beat together).
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
 
-
-def default_runner_name() -> str:
-    return socket.gethostname()

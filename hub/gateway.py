@@ -20,6 +20,7 @@ from hub.links import RunnerLink
 from hub.ratelimit import SlidingWindow, TokenBucket, per_app
 from hub.reports import NotYourTask
 from hub.security import hash_token
+from hub.store.base import decode_tags
 from hub.store.sqlite import utcnow
 from protocol.codec import CloseCode, ProtocolError, decode_runner_frame, encode
 from protocol.frames import Ack, Error, Heartbeat, Hello, HubFrame, Welcome
@@ -179,11 +180,11 @@ class RunnerSession:
 
     async def _open_link(self, hello: Hello) -> WebSocketLink:
         runner = self.runner
-        tags = list(hello.tags) if hello.tags else _json_list(runner["tags"])
+        tags = list(hello.tags) if hello.tags else decode_tags(runner["tags"])
         # Tags a one-time registration token bound it to stay, whatever its config says.
         tags += [t for t in await self.hub.store.bound_tags(runner["id"]) if t not in tags]
         values = {"touched": utcnow(), "platform": hello.platform,
-                  "version": hello.runner_version, "tags": _dump_list(tags),
+                  "version": hello.runner_version, "tags": json.dumps(tags),
                   "max_parallel_tasks": hello.max_parallel_tasks}
         if hello.name and not runner["name"]:
             values["name"] = hello.name
@@ -248,11 +249,3 @@ class RunnerSession:
         except ConnectionError:
             pass
 
-
-def _json_list(raw: str) -> list[str]:
-    value = json.loads(raw or "[]")
-    return value if isinstance(value, list) else []
-
-
-def _dump_list(values: list[str]) -> str:
-    return json.dumps(values)

@@ -47,11 +47,6 @@ def encode(frame: msgspec.Struct) -> bytes:
     return _encoder.encode(frame)
 
 
-def encode_text(frame: msgspec.Struct) -> str:
-    """Frame -> JSON str, for transports that send text messages."""
-    return _encoder.encode(frame).decode()
-
-
 def decode_runner_frame(data: bytes | str, max_bytes: int = MAX_FRAME_BYTES) -> RunnerFrame:
     """Decode a frame sent by a runner (what the hub receives)."""
     return _decode(_runner_decoder, data, max_bytes)

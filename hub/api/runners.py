@@ -30,10 +30,11 @@ from hub.api.models import (
 )
 from hub.api.serialize import runner_json
 from hub.context import Hub
+from hub.crypto import valid_public_key
 from hub.ratelimit import too_many
 from hub.security import hash_token, new_token, tokens_equal
 from hub.store import NotFound
-from hub.store.base import Row
+from hub.store.base import Row, decode_tags
 
 # Runner registration (the runner's own calls).
 
@@ -47,13 +48,16 @@ async def register_runner(request: web.Request) -> web.Response:
     # refused, and a 256-bit token is not guessed by trying faster.
     try:
         body = await read_body(request, RunnerRegistration)
+        if body.public_key and not valid_public_key(body.public_key):
+            raise ApiError(400, "field `public_key`: must be the base64 of a 32-byte "
+                                "X25519 public key (as `semaphore runner register` sends)")
         hub = hub_of(request)
         one_time = await _redeem(hub, body.registration_token)
     except web.HTTPException:
         failures.hit(address)
         raise
     project_id = one_time["project_id"] if one_time else None
-    tags = _json_list(one_time["tags"]) if one_time else []
+    tags = decode_tags(one_time["tags"]) if one_time else []
     tags += [tag for tag in body.tags if tag not in tags]
     token = new_token()
     row = await hub.store.create_runner({
@@ -129,14 +133,9 @@ async def delete_registration_token(request: web.Request) -> web.Response:
 
 
 def _registration_token_json(row: Row) -> dict:
-    return {"id": row["id"], "project_id": row["project_id"], "tags": _json_list(row["tags"]),
+    return {"id": row["id"], "project_id": row["project_id"], "tags": decode_tags(row["tags"]),
             "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expires"])),
             "used": bool(row["used"]), "runner_id": row["runner_id"], "created": row["created"]}
-
-
-def _json_list(raw: str) -> list[str]:
-    value = json.loads(raw or "[]")
-    return value if isinstance(value, list) else []
 
 
 # Management.
@@ -220,7 +219,7 @@ async def runner_tags(request: web.Request) -> web.Response:
     store = hub_of(request).store
     counts: dict[str, int] = {}
     for row in await store.list_runners(project_id) + await store.list_runners(None):
-        for tag in json.loads(row["tags"] or "[]"):
+        for tag in decode_tags(row["tags"]):
             counts[tag] = counts.get(tag, 0) + 1
     return json_response([{"tag": tag, "number_of_runners": count}
                           for tag, count in sorted(counts.items())])

@@ -4,6 +4,8 @@ import json
 import time
 from typing import Any
 
+from hub.store.base import decode_tags
+
 Row = dict[str, Any]
 
 
@@ -69,7 +71,7 @@ def task_json(row: Row, waiting_reason: str = "") -> Row:
 
 
 def runner_json(row: Row, online: bool, link: Any = None) -> Row:
-    tags = json.loads(row["tags"] or "[]")
+    tags = decode_tags(row["tags"])
     out = {"id": row["id"], "project_id": row["project_id"], "name": row["name"],
            "active": bool(row["active"]), "tag": tags[0] if tags else "", "tags": tags,
            "webhook": row["webhook"], "max_parallel_tasks": row["max_parallel_tasks"],

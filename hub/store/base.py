@@ -5,6 +5,7 @@ is what a PostgreSQL backend serving several hubs will implement.
 """
 
 import abc
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,6 +14,12 @@ Row = dict[str, Any]
 OutputChunk = tuple[int, int, float, str, str]
 
 FINAL_STATUSES = frozenset({"success", "error", "stopped"})
+
+
+def decode_tags(raw: str | None) -> list[str]:
+    """A `tags` column (a JSON list) as a list; anything else as no tags."""
+    value = json.loads(raw or "[]")
+    return [tag for tag in value if isinstance(tag, str)] if isinstance(value, list) else []
 
 
 class StoreError(Exception):

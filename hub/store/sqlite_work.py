@@ -1,12 +1,18 @@
 """SQLite queries for work: project rows, secrets, runners, registration tokens, tasks and
 their output."""
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hub.store.base import FINAL_STATUSES, NotFound, OutputChunk, Row, StoreError
+from hub.store.base import (
+    FINAL_STATUSES,
+    NotFound,
+    OutputChunk,
+    Row,
+    StoreError,
+    decode_tags,
+)
 from hub.store.sqlite_base import (
     RUNNER_COLUMNS,
     TASK_COLUMNS,
@@ -137,7 +143,7 @@ class WorkQueries(SqliteConnection):
         """Tags the one-time token a runner registered with binds it to."""
         rows = await self._fetch_all("SELECT tags FROM registration_token WHERE runner_id = ?",
                                      (runner_id,))
-        return [tag for row in rows for tag in json.loads(row["tags"] or "[]")]
+        return [tag for row in rows for tag in decode_tags(row["tags"])]
 
     async def delete_registration_token(self, token_id: int) -> None:
         cursor = await self._execute("DELETE FROM registration_token WHERE id = ?",

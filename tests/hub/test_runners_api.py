@@ -110,3 +110,11 @@ async def test_task_leaves_named_log_events_with_ids_bound(hub, api, tmp_path):
         assert name in by_name, sorted(by_name)
         assert by_name[name]["task_id"] == task_id
     assert by_name["task.dispatched"]["runner_id"] == by_name["task.running"]["runner_id"]
+
+
+async def test_registration_refuses_a_public_key_it_could_not_seal_to(hub):
+    client = await hub.api(login=False)
+    status, body = await client.request("POST", "/api/internal/runners", {
+        "registration_token": "test-registration-token", "public_key": "not-a-key"})
+    assert status == 400 and "public_key" in body["error"]
+    assert await hub.hub.store.list_runners(None) == []
