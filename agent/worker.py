@@ -71,6 +71,10 @@ class TaskWorker:
         """Start the task unless it is held already (assign is idempotent)."""
         if task_id in self.tasks:
             self.emit(Accepted(task_id=task_id))
+            finished = self.tasks[task_id].finished
+            if finished is not None:
+                # Already over here (the hub lost track): tell it how it ended, again.
+                self.emit(finished)
             return
         reason = self._refusal(spec)
         secrets: dict = {}

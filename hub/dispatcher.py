@@ -136,6 +136,9 @@ class Dispatcher:
             if task is not None and task.status == "starting":
                 await self.store.update_task(task_id, {"status": "waiting", "runner_id": None})
                 self.requeue(task, f"runner `{link.name}` went away before accepting it")
+            elif task is not None and task.status == "stopping" and not task.started_at:
+                # Stopped before its runner ever accepted it: it never ran.
+                await self.end(task, "stopped", "stopped before it started")
         if any(t.runner_id == link.runner_id for t in self.tasks.values()):
             self._arm_lost_timer(link.runner_id)
 

@@ -112,11 +112,14 @@ class RunnerReports:
 
     async def _finished(self, link: RunnerLink, frame: Finished) -> None:
         task = self.dispatcher.tasks.get(frame.task_id)
-        if task is None:
-            # Ended by the hub meanwhile (stopped, runner lost): just let the runner forget it.
+        if task is None or task.runner_id != link.runner_id:
+            # Ended by the hub meanwhile (stopped, runner lost) or given to another runner
+            # since: nothing is applied, but the runner may forget it (else it would hold it,
+            # and resend it, forever).
             link.ack(frame.task_id, frame.last_seq, finished=True)
+            if task is not None:
+                raise NotYourTask(f"task {frame.task_id} is not assigned to this runner")
             return
-        task = self._owned(link, frame.task_id)
         if frame.last_seq > task.received_seq:
             raise ProtocolError("seq_gap", f"task {task.task_id} finished at seq "
                                 f"{frame.last_seq} but output stopped at {task.received_seq}",
