@@ -38,30 +38,32 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
             for key, item in value.items()}
 
 
-async def resolve_secrets(store: Store, cipher: SecretCipher,
-                          template: dict[str, Any]) -> dict[str, Any]:
-    """What the runner must get sealed: environment secrets (as environment variables) and
-    the repository's ssh key. {} when the task has none."""
-    payload: dict[str, Any] = {}
+async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
+                       template: dict[str, Any], max_task_duration_sec: int = 0,
+                       ) -> tuple[TaskSpec, dict[str, Any]]:
+    """The task's spec, and what the runner must get sealed with it: environment secrets (as
+    environment variables) and the repository's ssh key ({} when there are none). Each row
+    is read once: this runs for every task created."""
+    repo = (await _referenced(store, template, "repository")
+            if template.get("repository_id") else None)
+    spec = await _spec(store, task, template, repo, max_task_duration_sec)
+    secrets: dict[str, Any] = {}
     if template.get("environment_id"):
         rows = await store.list_env_secrets(template["environment_id"])
         if rows:
-            payload["env"] = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
-    if template.get("repository_id"):
-        repo = await _referenced(store, template, "repository")
-        if repo["ssh_key_id"]:
-            key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
-            if key["type"] == "ssh" and key["secret"]:
-                payload["ssh_key"] = json.loads(cipher.decrypt(key["secret"]))
-    return payload
+            secrets["env"] = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
+    if repo is not None and repo["ssh_key_id"]:
+        key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
+        if key["type"] == "ssh" and key["secret"]:
+            secrets["ssh_key"] = json.loads(cipher.decrypt(key["secret"]))
+    return spec, secrets
 
 
-async def resolve_spec(store: Store, task: dict[str, Any], template: dict[str, Any],
-                       max_task_duration_sec: int = 0) -> TaskSpec:
+async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
+                repo: dict[str, Any] | None, max_task_duration_sec: int) -> TaskSpec:
     project_id = task["project_id"]
     repository = None
-    if template.get("repository_id"):
-        repo = await _referenced(store, template, "repository")
+    if repo is not None:
         branch = task.get("git_branch") or template.get("git_branch") or repo["git_branch"]
         repository = RepositorySpec(url=repo["git_url"], branch=branch)
     environment: dict[str, str] = {}

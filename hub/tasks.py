@@ -17,7 +17,7 @@ from hub.dispatcher import ActiveTask, Dispatcher
 from hub.events import EventBus
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.output_writer import OutputWriter
-from hub.spec import SpecError, resolve_secrets, resolve_spec
+from hub.spec import SpecError, resolve_task
 from hub.store import Store
 from hub.store.sqlite import utcnow
 from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck
@@ -52,9 +52,8 @@ class TaskService:
             try:
                 template = await self.store.get_row("template", row["project_id"],
                                                     row["template_id"])
-                spec = await resolve_spec(self.store, row, template,
-                                          self.config.max_task_duration_sec)
-                secrets = await resolve_secrets(self.store, self.cipher, template)
+                spec, secrets = await resolve_task(self.store, self.cipher, row, template,
+                                                   self.config.max_task_duration_sec)
             except (SpecError, SecretsUnavailable) as exc:
                 await self._end_row(row, "error", str(exc))
                 continue
@@ -80,8 +79,8 @@ class TaskService:
         """Store a new task and queue it; raises SpecError if it could never run."""
         project_id = project["id"]
         draft = {**values, "project_id": project_id}
-        spec = await resolve_spec(self.store, draft, template, self.config.max_task_duration_sec)
-        secrets = await resolve_secrets(self.store, self.cipher, template)
+        spec, secrets = await resolve_task(self.store, self.cipher, draft, template,
+                                           self.config.max_task_duration_sec)
         row = await self.store.create_task({**values, "project_id": project_id,
                                             "template_id": template["id"],
                                             "user_id": user_id, "status": "waiting"})
