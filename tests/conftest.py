@@ -1,6 +1,7 @@
 import pytest
 
 from tests.hubkit import start_hub
+from tests.lab import Lab
 
 
 @pytest.fixture
@@ -13,3 +14,12 @@ async def hub(tmp_path):
 @pytest.fixture
 async def api(hub):
     return await hub.api()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
