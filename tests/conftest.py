@@ -1,3 +1,6 @@
+import signal
+import subprocess
+
 import pytest
 
 from tests.hubkit import start_hub
@@ -23,3 +26,19 @@ def lab(tmp_path):
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture
+def processes():
+    """Processes a test starts (append them); stopped with SIGINT at the end, killed if they
+    do not go within 15 s."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in started:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()

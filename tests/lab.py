@@ -33,6 +33,15 @@ class Lab:
         self.hubs.append(hub)
         return hub.start()
 
+    def online_runner(self, hub: HubProcess, name: str, web_host: str | None = None,
+                      **options) -> tuple[RunnerProcess, Rest, int]:
+        """A runner of `hub` (reached at web_host, e.g. a proxy), online, with a logged-in
+        REST client and a fresh project."""
+        runner = self.runner(web_host or hub.base_url, name, **options)
+        rest = hub.rest()
+        rest.wait_runner_online(name, logs=self.logs)
+        return runner, rest, rest.project()
+
     def runner(self, web_host: str, name: str, tags=(), max_parallel_tasks: int = 1,
                start: bool = True) -> RunnerProcess:
         runner = RunnerProcess(self.folder / f"runner-{name}", web_host, name, tags,

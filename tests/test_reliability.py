@@ -28,10 +28,7 @@ from tests.lab import (
 def test_hub_kill9_mid_output_then_restart_stores_every_line_once(lab, stop):
     count = 500
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60)
-    lab.runner(hub.base_url, "r1", max_parallel_tasks=10)
-    rest = hub.rest()
-    rest.wait_runner_online("r1", logs=lab.logs)
-    project = rest.project()
+    _, rest, project = lab.online_runner(hub, "r1", max_parallel_tasks=10)
     template = rest.template(project, lab.scripts, lines_script(lab, "lines.sh", count, 0.01))
     tasks = [rest.run(project, template) for _ in range(10)]
     wait_until(lambda: all(stored_lines(rest, project, t) >= 20 for t in tasks), 60,
@@ -58,10 +55,7 @@ def test_connection_cut_mid_output_repeatedly_stores_every_line_once(lab):
     count = 400
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60)
     proxy = lab.proxy(hub.port)
-    lab.runner(proxy.url, "r2", max_parallel_tasks=5)
-    rest = hub.rest()
-    rest.wait_runner_online("r2", logs=lab.logs)
-    project = rest.project()
+    _, rest, project = lab.online_runner(hub, "r2", web_host=proxy.url, max_parallel_tasks=5)
     template = rest.template(project, lab.scripts, lines_script(lab, "lines.sh", count, 0.02))
     tasks = [rest.run(project, template) for _ in range(5)]
     wait_until(lambda: all(stored_lines(rest, project, t) >= 10 for t in tasks), 60,
@@ -93,10 +87,7 @@ def test_connection_cut_mid_output_repeatedly_stores_every_line_once(lab):
 
 def test_runner_kill9_mid_task_ends_task_runner_lost(lab):
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=2)
-    runner = lab.runner(hub.base_url, "r3")
-    rest = hub.rest()
-    rest.wait_runner_online("r3", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r3")
     template = rest.template(project, lab.scripts, lines_script(lab, "slow.sh", 1000, 0.05))
     task = rest.run(project, template)
     wait_until(lambda: stored_lines(rest, project, task) >= 5, 60, message=lab.logs)
@@ -140,10 +131,7 @@ def test_task_assigned_to_a_runner_that_never_accepted_it_runs_on_another(lab):
 def test_sigstopped_runner_goes_offline_and_after_sigcont_delivers_all_output(lab):
     count = 300
     hub = lab.hub(heartbeat_interval=0.3, runner_lost_timeout=30)
-    runner = lab.runner(hub.base_url, "r4")
-    rest = hub.rest()
-    rest.wait_runner_online("r4", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r4")
     template = rest.template(project, lab.scripts, lines_script(lab, "lines.sh", count, 0.01))
     task = rest.run(project, template)
     wait_until(lambda: stored_lines(rest, project, task) >= 10, 60, message=lab.logs)
@@ -167,10 +155,7 @@ def test_restarted_runner_delivers_the_spooled_output_of_its_killed_task(lab):
     lost_timeout = 120
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=lost_timeout)
     proxy = lab.proxy(hub.port)
-    runner = lab.runner(proxy.url, "r5s")
-    rest = hub.rest()
-    rest.wait_runner_online("r5s", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r5s", web_host=proxy.url)
     template = rest.template(project, lab.scripts, lines_script(lab, "spooled.sh", 1000, 0.01))
     task = rest.run(project, template)
     wait_until(lambda: stored_lines(rest, project, task) >= 5, 60, message=lab.logs)
@@ -193,10 +178,7 @@ def test_restarted_runner_delivers_the_spooled_output_of_its_killed_task(lab):
 def test_restarted_runner_ends_its_lost_task_runner_restarted_at_once(lab):
     lost_timeout = 120
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=lost_timeout)
-    runner = lab.runner(hub.base_url, "r5")
-    rest = hub.rest()
-    rest.wait_runner_online("r5", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r5")
     template = rest.template(project, lab.scripts, lines_script(lab, "slow.sh", 1000, 0.05))
     task = rest.run(project, template)
     wait_until(lambda: stored_lines(rest, project, task) >= 5, 60, message=lab.logs)

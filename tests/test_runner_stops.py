@@ -58,10 +58,7 @@ def test_sigterm_drains_runner_finishes_task_takes_no_new_one_and_exits_0(lab):
 
 def test_second_sigterm_stops_running_task_and_runner_exits_0(lab):
     hub = lab.hub(heartbeat_interval=0.3, runner_lost_timeout=30)
-    runner = lab.runner(hub.base_url, "r6b")
-    rest = hub.rest()
-    rest.wait_runner_online("r6b", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r6b")
     write_script(lab.scripts, "long.sh", "echo started\nsleep 600\n")
     task = rest.run(project, rest.template(project, lab.scripts, "long.sh"))
     wait_until(lambda: "started" in rest.raw_output(project, task), 60, message=lab.logs)
@@ -76,10 +73,7 @@ def test_second_sigterm_stops_running_task_and_runner_exits_0(lab):
 
 def test_second_sigterm_without_a_hub_exits_and_the_next_start_delivers(lab):
     hub = lab.hub(heartbeat_interval=0.3, runner_lost_timeout=120)
-    runner = lab.runner(hub.base_url, "r6c")
-    rest = hub.rest()
-    rest.wait_runner_online("r6c", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r6c")
     write_script(lab.scripts, "long.sh", "echo started\nsleep 600\n")
     task = rest.run(project, rest.template(project, lab.scripts, "long.sh"))
     wait_until(lambda: "started" in rest.raw_output(project, task), 60, message=lab.logs)
@@ -103,10 +97,7 @@ def test_second_sigterm_without_a_hub_exits_and_the_next_start_delivers(lab):
 
 def test_stop_while_runner_offline_is_delivered_on_reconnect(lab):
     hub = lab.hub(heartbeat_interval=0.3, runner_lost_timeout=60)
-    runner = lab.runner(hub.base_url, "r7")
-    rest = hub.rest()
-    rest.wait_runner_online("r7", logs=lab.logs)
-    project = rest.project()
+    runner, rest, project = lab.online_runner(hub, "r7")
     write_script(lab.scripts, "ticks.sh",
                  "echo started\nwhile true; do echo tick; sleep 0.2; done\n")
     task = rest.run(project, rest.template(project, lab.scripts, "ticks.sh"))
@@ -128,10 +119,7 @@ def test_stop_while_runner_offline_is_delivered_on_reconnect(lab):
 def test_output_past_the_limit_is_cut_and_the_hub_stays_small(lab):
     limit = 1_000_000
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60, max_task_output_bytes=limit)
-    lab.runner(hub.base_url, "r8")
-    rest = hub.rest()
-    rest.wait_runner_online("r8", logs=lab.logs)
-    project = rest.project()
+    _, rest, project = lab.online_runner(hub, "r8")
     write_script(lab.scripts, "flood.sh", "yes 0123456789 | head -c 50000000; echo END\n")
     task = rest.run(project, rest.template(project, lab.scripts, "flood.sh"))
 
@@ -161,10 +149,7 @@ def test_output_past_the_limit_is_cut_and_the_hub_stays_small(lab):
 
 def test_task_past_max_duration_ends_error_timed_out(lab):
     hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60, max_task_duration_sec=1)
-    lab.runner(hub.base_url, "r9")
-    rest = hub.rest()
-    rest.wait_runner_online("r9", logs=lab.logs)
-    project = rest.project()
+    _, rest, project = lab.online_runner(hub, "r9")
     write_script(lab.scripts, "sleepy.sh", "echo started\nsleep 30\n")
     task = rest.run(project, rest.template(project, lab.scripts, "sleepy.sh"))
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import signal
 import ssl
 import time
 import urllib.request
@@ -263,18 +262,6 @@ def test_server_with_tls_and_a_missing_key_file_stops_naming_it(tmp_path, pki):
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
 
 
-@pytest.fixture
-def processes():
-    started: list = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-    for process in started:
-        try:
-            process.wait(15)
-        except Exception:
-            process.kill()
 
 
 def test_cli_server_and_runner_over_tls_run_a_task(tmp_path, pki, processes):
