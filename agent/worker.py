@@ -62,6 +62,9 @@ class TaskWorker:
         self.tasks: dict[int, HeldTaskState] = {}
         self.draining = False
         self.max_output_bytes = 0  # set from the hub's welcome; 0: no limit
+        # True when tasks run as the runner's own user (no separate task user): a task could
+        # then read the runner's token and key, so the hub is told (hello) and shows it.
+        self.shared_identity = True
         self._idle = asyncio.Event()
         self._idle.set()
 
