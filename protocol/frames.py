@@ -79,6 +79,9 @@ class Hello(_Frame, tag="hello"):
     max_parallel_tasks: int = 0
     platform: str = ""
     held_tasks: list[HeldTask] = []
+    # Its tasks run as the runner's own user (no separate task user): they can read its
+    # token, key and spool. The hub records it and warns; it grants nothing.
+    shared_identity: bool = False
 
 
 class Heartbeat(_Frame, tag="heartbeat"):
@@ -126,6 +129,10 @@ class Welcome(_Frame, tag="welcome"):
     max_frame_bytes: int
     max_output_bytes: int
     acked: list[TaskAck] = []
+    # The tags the hub holds for this runner, the only ones it is dispatched by (the hello's
+    # are not taken), and, when the hello asked for others, a notice saying so.
+    tags: list[str] = []
+    notice: str = ""
 
 
 class Assign(_Frame, tag="assign"):
