@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ from agent.config import (
     write_private_file,
 )
 from agent.connection import RunnerConnection, RunnerRefused
+from agent.isolation import (
+    IsolationError,
+    TaskIdentity,
+    check_private_file,
+    forbid_inspection,
+    resolve_task_identity,
+)
 from agent.keys import RunnerKeyError, SecretOpener, create_key_pair, load_private_key
 from agent.logs import configure_logging
 from agent.registration import RegistrationError, register, unregister
@@ -42,6 +50,11 @@ def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
     setup.add_argument("--token-file", help="file that will hold the runner's token")
     setup.add_argument("--name", help="runner name shown on the hub (default: host name)")
     setup.add_argument("--tags", help="comma-separated tags, matched by templates' runner_tag")
+    setup.add_argument("--task-user", help="unprivileged user that tasks run as (the runner "
+                                           "must then run as root)")
+    setup.add_argument("--allow-root-tasks", action="store_true", default=None,
+                       help="accept that a runner run as root without --task-user runs tasks "
+                            "as root")
     setup.add_argument("--non-interactive", action="store_true",
                        help="never prompt, even at a terminal")
     setup.set_defaults(handler=cmd_setup)
@@ -64,7 +77,8 @@ def run_runner_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     try:
         return args.handler(args)
-    except (RunnerConfigError, RegistrationError, RunnerRefused, RunnerKeyError) as exc:
+    except (RunnerConfigError, RegistrationError, RunnerRefused, RunnerKeyError,
+            IsolationError) as exc:
         print(f"semaphore runner {args.runner_command}: {exc}", file=sys.stderr)
         return 1
 
@@ -102,7 +116,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
         private_key_file=section.private_key_file,
         name=answer(args.name, "Runner name", section.name),
         tags=[t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str)
-        else list(tags)))
+        else list(tags),
+        server_ca_cert_file=section.server_ca_cert_file,
+        skip_tls_verify=section.skip_tls_verify,
+        task_user=answer(args.task_user, "User that tasks run as (empty: this user)",
+                         section.task_user),
+        allow_root_tasks=(section.allow_root_tasks if args.allow_root_tasks is None
+                          else args.allow_root_tasks)))
     config.validate(path)
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")
@@ -184,28 +204,46 @@ def cmd_start(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_runner_config(path)
     token = _require_token(config, path)
-    Path(config.runner.tmp_path).mkdir(parents=True, exist_ok=True)
+    # Everything the runner writes (spool, checkouts) is its own; tasks get their own folder.
+    os.umask(0o077)
+    identity = resolve_task_identity(config.runner.task_user, config.runner.allow_root_tasks)
+    forbid_inspection()
     key_path = config.private_key_path(path)
+    for private in (path, config.token_path(path), key_path):
+        if private is not None:
+            check_private_file(private)
+    _warn_if_shared(identity)
     if key_path.exists():
         opener = SecretOpener(load_private_key(key_path))
     else:
         log.warning("runner.no_private_key", path=str(key_path),
                     consequence="tasks with secrets will be rejected; run register again")
         opener = SecretOpener(None)
-    return asyncio.run(_serve(config, token, opener))
+    return asyncio.run(_serve(config, token, opener, identity))
 
 
-async def _serve(config: RunnerConfig, token: str, opener: SecretOpener) -> int:
+def _warn_if_shared(identity: TaskIdentity) -> None:
+    if identity.separate:
+        log.info("runner.task_user", user=identity.name, uid=identity.uid)
+        return
+    log.warning("runner.shared_identity", user=identity.name,
+                consequence="tasks run as the runner's own user and can read its token and "
+                            "key; the hub shows this runner as shared identity. Run the "
+                            "runner as root with runner.task_user set to isolate tasks")
+
+
+async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
+                 identity: TaskIdentity) -> int:
     warn_if_plaintext(config)
     url = config.websocket_url()
     # Built once for every reconnect; logs runner.tls.unverified if verification is off.
     ssl_context = client_ssl_context(config) if url.startswith("wss:") else None
-    worker = TaskWorker(config.runner.tmp_path, config.runner.max_parallel_tasks,
-                        emit=lambda frame: None, opener=opener)
+    worker = TaskWorker(config.state_folder, config.runner.max_parallel_tasks,
+                        emit=lambda frame: None, opener=opener, identity=identity)
     worker.recover()  # what a crashed or killed earlier run left in the spool
     connection = RunnerConnection(url, token, worker,
                                   name=config.display_name, tags=config.runner.tags,
-                                  disk_path=config.runner.tmp_path, ssl_context=ssl_context)
+                                  disk_path=str(config.state_folder), ssl_context=ssl_context)
     stop = asyncio.Event()
     drain = asyncio.Event()
     signals_seen = 0

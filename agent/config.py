@@ -3,7 +3,8 @@
     {"web_host": "https://hub.example.com",
      "runner": {"registration_token": "...", "token": "", "token_file": "/etc/semaphore/token",
                 "max_parallel_tasks": 1, "tmp_path": "/var/lib/semaphore-runner",
-                "webhook": "", "private_key_file": "", "name": "web-1", "tags": ["prod"]}}
+                "webhook": "", "private_key_file": "", "name": "web-1", "tags": ["prod"],
+                "task_user": "semaphore-task"}}
 
 A missing or unreadable file, a file that is not JSON, an unknown key or a wrong value ends
 the command with a message naming the file and the key.
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.isolation import default_state_folder
 from protocol.validation import describe
 
 
@@ -29,7 +31,9 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     token: str = ""
     token_file: str = ""
     max_parallel_tasks: int = 1
-    tmp_path: str = "/tmp/semaphore-runner"
+    # The runner's state: spool and task folders. Empty: /var/lib/semaphore-runner for root,
+    # else the user's state folder; never /tmp, where another user could create it first.
+    tmp_path: str = ""
     webhook: str = ""
     private_key_file: str = ""
     name: str = ""
@@ -38,6 +42,11 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     # (logged as a warning at every start).
     server_ca_cert_file: str = ""
     skip_tls_verify: bool = False
+    # Who tasks run as: an unprivileged user the runner (as root) switches to for every task,
+    # so that a task cannot read the runner's token, key or spool. Empty: the runner's own
+    # user, which as root is refused unless allow_root_tasks says so.
+    task_user: str = ""
+    allow_root_tasks: bool = False
 
 
 class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,6 +66,10 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
     def api_url(self, path: str) -> str:
         return f"{self.web_host.rstrip('/')}{path}"
 
+    @property
+    def state_folder(self) -> Path:
+        return Path(self.runner.tmp_path or default_state_folder()).expanduser()
+
     def validate(self, path: Path) -> None:
         parts = urlsplit(self.web_host)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -65,8 +78,9 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
                 f"got {self.web_host!r}")
         if self.runner.max_parallel_tasks < 0:
             raise RunnerConfigError(f"{path}: `runner.max_parallel_tasks` must be >= 0")
-        if not self.runner.tmp_path:
-            raise RunnerConfigError(f"{path}: `runner.tmp_path` must not be empty")
+        if self.runner.tmp_path and not Path(self.runner.tmp_path).expanduser().is_absolute():
+            raise RunnerConfigError(f"{path}: `runner.tmp_path` must be an absolute path, got "
+                                    f"{self.runner.tmp_path!r}")
 
     def token_path(self, config_path: Path) -> Path | None:
         """token_file, a relative one taken from the config file's folder."""

@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from agent.apps import UnsupportedApp, build_command
+from agent.apps import UnsupportedApp, build_command, check_app
+from agent.isolation import TaskIdentity
 from agent.output import OutputCoalescer, pump_pipe
+from agent.taskenv import PlaybookError, resolve_playbook, task_environment
 from protocol.frames import TaskSpec
 
 log = structlog.get_logger("agent.executor")
@@ -60,15 +63,17 @@ class Outcome:
 class TaskExecution:
     """One task's processes. `run()` returns how it ended; `stop()` ends it early."""
 
-    def __init__(self, task_id: int, spec: TaskSpec, work_root: Path, sink: OutputCoalescer,
+    def __init__(self, task_id: int, spec: TaskSpec, tasks_root: Path, sink: OutputCoalescer,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
                  secrets: dict | None = None,
-                 on_process: Callable[[int], None] | None = None):
+                 on_process: Callable[[int], None] | None = None,
+                 identity: TaskIdentity | None = None):
         self.secrets = secrets or {}
         self.on_process = on_process  # told each process group started, for the spool
         self.task_id = task_id
         self.spec = spec
-        self.work_dir = work_root / f"task_{task_id}"
+        self.identity = identity or TaskIdentity.of_runner()
+        self.work_dir = tasks_root / f"task_{task_id}"
         self.sink = sink
         self.kill_grace = kill_grace
         limits = [t for t in (spec.timeout_sec, max_duration_sec) if t > 0]
@@ -86,13 +91,13 @@ class TaskExecution:
         try:
             return await self._run()
         finally:
-            self.sink.flush()
+            await self.sink.close()
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     async def _run(self) -> Outcome:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._make_work_dir()
         try:
-            command = build_command(self.spec)
+            check_app(self.spec)
         except UnsupportedApp as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))
@@ -102,8 +107,15 @@ class TaskExecution:
             return outcome
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
-        env = {**os.environ, **self.spec.environment, **self.secrets.get("env", {}),
-               "SEMAPHORE_TASK_ID": str(self.task_id)}
+        try:
+            command = build_command(self.spec, resolve_playbook(cwd, self.spec.playbook))
+        except (UnsupportedApp, PlaybookError) as exc:
+            await self._say(f"{exc}\n")
+            return Outcome("error", message=str(exc))
+        env, refused = task_environment(self.spec, self.secrets, self.identity, self.work_dir,
+                                        self.task_id)
+        for name in refused:
+            await self._say(f"environment variable {name!r} ignored: not a valid name\n")
         started = time.monotonic()
         exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout)
         outcome.exit_code = exit_code
@@ -118,6 +130,15 @@ class TaskExecution:
         self.log.info("task.process.ended", exit_code=exit_code, status=outcome.status,
                       seconds=round(time.monotonic() - started, 3))
         return outcome
+
+    def _make_work_dir(self) -> None:
+        """The task's own folder, new (a leftover of an earlier run is removed first) and
+        private to the task's user: 0700, owned by it when tasks run as another user."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.work_dir.mkdir(mode=0o700)
+        if self.identity.separate:
+            os.chown(self.work_dir, self.identity.uid, self.identity.gid)
 
     async def _checkout(self, outcome: Outcome) -> Path | None:
         """Clone the repository (or use an absolute path as it is); None if that failed."""
@@ -141,7 +162,8 @@ class TaskExecution:
         args += ["--", repo.url, str(target)]
         await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
                                                  else "") + "\n")
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        env = task_environment(None, {}, self.identity, self.work_dir, self.task_id)[0]
+        env["GIT_TERMINAL_PROMPT"] = "0"
         key_file = self._write_ssh_key(env)
         try:
             code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
@@ -165,9 +187,11 @@ class TaskExecution:
         if not key.get("private_key"):
             return None
         path = self.work_dir / ".repository_key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(key["private_key"].rstrip("\n") + "\n")
+        if self.identity.separate:  # ssh runs as the task's user and must read it
+            os.chown(path, self.identity.uid, self.identity.gid)
         user = f" -l {shlex.quote(key['login'])}" if key.get("login") else ""
         # known_hosts in the task's folder: the runner writes nothing outside tmp_path.
         known_hosts = shlex.quote(str(self.work_dir / ".known_hosts"))
@@ -177,9 +201,15 @@ class TaskExecution:
         return path
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
+        # As the task's user: git reads the repository's own config (core.fsmonitor and the
+        # like run commands), which must never run with the runner's rights. The folder may
+        # belong to someone else (a path on the runner): safe.directory lets git read it.
         proc = await asyncio.create_subprocess_exec(
-            "git", "-C", str(path), "log", "-1", "--format=%H%n%s",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            "git", "-c", "safe.directory=*", "-C", str(path), "log", "-1", "--format=%H%n%s",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, cwd=self.work_dir,
+            env=task_environment(None, {}, self.identity, self.work_dir, self.task_id)[0],
+            **self._as_task_user())
         out, _ = await proc.communicate()
         if proc.returncode == 0:
             commit_hash, _, message = out.decode(errors="replace").partition("\n")
@@ -192,7 +222,7 @@ class TaskExecution:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True)
+                start_new_session=True, **self._as_task_user())
         except OSError as exc:
             await self._say(f"cannot start {argv[0]}: {exc.strerror or exc}\n")
             return 127, "exit"
@@ -247,6 +277,13 @@ class TaskExecution:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def _as_task_user(self) -> dict[str, Any]:
+        """subprocess arguments that start a process as the task's user (none when tasks run
+        as the runner's own user): its uid, its group and no supplementary groups."""
+        if not self.identity.separate:
+            return {}
+        return {"user": self.identity.uid, "group": self.identity.gid, "extra_groups": []}
 
     async def _say(self, text: str) -> None:
         """A line from the runner itself, in the task's output."""

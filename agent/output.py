@@ -12,6 +12,7 @@ import codecs
 import time
 from collections.abc import Callable
 
+from agent.masking import SecretMasker, mask_values
 from protocol.frames import Output, Stream
 from protocol.limits import OUTPUT_FLUSH_INTERVAL, OUTPUT_FRAME_BYTES, PARTIAL_LINE_FLUSH
 from protocol.session import OutputLedger
@@ -19,8 +20,6 @@ from protocol.session import OutputLedger
 # Unacked output a task may have before its writer waits for acks (bytes).
 MAX_UNACKED_BYTES = 32 * 1024 * 1024
 READ_CHUNK = 64 * 1024
-MASK = "********"
-MIN_MASKED = 4
 
 
 class OutputCoalescer:
@@ -30,10 +29,9 @@ class OutputCoalescer:
                  max_unacked_bytes: int = MAX_UNACKED_BYTES, max_output: int = 0,
                  masks: list[str] | None = None):
         self._ledger = ledger
-        # Secret values, longest first (so a secret containing another is masked whole).
-        # Shorter than 4 characters they would mask ordinary text; they are not masked.
-        self._masks = sorted((m for m in masks or () if len(m) >= MIN_MASKED), key=len,
-                             reverse=True)
+        # One masker per stream: a secret split across writes of one stream is still masked.
+        values = mask_values(list(masks or ()))
+        self._maskers = {"stdout": SecretMasker(values), "stderr": SecretMasker(values)}
         self._max_output = max_output  # characters a task may send in all; 0: no limit
         self._written = 0
         self._cut = False
@@ -48,8 +46,19 @@ class OutputCoalescer:
         self._room.set()
 
     async def write(self, stream: Stream, text: str) -> None:
-        for secret in self._masks:
-            text = text.replace(secret, MASK)
+        await self._write(stream, self._maskers[stream].feed(text))
+
+    async def end_stream(self, stream: Stream) -> None:
+        """The stream ended: what the masker held back (it could not be a secret) goes out."""
+        await self._write(stream, self._maskers[stream].finish())
+
+    async def close(self) -> None:
+        """The task is over: release what is held back and send everything now."""
+        for stream in ("stdout", "stderr"):
+            await self.end_stream(stream)
+        self.flush()
+
+    async def _write(self, stream: Stream, text: str) -> None:
         if self._max_output:
             text = self._within_limit(text)
         # A frame never holds more than OUTPUT_FRAME_BYTES characters (JSON escaping keeps it
@@ -130,6 +139,7 @@ async def pump_pipe(reader: asyncio.StreamReader, stream: Stream,
             partial += decoder.decode(b"", final=True)
             if partial:
                 await sink.write(stream, partial)
+            await sink.end_stream(stream)
             return
         text = partial + decoder.decode(chunk)
         cut = text.rfind("\n") + 1

@@ -34,13 +34,13 @@ class Recovered:
     frames: "DiskFrames"
     last_seq: int
     finished: Finished | None
-    process: dict | None  # {"pid", "started"} of the task's process group leader
+    process: dict | None  # {"pid", "started", "uid"} of the task's process group leader
 
 
 class DiskFrames:
     def __init__(self, folder: Path):
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index: deque[tuple[int, int, int, int]] = deque()  # seq, segment, offset, size
         self._segment = 0
         self._segment_size = 0
@@ -86,8 +86,11 @@ class DiskFrames:
         return Recovered(task_id, spool, max(last_seq, finished.last_seq if finished else 0),
                          finished, process)
 
-    def record_process(self, pid: int, started: float) -> None:
-        (self.folder / PROCESS_FILE).write_text(json.dumps({"pid": pid, "started": started}))
+    def record_process(self, pid: int, started: float, uid: int) -> None:
+        """The task's process group leader, to kill its group after a runner crash; start
+        time and user tell it apart from a later process that reuses the pid."""
+        (self.folder / PROCESS_FILE).write_text(
+            json.dumps({"pid": pid, "started": started, "uid": uid}))
 
     def record_finished(self, frame: Finished) -> None:
         (self.folder / FINISHED_FILE).write_bytes(encode(frame))

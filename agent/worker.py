@@ -16,8 +16,9 @@ from pathlib import Path
 import psutil
 import structlog
 
-from agent.apps import UnsupportedApp, build_command
+from agent.apps import UnsupportedApp, check_app
 from agent.executor import Outcome, TaskExecution
+from agent.isolation import TaskIdentity, prepare_private_folder
 from agent.keys import RunnerKeyError, SecretOpener
 from agent.output import OutputCoalescer
 from agent.spool import DiskFrames
@@ -52,9 +53,18 @@ class HeldTaskState:
 class TaskWorker:
     def __init__(self, tmp_path: str | Path, max_parallel_tasks: int, emit: Emit,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
-                 opener: SecretOpener | None = None):
+                 opener: SecretOpener | None = None, identity: TaskIdentity | None = None):
         self.opener = opener or SecretOpener(None)
+        self.identity = identity or TaskIdentity.of_runner()
+        # Runner-only folders (0700): the spool holds unacked output and how tasks ended. With
+        # a separate task user, tmp_path and tasks/ are 0711: the task user may pass through
+        # to its own task folder (0700, its own) but list nothing and read nothing else.
         self.work_root = Path(tmp_path)
+        passable = 0o711 if self.identity.separate else 0o700
+        prepare_private_folder(self.work_root, passable)
+        self.tasks_root = self.work_root / "tasks"
+        prepare_private_folder(self.tasks_root, passable)
+        prepare_private_folder(self.work_root / "spool")
         self.max_parallel_tasks = max_parallel_tasks
         self.emit = emit
         self.kill_grace = kill_grace
@@ -64,7 +74,7 @@ class TaskWorker:
         self.max_output_bytes = 0  # set from the hub's welcome; 0: no limit
         # True when tasks run as the runner's own user (no separate task user): a task could
         # then read the runner's token and key, so the hub is told (hello) and shows it.
-        self.shared_identity = True
+        self.shared_identity = not self.identity.separate
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -94,9 +104,10 @@ class TaskWorker:
         ledger = OutputLedger(task_id, store=spool)
         sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes,
                                masks=secret_values(secrets))
-        execution = TaskExecution(task_id, spec, self.work_root, sink, self.kill_grace,
+        execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
                                   self.max_duration_sec, secrets,
-                                  on_process=lambda pid: _record_process(spool, pid))
+                                  on_process=lambda pid: _record_process(spool, pid),
+                                  identity=self.identity)
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
@@ -200,7 +211,7 @@ class TaskWorker:
         if not self.has_free_slot:
             return f"busy: {self.max_parallel_tasks} tasks running"
         try:
-            build_command(spec)
+            check_app(spec)
         except UnsupportedApp as exc:
             return str(exc)
         return ""
@@ -241,20 +252,26 @@ def secret_values(secrets: dict) -> list[str]:
 
 def _record_process(spool: DiskFrames, pid: int) -> None:
     try:
-        spool.record_process(pid, psutil.Process(pid).create_time())
+        leader = psutil.Process(pid)
+        spool.record_process(pid, leader.create_time(), leader.uids().real)
     except (psutil.Error, OSError):
         pass  # it already ended: nothing would be left to kill
 
 
 def _kill_leftover(process: dict | None, task_id: int) -> None:
-    """Kill the process group a crashed runner left running, if it is still that group."""
+    """Kill the process group a crashed runner left running, if it is still that group: the
+    same leader (start time), still a group leader, run by the same user. A pid reused by an
+    unrelated process is never signalled."""
     if not process:
         return
     try:
-        leader = psutil.Process(process["pid"])
+        pid = process["pid"]
+        leader = psutil.Process(pid)
         if abs(leader.create_time() - process["started"]) > 1.0:
             return  # the pid was reused by something else
-        os.killpg(process["pid"], signal.SIGKILL)
+        if leader.uids().real != process["uid"] or os.getpgid(pid) != pid:
+            return  # not the task's user, or no longer the leader of its own group
+        os.killpg(pid, signal.SIGKILL)
         log.warning("task.leftover.killed", task_id=task_id, pid=process["pid"])
     except (psutil.Error, OSError, KeyError, TypeError):
         pass

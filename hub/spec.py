@@ -1,6 +1,7 @@
 """Resolves a task into the spec a runner needs: app, script, arguments, repository, env."""
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 from hub.crypto import SecretCipher
@@ -64,23 +65,54 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
     project_id = task["project_id"]
     repository = None
     if repo is not None:
-        branch = task.get("git_branch") or template.get("git_branch") or repo["git_branch"]
+        # The API admits a task's branch only where the template allows it
+        # (allow_override_branch_in_task); a stored one is honoured under the same rule.
+        task_branch = task.get("git_branch") if template.get(
+            "allow_override_branch_in_task") else ""
+        branch = task_branch or template.get("git_branch") or repo["git_branch"]
         repository = RepositorySpec(url=repo["git_url"], branch=branch)
     environment: dict[str, str] = {}
+    extra_vars: dict[str, Any] = {}
     if template.get("environment_id"):
         env_row = await _referenced(store, template, "environment")
         environment = parse_env(env_row["env"], f"environment {env_row['id']} `env`")
-    # The task's own environment (JSON) adds to and overrides the template's.
-    environment |= parse_env(task.get("environment"), "task `environment`")
-    arguments = parse_arguments(template.get("arguments"), "template `arguments`")
-    if task.get("arguments"):
-        arguments += parse_arguments(task["arguments"], "task `arguments`")
+        extra_vars = parse_vars(env_row["json"], f"environment {env_row['id']} `json`")
+    # The task's own `environment` is extra vars over the environment's, as in Semaphore:
+    # data for the play or script, never process environment (a task_runner sets it).
+    extra_vars |= parse_vars(task.get("environment"), "task `environment`")
+    task_arguments = (parse_arguments(task.get("arguments"), "task `arguments`")
+                      if template.get("allow_override_args_in_task") else [])
     limits = [t for t in (template.get("timeout_sec") or 0, max_task_duration_sec) if t > 0]
     return TaskSpec(project_id=project_id, template_id=template["id"], app=template["app"],
                     playbook=task.get("playbook") or template["playbook"],
-                    arguments=arguments, environment=environment, repository=repository,
+                    arguments=parse_arguments(template.get("arguments"),
+                                              "template `arguments`"),
+                    task_arguments=task_arguments, environment=environment,
+                    extra_vars=extra_vars, repository=repository,
                     timeout_sec=min(limits) if limits else 0,
                     message=task.get("message") or "")
+
+
+def parse_vars(raw: str | None, what: str) -> dict[str, Any]:
+    """Extra vars: a JSON object whose values keep their JSON types."""
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise SpecError(f"{what} must be a JSON object, got {raw[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise SpecError(f"{what} must be a JSON object, got {raw[:80]!r}")
+    return value
+
+
+def check_playbook(playbook: str, what: str) -> None:
+    """A playbook names a file inside the repository: no absolute path, no `..` (the runner
+    checks again after checkout, symbolic links included)."""
+    parts = PurePosixPath(playbook).parts
+    if playbook.startswith(("/", "\\")) or ".." in parts or "\0" in playbook:
+        raise SpecError(f"{what} must be a path inside the repository (no absolute path, "
+                        f"no `..`), got {playbook!r}")
 
 
 async def _referenced(store: Store, template: dict[str, Any], table: str) -> dict[str, Any]:

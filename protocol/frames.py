@@ -5,7 +5,7 @@ a frame of the wrong direction is refused like an unknown one. Fields added late
 defaults so that an older peer keeps decoding what it knows.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -51,9 +51,14 @@ class TaskSpec(msgspec.Struct, frozen=True):
     project_id: int
     template_id: int
     app: str
-    playbook: str = ""
-    arguments: list[str] = []
+    playbook: str = ""  # a path inside the checkout; the runner refuses one that leaves it
+    arguments: list[str] = []  # the template's
+    task_arguments: list[str] = []  # the task's own (when the template allows them)
+    # Process environment: only from the environment object (chosen by a manager or owner).
     environment: dict[str, str] = {}
+    # Extra variables (the environment's `json` with the task's `environment` over it): data
+    # for the play or script, never process environment.
+    extra_vars: dict[str, Any] = {}
     # Secrets (environment secrets, the repository's key) as a NaCl SealedBox to the
     # runner's public key, base64: only the runner that runs the task can open them.
     sealed_secrets: str = ""

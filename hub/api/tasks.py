@@ -7,6 +7,7 @@ import msgspec
 from aiohttp import web
 
 from hub.api.common import (
+    ROLE_RANK,
     ApiError,
     current_user,
     hub_of,
@@ -15,11 +16,12 @@ from hub.api.common import (
     no_content,
     project_access,
     read_body,
+    require_admin,
 )
 from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, task_json
 from hub.context import PROJECT
-from hub.spec import SpecError, parse_arguments, parse_env
+from hub.spec import SpecError, check_playbook, parse_arguments, parse_vars
 from hub.store import NotFound
 
 OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
@@ -46,12 +48,11 @@ async def create_task(request: web.Request) -> web.Response:
     except NotFound:
         raise ApiError(400, f"field `template_id`: template {body.template_id} not found in "
                             f"project {project_id}") from None
-    if body.arguments and not template["allow_override_args_in_task"]:
-        raise ApiError(400, f"field `arguments`: template {template['id']} does not allow "
-                            "arguments to be set per task (allow_override_args_in_task)")
+    await _check_overrides(request, project_id, body, template)
     try:
         parse_arguments(body.arguments, "field `arguments`")
-        parse_env(body.environment, "field `environment`")
+        parse_vars(body.environment, "field `environment`")
+        check_playbook(body.playbook, "field `playbook`")
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
     params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff")}
@@ -62,6 +63,26 @@ async def create_task(request: web.Request) -> web.Response:
     row = await hub.tasks.create(request[PROJECT], template, values,
                                  current_user(request)["id"])
     return json_response(_show(request, row), status=201)
+
+
+async def _check_overrides(request: web.Request, project_id: int, body: TaskRequest,
+                           template: dict) -> None:
+    """What a task may change of its template, as Semaphore's allow_override_* flags say;
+    the playbook (which code runs) only for those who may edit the template anyway."""
+    if body.arguments and not template["allow_override_args_in_task"]:
+        raise ApiError(400, f"field `arguments`: template {template['id']} does not allow "
+                            "arguments to be set per task (allow_override_args_in_task)")
+    if (body.git_branch and body.git_branch != template["git_branch"]
+            and not template["allow_override_branch_in_task"]):
+        raise ApiError(400, f"field `git_branch`: template {template['id']} does not allow "
+                            "the branch to be chosen per task (allow_override_branch_in_task)")
+    if body.playbook and body.playbook != template["playbook"]:
+        user = current_user(request)
+        role = None if user["admin"] else await hub_of(request).store.project_role(
+            project_id, user["id"])
+        if role is not None and ROLE_RANK[role] < ROLE_RANK["manager"]:
+            raise ApiError(403, "field `playbook`: only a manager or owner of the project may "
+                                "run a template with another playbook")
 
 
 async def _task(request: web.Request) -> dict:
@@ -75,6 +96,8 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def delete_task(request: web.Request) -> web.Response:
     project_id = await project_access(request, "manager")
+    # Semaphore: a task and its output are the project's history; only admins delete them.
+    require_admin(request)
     task_id = int_param(request, "task_id")
     hub = hub_of(request)
     if task_id in hub.dispatcher.tasks:

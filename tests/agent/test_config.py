@@ -149,7 +149,7 @@ def test_bad_web_host_is_refused(write, web_host):
 
 @pytest.mark.parametrize(("runner", "key"), [
     ({"max_parallel_tasks": -1}, "`runner.max_parallel_tasks`"),
-    ({"tmp_path": ""}, "`runner.tmp_path`"),
+    ({"tmp_path": "relative/work"}, "`runner.tmp_path`"),
 ])
 def test_bad_runner_values_are_named(write, runner, key):
     with pytest.raises(RunnerConfigError) as info:

@@ -255,12 +255,13 @@ async def test_timeout_kills_the_process_group(tmp_path, leftovers):
 async def test_work_dir_is_removed_after_the_run(tmp_path):
     script = tmp_path / "elsewhere" / "run.sh"
     script.parent.mkdir()
-    script.write_text("touch left-behind\necho $PWD\n")
-    spec = TaskSpec(project_id=1, template_id=1, app="bash", playbook=str(script))
+    script.write_text('touch "$HOME/left-behind"\necho $HOME\n')
+    spec = TaskSpec(project_id=1, template_id=1, app="bash", playbook="run.sh",
+                    repository=RepositorySpec(url=str(script.parent)))
     run = Run(tmp_path, spec, task_id=5)
     outcome = await run.run()
     assert outcome.status == "success", (outcome, run.text())
-    assert run.text("stdout").strip() == str(run.work_root / "task_5")
+    assert run.text("stdout").strip() == str(run.work_root / "task_5")  # HOME: its folder
     assert run.work_root.is_dir()
     assert not (run.work_root / "task_5").exists()
 

@@ -1,0 +1,70 @@
+"""What a task's process is given: its environment, and the script it may run.
+
+The environment is built, never inherited: a small set of the runner's own variables that a
+program needs to work (PATH, locale, proxies), then the environment object's variables and
+env secrets (chosen by a project manager or owner), then SEMAPHORE_TASK_ID. Nothing a task's
+creator writes becomes process environment: the task's `environment` field is extra vars
+(data in argv), so BASH_ENV, BASH_FUNC_*, LD_PRELOAD and the like cannot be slipped in by a
+task_runner. The runner's own variables (its config path, the frozen binary's library path)
+stay with the runner.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from agent.isolation import TaskIdentity
+from protocol.frames import TaskSpec
+
+# Taken from the runner's environment when present: what programs need to find themselves,
+# speak the right language and reach the network the way this host does.
+INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ", "http_proxy", "https_proxy", "no_proxy",
+             "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# POSIX names; others (with `%`, `=`, spaces) are how shells smuggle functions in.
+VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class PlaybookError(Exception):
+    """The playbook is not a file inside the task's checkout."""
+
+
+def task_environment(spec: TaskSpec | None, secrets: dict, identity: TaskIdentity,
+                     work_dir: Path, task_id: int) -> tuple[dict[str, str], list[str]]:
+    """The process environment of a task's program (or, with no spec, of its git commands),
+    and the names refused from the environment object."""
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env.update({name: value for name, value in os.environ.items() if name.startswith("LC_")})
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(HOME=str(work_dir), PWD=str(work_dir), USER=identity.name,
+               LOGNAME=identity.name)
+    refused: list[str] = []
+    if spec is not None:
+        chosen = {**spec.environment, **secrets.get("env", {})}
+        for name, value in chosen.items():
+            if VALID_NAME.match(name) and "\0" not in value:
+                env[name] = value
+            else:
+                refused.append(name)
+    env["SEMAPHORE_TASK_ID"] = str(task_id)
+    return env, refused
+
+
+def resolve_playbook(checkout: Path, playbook: str) -> Path:
+    """The playbook as an absolute path inside the checkout. Absolute paths, `..` out of the
+    checkout and symbolic links that lead out of it are refused: a task may run only code
+    that is in its repository."""
+    if not playbook or "\0" in playbook:
+        raise PlaybookError("the playbook must name a file in the repository")
+    relative = Path(playbook)
+    if relative.is_absolute():
+        raise PlaybookError(f"playbook {playbook!r} must be a path inside the repository, "
+                            "not an absolute path")
+    root = checkout.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise PlaybookError(f"playbook {playbook!r} leads out of the repository "
+                            "(through `..` or a symbolic link); refused")
+    if not target.is_file():
+        raise PlaybookError(f"playbook {playbook!r} is not a file in the repository")
+    return target
