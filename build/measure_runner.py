@@ -1,9 +1,11 @@
 """Figures for the README, measured on this machine: the built runner's size, the cold start
 of `--version`, and the idle RSS of a runner connected to a hub (both its processes: the
 one-file bootloader and the Python process it starts).
-Usage: python build/measure_runner.py   (after bash build/build_runner.sh)
+Usage: python build/measure_runner.py [--binary PATH] [--no-rss]   (after build_runner.sh;
+--no-rss skips the connected runner, e.g. to compare builds by size and start alone)
 """
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -18,25 +20,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.faults import REGISTRATION_TOKEN, HubProcess  # noqa: E402
 
-BINARY = ROOT / "dist" / "semaphore"
-
 
 def main() -> int:
-    size = BINARY.stat().st_size
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", type=Path, default=ROOT / "dist" / "semaphore")
+    parser.add_argument("--no-rss", action="store_true")
+    args = parser.parse_args()
+    binary = args.binary.resolve()
+    size = binary.stat().st_size
     starts = []
     for _ in range(10):
         began = time.perf_counter()
-        subprocess.run([str(BINARY), "--version"], check=True, capture_output=True)
+        subprocess.run([str(binary), "--version"], check=True, capture_output=True)
         starts.append(time.perf_counter() - began)
+    figures = {
+        "binary_bytes": size, "binary_mib": round(size / 2**20, 1),
+        "version_cold_start_s": {"median": round(statistics.median(starts), 3),
+                                 "max": round(max(starts), 3)},
+        "glibc": subprocess.run(["ldd", "--version"], capture_output=True,
+                                text=True).stdout.splitlines()[0],
+    }
+    if not args.no_rss:
+        figures["idle_rss_mib"] = idle_rss(binary)
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def idle_rss(binary: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder, HubProcess(Path(folder) / "hub") as hub:
         hub.start()
         config = Path(folder) / "config.runner.json"
         for step in (["setup", "--non-interactive", "--web-host", hub.base_url,
                       "--registration-token", REGISTRATION_TOKEN, "--name", "measured",
                       "--tmp-path", str(Path(folder) / "w")], ["register"]):
-            subprocess.run([str(BINARY), "runner", step[0], "--config", str(config),
+            subprocess.run([str(binary), "runner", step[0], "--config", str(config),
                             *step[1:]], check=True, capture_output=True)
-        runner = subprocess.Popen([str(BINARY), "runner", "start", "--config", str(config)],
+        runner = subprocess.Popen([str(binary), "runner", "start", "--config", str(config)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             rest = hub.rest()
@@ -47,17 +66,8 @@ def main() -> int:
         finally:
             runner.terminate()
             runner.wait(30)
-    print(json.dumps({
-        "binary_bytes": size, "binary_mib": round(size / 2**20, 1),
-        "version_cold_start_s": {"median": round(statistics.median(starts), 3),
-                                 "max": round(max(starts), 3)},
-        "idle_rss_mib": {"python": round(max(rss) / 2**20, 1),
-                         "bootloader": round(min(rss) / 2**20, 1),
-                         "total": round(sum(rss) / 2**20, 1)},
-        "glibc": subprocess.run(["ldd", "--version"], capture_output=True,
-                                text=True).stdout.splitlines()[0],
-    }, indent=2))
-    return 0
+    return {"python": round(max(rss) / 2**20, 1), "bootloader": round(min(rss) / 2**20, 1),
+            "total": round(sum(rss) / 2**20, 1)}
 
 
 if __name__ == "__main__":
