@@ -39,7 +39,8 @@ STOP_DELIVERY_WAIT = 10.0  # seconds, after a second stop signal
 def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
     """Attach `runner ...` to a `semaphore` parser (installed CLI and frozen runner alike)."""
     runner = subparsers.add_parser("runner", help="set up, register and run a remote runner")
-    commands = runner.add_subparsers(dest="runner_command", required=True)
+    commands = runner.add_subparsers(dest="runner_command", required=True,
+                                     parser_class=_SecretValueParser)
 
     setup = commands.add_parser("setup", help="write the runner's config file")
     _config_arg(setup)
@@ -66,6 +67,23 @@ def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
         command = commands.add_parser(name, help=text)
         _config_arg(command)
         command.set_defaults(handler=handler)
+
+
+class _SecretValueParser(argparse.ArgumentParser):
+    """Takes the word after `--registration-token` as its value even when it starts with
+    "-" (one random token in 64 does): argparse alone would call it an unknown option."""
+
+    VALUE_OPTIONS = ("--registration-token",)
+
+    def parse_known_args(self, args=None, namespace=None):
+        words = list(sys.argv[1:] if args is None else args)
+        joined: list[str] = []
+        while words:
+            word = words.pop(0)
+            if word in self.VALUE_OPTIONS and words:
+                word = f"{word}={words.pop(0)}"
+            joined.append(word)
+        return super().parse_known_args(joined, namespace)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import resource
 import structlog
 from aiohttp import web
 
+from hub.api.secrets import seal_environment_passwords
 from hub.config import HubConfig
 from hub.context import HUB, Hub
 from hub.crypto import SecretCipher
@@ -45,6 +46,7 @@ def _hub_context(config: HubConfig):
         store = await open_store(config.database_path)
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
+        await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
         dispatcher = Dispatcher(store, events, config.runner_lost_timeout)
         writer = OutputWriter(store)
         reports = RunnerReports(store, dispatcher, writer, events, config.max_task_output_bytes)

@@ -47,6 +47,12 @@ class SecretCipher:
                                      "with") from None
 
 
+def is_encrypted(stored: str) -> bool:
+    """Whether a stored value is in SecretCipher's format (not clear text left by an older
+    hub)."""
+    return stored.startswith(PREFIX)
+
+
 def decode_key(key_b64: str) -> bytes:
     """access_key_encryption -> 32 bytes; ValueError naming the problem otherwise."""
     try:

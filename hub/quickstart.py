@@ -27,6 +27,15 @@ echo "done"
 """
 
 
+def cli_safe_token(nbytes: int) -> str:
+    """`secrets.token_urlsafe(nbytes)` that does not start with "-": one in 64 does, and a
+    command line then takes it for an option (`--registration-token -x...` failed)."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "hub.cli", *args]
 
@@ -40,7 +49,7 @@ def quickstart(data_dir: str, port: int) -> int:
         write_private_file(config_path, json.dumps({
             "interface": "127.0.0.1", "port": port, "web_host": address,
             "sqlite": {"host": str(root / "semaphore.sqlite")}, "tmp_path": str(root / "tmp"),
-            "runner_registration_token": secrets.token_urlsafe(24),
+            "runner_registration_token": cli_safe_token(24),
             # Keys and secrets are encrypted at rest under this (a random one per install).
             "access_key_encryption": base64.b64encode(secrets.token_bytes(32)).decode()},
             indent=2) + "\n")
@@ -50,9 +59,9 @@ def quickstart(data_dir: str, port: int) -> int:
 
     password_file = root / "admin-password"
     if not password_file.exists():
-        password = secrets.token_urlsafe(12)
+        password = cli_safe_token(12)
         subprocess.run(_cli("user", "add", "--config", str(config_path), "--admin",
-                            "--login", "admin", "--password", password, "--name", "Admin",
+                            "--login", "admin", f"--password={password}", "--name", "Admin",
                             "--email", "admin@localhost"), check=True, stdout=subprocess.DEVNULL)
         write_private_file(password_file, password + "\n")
     password = password_file.read_text().strip()
@@ -67,7 +76,8 @@ def quickstart(data_dir: str, port: int) -> int:
         if not runner_config.exists():
             subprocess.run(_cli("runner", "setup", "--config", str(runner_config),
                                 "--non-interactive", "--web-host", address,
-                                "--registration-token", config["runner_registration_token"],
+                                # `=`: a token of an older install may start with "-".
+                                f"--registration-token={config['runner_registration_token']}",
                                 "--name", "local", "--tags", "local",
                                 "--max-parallel-tasks", "4",
                                 "--tmp-path", str(root / "runner" / "work")),

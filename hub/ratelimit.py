@@ -1,4 +1,5 @@
-"""In-memory rate limits: a sliding window of failures per key, and a token bucket."""
+"""In-memory rate limits: a sliding window of failures per key, failures with exponential
+backoff per key, and a token bucket."""
 
 import math
 import time
@@ -77,6 +78,90 @@ class SlidingWindow:
             # Still full: drop the half inserted first (dicts keep insertion order).
             for key in list(self._events)[:len(self._events) - self.max_keys // 2]:
                 del self._events[key]
+
+
+class Backoff:
+    """`free` failures per key, then a wait that doubles with each further failure.
+
+    After failure number `free + k` (k >= 0) the key waits `base * 2**k` seconds, at most
+    `cap`, counted from that failure. A key with no failure for `forget` seconds starts over.
+    Each key costs one small entry whatever it does, and at most `max_keys` are kept (the
+    oldest go first), so a flood of distinct keys cannot grow the hub.
+    """
+
+    def __init__(self, free: int, base: float, cap: float, forget: float,
+                 clock: Clock = time.monotonic, max_keys: int = 100_000):
+        self.free = free
+        self.base = base
+        self.cap = cap
+        self.forget = forget
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, last failure)
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until `key` may try again; 0 when it may now."""
+        count, last = self._fresh(key)
+        if count < self.free:
+            return 0.0
+        wait = min(self.base * 2 ** (count - self.free), self.cap)
+        return max(last + wait - self.clock(), 0.0)
+
+    def hit(self, key: str) -> None:
+        count, _ = self._fresh(key)
+        if key not in self._failures and len(self._failures) >= self.max_keys:
+            self._evict()
+        self._failures.pop(key, None)  # re-inserted last: the dict stays oldest-first
+        self._failures[key] = (count + 1, self.clock())
+
+    def forgive(self, key: str) -> None:
+        """Take back the latest failure (an attempt counted up front that turned out fine)."""
+        count, last = self._fresh(key)
+        if count > 1:
+            self._failures[key] = (count - 1, last)
+        else:
+            self._failures.pop(key, None)
+
+    def clear(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def _fresh(self, key: str) -> tuple[int, float]:
+        entry = self._failures.get(key)
+        if entry is None:
+            return 0, 0.0
+        if entry[1] + self.forget <= self.clock():
+            del self._failures[key]
+            return 0, 0.0
+        return entry
+
+    def _evict(self) -> None:
+        horizon = self.clock() - self.forget
+        for key in [k for k, (_, last) in self._failures.items() if last <= horizon]:
+            del self._failures[key]
+        if len(self._failures) >= self.max_keys:
+            for key in list(self._failures)[:len(self._failures) - self.max_keys // 2]:
+                del self._failures[key]
+
+
+class Remembered:
+    """Keys seen within the last `ttl` seconds; at most `max_keys`, the oldest dropped first."""
+
+    def __init__(self, ttl: float, clock: Clock = time.monotonic, max_keys: int = 100_000):
+        self.ttl = ttl
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: dict[str, float] = {}
+
+    def add(self, key: str) -> None:
+        self._seen.pop(key, None)
+        if len(self._seen) >= self.max_keys:
+            for old in list(self._seen)[:len(self._seen) - self.max_keys // 2]:
+                del self._seen[old]
+        self._seen[key] = self.clock()
+
+    def __contains__(self, key: str) -> bool:
+        seen = self._seen.get(key)
+        return seen is not None and seen + self.ttl > self.clock()
 
 
 class TokenBucket:

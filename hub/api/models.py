@@ -159,6 +159,8 @@ class UserPutRequest(msgspec.Struct):
 
 class PasswordRequest(msgspec.Struct):
     password: Annotated[str, msgspec.Meta(min_length=8)]
+    # Beyond Semaphore: also revoke every API token of the user (its other sessions always end).
+    revoke_tokens: bool = False
 
 
 Role = Literal["owner", "manager", "task_runner", "guest"]

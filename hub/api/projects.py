@@ -36,7 +36,9 @@ async def get_project(request: web.Request) -> web.Response:
 
 
 async def update_project(request: web.Request) -> web.Response:
-    project_id = await project_access(request, "manager")
+    # Semaphore's CanUpdateProject: owners only (managers manage the project's resources,
+    # not the project).
+    project_id = await project_access(request, "owner")
     body = await read_body(request, ProjectRequest)
     values = msgspec.structs.asdict(body)
     values.pop("demo")

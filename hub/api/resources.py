@@ -32,6 +32,7 @@ from hub.api.secrets import (
     access_key_values,
     check_env_secrets,
     env_secrets_json,
+    environment_password_values,
     save_env_secrets,
 )
 from hub.context import Hub
@@ -65,7 +66,8 @@ def _environment_values(body: EnvironmentRequest, hub: Hub, creating: bool) -> d
     check_env_secrets(body, hub)
     values = msgspec.structs.asdict(body)
     values.pop("secrets")
-    return values
+    values.pop("password")
+    return values | environment_password_values(body, hub)
 
 
 async def _environment_extra(hub: Hub, row: dict) -> dict:

@@ -5,10 +5,15 @@ import json
 from typing import Any
 
 import msgspec
+import structlog
 
 from hub.api.common import ApiError
 from hub.api.models import AccessKeyRequest, EnvironmentRequest
 from hub.context import Hub
+from hub.crypto import SecretCipher, is_encrypted
+from hub.store import Store
+
+log = structlog.get_logger("hub.secrets")
 
 
 def access_key_values(body: AccessKeyRequest, hub: Hub, creating: bool) -> dict[str, Any]:
@@ -55,3 +60,33 @@ async def env_secrets_json(hub: Hub, environment_id: int) -> list[dict[str, Any]
     return [{"id": row["id"], "name": row["name"], "type": row["type"]}
             for row in await hub.store.list_env_secrets(environment_id)]
 
+
+
+def environment_password_values(body: EnvironmentRequest, hub: Hub) -> dict[str, str]:
+    """The environment's vault password, encrypted. It is never returned (clients get it
+    empty and send it back so), so an empty one means "keep the stored one"."""
+    if not body.password:
+        return {}
+    return {"password": hub.cipher.encrypt(body.password)}
+
+
+async def seal_environment_passwords(store: Store, cipher: SecretCipher) -> int:
+    """Encrypt the vault passwords older hubs stored in clear; how many were.
+
+    Run at every hub start, before the first request (hub/app.py), so a database from before
+    this change is sealed the first time a hub with a key opens it; a no-op after that. It
+    is not a schema migration because migrations run without the key. Without
+    `access_key_encryption` the passwords stay as they are, unreadable through the API, and
+    the hub says so at each start.
+    """
+    clear = [row for row in await store.environment_passwords()
+             if not is_encrypted(row["password"])]
+    if clear and not cipher.enabled:
+        log.warning("hub.environment_passwords_in_clear", environments=len(clear),
+                    fix="set access_key_encryption in the hub config to encrypt them")
+        return 0
+    for row in clear:
+        await store.set_environment_password(row["id"], cipher.encrypt(row["password"]))
+    if clear:
+        log.info("hub.environment_passwords_encrypted", environments=len(clear))
+    return len(clear)

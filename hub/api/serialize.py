@@ -43,9 +43,10 @@ def inventory_json(row: Row) -> Row:
 
 
 def environment_json(row: Row) -> Row:
+    # The vault password is a secret: stored encrypted, shown empty (as Semaphore shows
+    # secrets), whoever asks.
     return {"id": row["id"], "name": row["name"], "project_id": row["project_id"],
-            "password": row["password"], "json": row["json"], "env": row["env"],
-            "secrets": []}
+            "password": "", "json": row["json"], "env": row["env"], "secrets": []}
 
 
 def template_json(row: Row) -> Row:

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -9,50 +10,86 @@ from hub.api.common import ApiError, current_user, hub_of, json_response, no_con
 from hub.api.models import Login
 from hub.api.serialize import api_token_json, user_json
 from hub.middleware import SESSION_COOKIE
-from hub.ratelimit import SlidingWindow, per_app, too_many
+from hub.ratelimit import Backoff, Remembered, SlidingWindow, per_app, too_many
 from hub.security import hash_password, hash_token, new_token, verify_password
 
 _DUMMY_HASH = hash_password("no such user")
 
-# Failed logins allowed per login name and per client address within LOGIN_WINDOW seconds:
-# enough for typos, far too few to guess a password.
-LOGIN_FAILURES_PER_NAME = 5
-LOGIN_FAILURES_PER_ADDRESS = 20
-LOGIN_WINDOW = 60.0
+# Failed logins, counted three ways, each against its own attacker, so that no one address
+# can lock a user out of logging in from anywhere else (docs/security.md has the reasoning).
+# A "login name" is the account it names (username and email count together):
+# - one login name from one client address (guessing one account): 5 failures free, then a
+#   wait of 15 s doubling with each further failure up to 15 min; forgotten after an hour
+#   without failures; cleared by a success. One address gets ~14 guesses at an account in
+#   the first hour and ~4 an hour after that.
+LOGIN_PAIR = {"free": 5, "base": 15.0, "cap": 900.0, "forget": 3600.0}
+# - one client address, whatever the names (spraying one password over many accounts): 20
+#   free, then 5 s doubling up to 5 min. Behind a proxy every client shares its address, so
+#   this stays short.
+LOGIN_ADDRESS = {"free": 20, "base": 5.0, "cap": 300.0, "forget": 3600.0}
+# - one login name from every address together (distributed guessing): at most 100
+#   failures an hour; past that only addresses the user has logged in from (within the last
+#   30 days, since the hub started) may try the name. One address cannot reach the ceiling
+#   alone (~14 an hour, above), and even many addresses that do shut out only new places,
+#   not the user at a known one.
+LOGIN_NAME_CEILING = 100
+LOGIN_NAME_WINDOW = 3600.0
+KNOWN_ADDRESS_TTL = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    pairs: Backoff
+    addresses: Backoff
+    names: SlidingWindow
+    known: Remembered  # "name\0address" pairs that logged in
+
+    def retry_after(self, name: str, pair: str, address: str) -> float:
+        wait = max(self.pairs.retry_after(pair), self.addresses.retry_after(address))
+        if pair not in self.known:
+            wait = max(wait, self.names.retry_after(name))
+        return wait
+
+
+def _login_limits(request: web.Request) -> LoginLimits:
+    return per_app(request.app, "login", lambda: LoginLimits(
+        Backoff(**LOGIN_PAIR), Backoff(**LOGIN_ADDRESS),
+        SlidingWindow(LOGIN_NAME_CEILING, LOGIN_NAME_WINDOW), Remembered(KNOWN_ADDRESS_TTL)))
 
 
 async def login_metadata(request: web.Request) -> web.Response:
     return json_response({"oidc_providers": [], "login_with_password": True})
 
 
-def _failures(request: web.Request) -> tuple[SlidingWindow, SlidingWindow]:
-    """Recent failed logins, per login name and per client address."""
-    return (per_app(request.app, "login_names",
-                    lambda: SlidingWindow(LOGIN_FAILURES_PER_NAME, LOGIN_WINDOW)),
-            per_app(request.app, "login_addresses",
-                    lambda: SlidingWindow(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW)))
-
-
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, Login)
     hub = hub_of(request)
-    by_name, by_address = _failures(request)
-    name, address = body.auth.strip().casefold(), request.remote or ""
-    wait = max(by_name.retry_after(name), by_address.retry_after(address))
+    limits = _login_limits(request)
+    user = await hub.store.find_user_by_login(body.auth)
+    # Counted by the account's username, so that its username and its email share one
+    # count; a login that is nobody's by what was typed. Case does not make a new count.
+    name = (user["username"] if user is not None else body.auth.strip()).casefold()
+    address = request.remote or ""
+    pair = f"{name}\0{address}"
+    wait = limits.retry_after(name, pair, address)
     if wait:
         raise too_many("login attempts", wait)
     # Counted as failed up front and taken back on success: concurrent guesses all started
-    # before the first one fails cannot slip past the limit.
-    by_name.hit(name)
-    by_address.hit(address)
-    user = await hub.store.find_user_by_login(body.auth)
+    # before the first one fails cannot slip past the limits.
+    limits.pairs.hit(pair)
+    limits.addresses.hit(address)
+    limits.names.hit(name)
     # scrypt takes tens of ms by design: run it off the event loop so sessions keep flowing.
     # An unknown login costs the same scrypt as a wrong password, so timing tells nothing.
     stored = user["password"] if user is not None else _DUMMY_HASH
     if not await asyncio.to_thread(verify_password, body.password, stored) or user is None:
         raise ApiError(401, "wrong login or password")
-    by_name.clear(name)
-    by_address.forgive(address)
+    # The pair starts over; the name's count does not (a distributed guesser's failures
+    # stay counted when the user gets in), only this attempt is taken back.
+    limits.pairs.clear(pair)
+    limits.addresses.forgive(address)
+    limits.names.forgive(name)
+    limits.known.add(pair)
     token = new_token()
     ttl = hub.config.session_ttl_sec
     await hub.store.create_session(user["id"], hash_token(token), time.time() + ttl)
@@ -60,6 +97,15 @@ async def login(request: web.Request) -> web.Response:
     response.set_cookie(SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="Lax",
                         path="/", secure=request.secure)
     return response
+
+
+def session_token_hash(request: web.Request) -> str:
+    """The hash of the session this request was authenticated by; "" when it came with an
+    API token (the auth middleware prefers the Bearer header over the cookie)."""
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return ""
+    token = request.cookies.get(SESSION_COOKIE)
+    return hash_token(token) if token else ""
 
 
 async def logout(request: web.Request) -> web.Response:

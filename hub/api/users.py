@@ -23,6 +23,7 @@ from hub.api.models import (
     UserRequest,
 )
 from hub.api.serialize import user_json
+from hub.api.session import session_token_hash
 from hub.security import hash_password
 
 
@@ -68,10 +69,19 @@ async def update_user(request: web.Request) -> web.Response:
 
 
 async def set_password(request: web.Request) -> web.Response:
+    """A new password ends every other session of the user: whoever knew the old one may
+    hold one. The session making the change stays when it is the user's own; an admin
+    resetting someone's password ends all of theirs. API tokens stay unless the body says
+    `revoke_tokens` (scripts and CI hold them; each can also be revoked on its own)."""
     user_id = _admin_or_self(request)
     body = await read_body(request, PasswordRequest)
+    store = hub_of(request).store
     password = await asyncio.to_thread(hash_password, body.password)
-    await hub_of(request).store.update_user(user_id, {"password": password})
+    await store.update_user(user_id, {"password": password})
+    own = user_id == current_user(request)["id"]
+    await store.delete_user_sessions(user_id, session_token_hash(request) if own else "")
+    if body.revoke_tokens:
+        await store.expire_user_api_tokens(user_id)
     return no_content()
 
 
@@ -84,7 +94,9 @@ async def delete_user(request: web.Request) -> web.Response:
     return no_content()
 
 
-# A project's members (Semaphore: owners manage them).
+# A project's members: every member sees them, owners manage them (Semaphore's
+# CanManageProjectUsers), and an owner who is not an admin cannot demote or remove
+# themselves (so a project is not left without an owner by accident).
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -97,8 +109,21 @@ async def list_members(request: web.Request) -> web.Response:
 async def add_member(request: web.Request) -> web.Response:
     project_id = await project_access(request, "owner")
     body = await read_body(request, ProjectUserRequest)
-    await hub_of(request).store.set_project_role(project_id, body.user_id, body.role)
+    store = hub_of(request).store
+    if await store.project_role(project_id, body.user_id) is not None:
+        # As Semaphore: adding is not a way to change a role (that is PUT, with its checks).
+        raise ApiError(409, f"field `user_id`: user {body.user_id} is already a member of "
+                            f"project {project_id}; PUT .../users/{body.user_id} changes "
+                            "the role")
+    await store.set_project_role(project_id, body.user_id, body.role)
     return no_content()
+
+
+def _not_own_ownership(request: web.Request, user_id: int, what: str) -> None:
+    """Semaphore: an owner (not an admin) cannot change their own role or leave."""
+    user = current_user(request)
+    if user_id == user["id"] and not user["admin"]:
+        raise ApiError(400, f"an owner cannot {what}; another owner or an admin can")
 
 
 async def set_member_role(request: web.Request) -> web.Response:
@@ -108,11 +133,14 @@ async def set_member_role(request: web.Request) -> web.Response:
     store = hub_of(request).store
     if await store.project_role(project_id, user_id) is None:
         raise ApiError(404, f"user {user_id} is not a member of project {project_id}")
+    _not_own_ownership(request, user_id, "change their own role")
     await store.set_project_role(project_id, user_id, body.role)
     return no_content()
 
 
 async def remove_member(request: web.Request) -> web.Response:
     project_id = await project_access(request, "owner")
-    await hub_of(request).store.remove_project_user(project_id, int_param(request, "user_id"))
+    user_id = int_param(request, "user_id")
+    _not_own_ownership(request, user_id, "remove themselves from the project")
+    await hub_of(request).store.remove_project_user(project_id, user_id)
     return no_content()

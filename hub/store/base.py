@@ -53,6 +53,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_session(self, token_hash: str) -> None: ...
     @abc.abstractmethod
+    async def delete_user_sessions(self, user_id: int, keep_token_hash: str = "") -> int:
+        """End every session of the user but the one with `keep_token_hash`; how many."""
+    @abc.abstractmethod
     async def create_api_token(self, user_id: int, token_id: str, token_hash: str) -> Row: ...
     @abc.abstractmethod
     async def list_api_tokens(self, user_id: int) -> list[Row]: ...
@@ -60,6 +63,9 @@ class Store(abc.ABC):
     async def find_api_token_user(self, token_hash: str) -> Row | None: ...
     @abc.abstractmethod
     async def expire_api_token(self, user_id: int, token_id: str) -> None: ...
+    @abc.abstractmethod
+    async def expire_user_api_tokens(self, user_id: int) -> int:
+        """Revoke every API token of the user; how many were live."""
 
     @abc.abstractmethod
     async def update_user(self, user_id: int, values: dict[str, Any]) -> None: ...
@@ -107,6 +113,11 @@ class Store(abc.ABC):
                              kind: str, value: str) -> None: ...
     @abc.abstractmethod
     async def delete_env_secret(self, environment_id: int, secret_id: int) -> None: ...
+    @abc.abstractmethod
+    async def environment_passwords(self) -> list[Row]:
+        """{id, password} of every environment that has a vault password, all projects."""
+    @abc.abstractmethod
+    async def set_environment_password(self, environment_id: int, stored: str) -> None: ...
 
     # Runners.
     @abc.abstractmethod

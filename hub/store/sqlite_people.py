@@ -23,8 +23,11 @@ class PeopleQueries(SqliteConnection):
                       "user", user_id)
 
     async def find_user_by_login(self, login: str) -> Row | None:
+        # A username wins over an email: new rows cannot make one login name mean two users
+        # (migration 7), but a database from before may still hold such a pair.
         return await self._fetch_one(
-            "SELECT * FROM user WHERE username = ? OR email = ?", (login, login))
+            "SELECT * FROM user WHERE username = ? OR email = ? "
+            "ORDER BY username = ? DESC, id LIMIT 1", (login, login, login))
 
     async def list_users(self) -> list[Row]:
         return await self._fetch_all("SELECT * FROM user ORDER BY id")
@@ -40,6 +43,12 @@ class PeopleQueries(SqliteConnection):
 
     async def delete_session(self, token_hash: str) -> None:
         await self._execute("DELETE FROM session WHERE token_hash = ?", (token_hash,))
+
+    async def delete_user_sessions(self, user_id: int, keep_token_hash: str = "") -> int:
+        cursor = await self._execute(
+            "DELETE FROM session WHERE user_id = ? AND token_hash != ?",
+            (user_id, keep_token_hash))
+        return cursor.rowcount
 
     async def create_api_token(self, user_id: int, token_id: str, token_hash: str) -> Row:
         await self._insert("api_token", {"id": token_id, "token_hash": token_hash,
@@ -61,6 +70,11 @@ class PeopleQueries(SqliteConnection):
                                      {"expired": 1})
         if not changed:
             raise NotFound(f"api token {token_id} not found")
+
+    async def expire_user_api_tokens(self, user_id: int) -> int:
+        cursor = await self._execute(
+            "UPDATE api_token SET expired = 1 WHERE user_id = ? AND expired = 0", (user_id,))
+        return cursor.rowcount
 
     # Projects and membership.
 

@@ -82,6 +82,15 @@ class WorkQueries(SqliteConnection):
         if not cursor.rowcount:
             raise NotFound(f"secret {secret_id} not found in environment {environment_id}")
 
+    # Environments' vault passwords (stored encrypted, like the secrets).
+
+    async def environment_passwords(self) -> list[Row]:
+        return await self._fetch_all(
+            "SELECT id, password FROM environment WHERE password != '' ORDER BY id")
+
+    async def set_environment_password(self, environment_id: int, stored: str) -> None:
+        await self._update("environment", "id = ?", (environment_id,), {"password": stored})
+
     # Runners.
 
     async def create_runner(self, values: dict[str, Any]) -> Row:
