@@ -9,6 +9,7 @@ reuses the same folder, database, admin and runner.
 import base64
 import http.cookiejar
 import json
+import os
 import secrets
 import signal
 import socket
@@ -80,7 +81,8 @@ def quickstart(data_dir: str, port: int) -> int:
                                 f"--registration-token={config['runner_registration_token']}",
                                 "--name", "local", "--tags", "local",
                                 "--max-parallel-tasks", "4",
-                                "--tmp-path", str(root / "runner" / "work")),
+                                "--tmp-path", str(root / "runner" / "work"),
+                                *_root_tasks_flag()),
                            check=True, stdout=subprocess.DEVNULL)
             subprocess.run(_cli("runner", "register", "--config", str(runner_config)),
                            check=True, stdout=subprocess.DEVNULL)
@@ -130,6 +132,16 @@ def _check_port_free(interface: str, port: int) -> None:
         except OSError as exc:
             raise SystemExit(f"cannot use {interface}:{port} ({exc.strerror}); is another hub "
                              f"running? Stop it, or pick another port with --port") from None
+
+
+def _root_tasks_flag() -> list[str]:
+    """Run as root, the quick start's runner runs its tasks as root: said aloud, since a
+    production runner should give tasks a user of their own (runner.task_user)."""
+    if os.geteuid() != 0:
+        return []
+    print("note: running as root, the local runner runs tasks as root (allow_root_tasks); "
+          "for production set runner.task_user, see docs/security.md", flush=True)
+    return ["--allow-root-tasks"]
 
 
 def _demo_project(address: str, password: str, root: Path,

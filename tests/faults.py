@@ -30,9 +30,8 @@ ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "admin-password-1"
 REGISTRATION_TOKEN = "fault-registration-token"
 FINAL = frozenset({"success", "error", "stopped"})
-# Task scripts write their pid ($$, the leader of the task's own session) into this folder,
-# so a test can kill tasks a killed runner left behind.
-TASK_PIDS_ENV = "FAULTS_TASK_PIDS"
+# Task scripts write their pid ($$, the leader of the task's own session) into the runner's
+# task-pids folder, so a test can kill tasks a killed runner left behind.
 
 
 def free_port() -> int:
@@ -177,7 +176,7 @@ class RunnerProcess:
     """`semaphore runner start` in its own process; registered once at construction."""
 
     def __init__(self, folder: Path, web_host: str, name: str, tags: Iterable[str] = (),
-                 max_parallel_tasks: int = 1, register: bool = True):
+                 max_parallel_tasks: int = 1, register: bool = True, **runner_options: Any):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -191,7 +190,9 @@ class RunnerProcess:
                        "token_file": str(self.folder / "runner.token"),
                        "max_parallel_tasks": max_parallel_tasks,
                        "tmp_path": str(self.folder / "work"), "webhook": "",
-                       "private_key_file": "", "name": name, "tags": list(tags)}}))
+                       "private_key_file": "", "name": name, "tags": list(tags),
+                       # Tests run as root; the task scripts live in root's 0700 tmp_path.
+                       "allow_root_tasks": True, **runner_options}}))
         self.procs: list[subprocess.Popen] = []
         self._task_pids: set[int] = set()
         if register:
@@ -216,7 +217,7 @@ class RunnerProcess:
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "runner", "start", "--config",
                  str(self.config_file)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env={**os.environ, TASK_PIDS_ENV: str(self.pid_dir)}))
+                stdin=subprocess.DEVNULL))
         return self
 
     def _remember_tasks(self) -> None:
@@ -271,7 +272,8 @@ class RunnerProcess:
         """SIGKILL a task's process group, if that pid still is one of our tasks."""
         try:
             process = psutil.Process(pid)
-            ours = process.environ().get(TASK_PIDS_ENV) == str(self.pid_dir)
+            home = process.environ().get("HOME", "")
+            ours = home.startswith(str(self.folder / "work" / "tasks") + "/")
         except psutil.Error:
             return
         if not ours:
@@ -384,9 +386,11 @@ class Rest:
 
 
 def write_script(folder: Path, name: str, body: str) -> Path:
-    """A bash script that first records its pid for cleanup (see TASK_PIDS_ENV)."""
+    """A bash script that first records its pid in its runner's task-pids folder (cleanup)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(f'if [ -n "${TASK_PIDS_ENV}" ]; then echo $$ > '
-                    f'"${TASK_PIDS_ENV}/$SEMAPHORE_TASK_ID"; fi\n{body}')
+    # A task's HOME is <runner folder>/work/tasks/task_<id>_<random>: the runner's task-pids
+    # folder is three levels up (tasks get no environment from the runner to say so).
+    path.write_text('pids="$HOME/../../../task-pids"; if [ -d "$pids" ]; then echo $$ > '
+                    f'"$pids/$SEMAPHORE_TASK_ID"; fi\n{body}')
     return path

@@ -43,9 +43,9 @@ class Lab:
         return runner, rest, rest.project()
 
     def runner(self, web_host: str, name: str, tags=(), max_parallel_tasks: int = 1,
-               start: bool = True) -> RunnerProcess:
+               start: bool = True, **runner_options) -> RunnerProcess:
         runner = RunnerProcess(self.folder / f"runner-{name}", web_host, name, tags,
-                               max_parallel_tasks)
+                               max_parallel_tasks, **runner_options)
         self.runners.append(runner)
         return runner.start() if start else runner
 

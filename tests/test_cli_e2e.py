@@ -87,7 +87,7 @@ def test_server_and_runner_cli_run_a_task(tmp_path, processes):
     setup = semaphore("runner", "setup", "--config", str(runner_config), "--non-interactive",
                       "--web-host", base, "--registration-token", "reg-123", "--name", "cli-1",
                       "--tags", "cli", "--max-parallel-tasks", "2",
-                      "--tmp-path", str(tmp_path / "work"))
+                      "--tmp-path", str(tmp_path / "work"), "--allow-root-tasks")
     assert setup.returncode == 0, setup.stderr
     stored = json.loads(runner_config.read_text())
     assert stored["web_host"] == base and stored["runner"]["tags"] == ["cli"]
@@ -217,7 +217,7 @@ def test_runner_setup_prompts_at_a_terminal(tmp_path):
     os.close(secondary)
     answers = {"Hub address": "http://hub.example:3000", "Tags": "a, b",
                "Registration token": "reg", "Token file": "", "Max parallel tasks": "three",
-               "Please answer": "3", "Runner name": "typed"}
+               "Please answer": "3", "Runner name": "typed", "User that tasks run as": "nobody"}
     seen = b""
     try:
         while process.poll() is None or seen:
@@ -240,6 +240,6 @@ def test_runner_setup_prompts_at_a_terminal(tmp_path):
     config = json.loads(path.read_text())
     assert config["web_host"] == "http://hub.example:3000"
     assert config["runner"]["tags"] == ["a", "b"] and config["runner"]["name"] == "typed"
-    assert config["runner"]["max_parallel_tasks"] == 3
+    assert config["runner"]["max_parallel_tasks"] == 3 and config["runner"]["task_user"] == "nobody"
     assert config["runner"]["token_file"] == str(tmp_path / "runner.token")
     assert path.stat().st_mode & 0o777 == 0o600
