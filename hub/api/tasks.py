@@ -48,13 +48,13 @@ async def create_task(request: web.Request) -> web.Response:
     except NotFound:
         raise ApiError(400, f"field `template_id`: template {body.template_id} not found in "
                             f"project {project_id}") from None
-    await _check_overrides(request, project_id, body, template)
     try:
         parse_arguments(body.arguments, "field `arguments`")
         parse_vars(body.environment, "field `environment`")
         check_playbook(body.playbook, "field `playbook`")
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
+    await _check_overrides(request, project_id, body, template)
     params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff")}
     values = {key: value for key, value in msgspec.structs.asdict(body).items()
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
