@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import structlog
@@ -73,7 +74,9 @@ class TaskExecution:
         self.task_id = task_id
         self.spec = spec
         self.identity = identity or TaskIdentity.of_runner()
-        self.work_dir = tasks_root / f"task_{task_id}"
+        # A name no other task can guess: tasks/ cannot be listed by the task user, and tasks
+        # running at once as one task user must not find each other's folders by id.
+        self.work_dir = tasks_root / f"task_{task_id}_{token_hex(12)}"
         self.sink = sink
         self.kill_grace = kill_grace
         limits = [t for t in (spec.timeout_sec, max_duration_sec) if t > 0]
