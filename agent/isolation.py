@@ -111,11 +111,11 @@ def prepare_private_folder(path: Path, mode: int = 0o700) -> None:
         raise IsolationError(
             f"{path} belongs to uid {info.st_uid}, not to the runner's user (uid "
             f"{os.geteuid()}); another user may have planted files there. Remove it or "
-            "choose another runner.tmp_path")
+            "choose another tmp_path")
     if info.st_mode & 0o022:
         raise IsolationError(f"{path} can be written by other users (mode "
                              f"{stat.S_IMODE(info.st_mode):o}); make it 0700 or choose another "
-                             "runner.tmp_path")
+                             "tmp_path")
     if stat.S_IMODE(info.st_mode) != mode:
         os.chmod(path, mode)
 

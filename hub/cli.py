@@ -2,12 +2,16 @@
 
 import argparse
 import asyncio
+import signal
+import ssl
 import sys
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from agent.cli import add_runner_commands, run_runner_command
+from agent.isolation import IsolationError, prepare_private_folder
 from agent.logs import configure_logging
 from agent.version import RUNNER_VERSION
 from hub.config import ConfigError, HubConfig, load_config
@@ -63,8 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     config = load_config(args.config)
-    # Fail before listening if the database cannot be used.
+    # Fail before listening if the database or the embedded runner's folder cannot be used.
     asyncio.run(_check_store(config))
+    if not config.use_remote_runner:
+        try:
+            prepare_private_folder(Path(config.tmp_path))
+        except IsolationError as exc:
+            raise ConfigError(f"`tmp_path`: {exc}") from None
     run_server(config)
     return 0
 
@@ -78,8 +87,20 @@ def run_server(config: HubConfig) -> None:
     scheme = "https" if ssl_context is not None else "http"
     address = config.web_host or f"{scheme}://{config.interface}:{config.port}"
     print(f"semaphore hub listening on {address}", flush=True)
-    web.run_app(create_app(config), host=config.interface, port=config.port,
-                ssl_context=ssl_context, print=None, access_log=None, shutdown_timeout=10)
+    asyncio.run(_serve_until_signal(create_app(config), config, ssl_context))
+
+
+async def _serve_until_signal(app: web.Application, config: HubConfig,
+                              ssl_context: ssl.SSLContext | None) -> None:
+    """web.run_app's job (it cannot take hub.serving's guarded site): serve until SIGINT or
+    SIGTERM, then shut down in order."""
+    from hub.serving import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(app, config, ssl_context, stop)
 
 
 async def _check_store(config: HubConfig) -> None:
