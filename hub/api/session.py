@@ -20,20 +20,19 @@ _DUMMY_HASH = hash_password("no such user")
 # A "login name" is the account it names (username and email count together):
 # - one login name from one client address (guessing one account): 5 failures free, then a
 #   wait of 15 s doubling with each further failure up to 15 min; forgotten after an hour
-#   without failures; cleared by a success. One address gets ~14 guesses at an account in
-#   the first hour and ~4 an hour after that.
+#   without failures; cleared by a success. One address gets ~13 guesses at an account in
+#   its first hour, ~4 an hour after that: ~105 a day.
 LOGIN_PAIR = {"free": 5, "base": 15.0, "cap": 900.0, "forget": 3600.0}
 # - one client address, whatever the names (spraying one password over many accounts): 20
 #   free, then 5 s doubling up to 5 min. Behind a proxy every client shares its address, so
 #   this stays short.
 LOGIN_ADDRESS = {"free": 20, "base": 5.0, "cap": 300.0, "forget": 3600.0}
-# - one login name from every address together (distributed guessing): at most 100
-#   failures an hour; past that only addresses the user has logged in from (within the last
-#   30 days, since the hub started) may try the name. One address cannot reach the ceiling
-#   alone (~14 an hour, above), and even many addresses that do shut out only new places,
-#   not the user at a known one.
-LOGIN_NAME_CEILING = 100
-LOGIN_NAME_WINDOW = 3600.0
+# - one login name from every address together (distributed guessing): at most 100 failures
+#   in any hour and 300 in any day; past either only addresses the user has logged in from
+#   (within the last 30 days, since the hub started) may try the name. One address cannot
+#   reach a ceiling alone (~13 an hour, ~105 a day, above), and many addresses that do shut
+#   out only new places, not the user where they have logged in before.
+LOGIN_NAME_CEILINGS = ((100, 3600.0), (300, 24 * 3600.0))
 KNOWN_ADDRESS_TTL = 30 * 24 * 3600.0
 
 
@@ -41,20 +40,36 @@ KNOWN_ADDRESS_TTL = 30 * 24 * 3600.0
 class LoginLimits:
     pairs: Backoff
     addresses: Backoff
-    names: SlidingWindow
+    names: tuple[SlidingWindow, ...]
     known: Remembered  # "name\0address" pairs that logged in
 
     def retry_after(self, name: str, pair: str, address: str) -> float:
         wait = max(self.pairs.retry_after(pair), self.addresses.retry_after(address))
         if pair not in self.known:
-            wait = max(wait, self.names.retry_after(name))
+            wait = max(wait, *(ceiling.retry_after(name) for ceiling in self.names))
         return wait
+
+    def failed(self, name: str, pair: str, address: str) -> None:
+        self.pairs.hit(pair)
+        self.addresses.hit(address)
+        for ceiling in self.names:
+            ceiling.hit(name)
+
+    def succeeded(self, name: str, pair: str, address: str) -> None:
+        """The pair starts over; the others only take back this attempt: a distributed
+        guesser's failures stay counted when the user gets in."""
+        self.pairs.clear(pair)
+        self.addresses.forgive(address)
+        for ceiling in self.names:
+            ceiling.forgive(name)
+        self.known.add(pair)
 
 
 def _login_limits(request: web.Request) -> LoginLimits:
     return per_app(request.app, "login", lambda: LoginLimits(
         Backoff(**LOGIN_PAIR), Backoff(**LOGIN_ADDRESS),
-        SlidingWindow(LOGIN_NAME_CEILING, LOGIN_NAME_WINDOW), Remembered(KNOWN_ADDRESS_TTL)))
+        tuple(SlidingWindow(limit, window) for limit, window in LOGIN_NAME_CEILINGS),
+        Remembered(KNOWN_ADDRESS_TTL)))
 
 
 async def login_metadata(request: web.Request) -> web.Response:
@@ -76,20 +91,13 @@ async def login(request: web.Request) -> web.Response:
         raise too_many("login attempts", wait)
     # Counted as failed up front and taken back on success: concurrent guesses all started
     # before the first one fails cannot slip past the limits.
-    limits.pairs.hit(pair)
-    limits.addresses.hit(address)
-    limits.names.hit(name)
+    limits.failed(name, pair, address)
     # scrypt takes tens of ms by design: run it off the event loop so sessions keep flowing.
     # An unknown login costs the same scrypt as a wrong password, so timing tells nothing.
     stored = user["password"] if user is not None else _DUMMY_HASH
     if not await asyncio.to_thread(verify_password, body.password, stored) or user is None:
         raise ApiError(401, "wrong login or password")
-    # The pair starts over; the name's count does not (a distributed guesser's failures
-    # stay counted when the user gets in), only this attempt is taken back.
-    limits.pairs.clear(pair)
-    limits.addresses.forgive(address)
-    limits.names.forgive(name)
-    limits.known.add(pair)
+    limits.succeeded(name, pair, address)
     token = new_token()
     ttl = hub.config.session_ttl_sec
     await hub.store.create_session(user["id"], hash_token(token), time.time() + ttl)
