@@ -120,7 +120,12 @@ class RunnerConnection:
             self._outbox = outbox  # from here on, new frames queue behind the resends
             self.connected.set()
             log.info("runner.connected", url=self.url, session_id=welcome.session_id,
-                     resent=outbox.qsize())
+                     resent=outbox.qsize(), tags=welcome.tags)
+            if welcome.notice:
+                # The hub, not this config, decides the runner's tags: say so where the
+                # operator who edited the config will look.
+                log.warning("runner.hub.notice", notice=welcome.notice, tags=welcome.tags,
+                            config_tags=self.tags)
             tasks = [asyncio.create_task(coro) for coro in (
                 self._send_loop(ws, outbox), self._receive_loop(ws),
                 self._heartbeat_loop(ws, welcome.heartbeat_interval), until.wait())]
@@ -139,7 +144,8 @@ class RunnerConnection:
                       name=self.name, tags=self.tags,
                       max_parallel_tasks=self.worker.max_parallel_tasks,
                       platform=f"{platform.system().lower()}/{platform.machine()}",
-                      held_tasks=self.worker.held_tasks())
+                      held_tasks=self.worker.held_tasks(),
+                      shared_identity=self.worker.shared_identity)
         await ws.send(encode(hello).decode())
         frame = decode_hub_frame(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT))
         if isinstance(frame, Error):

@@ -4,26 +4,40 @@ Authentication happens at the upgrade (a bad token is an HTTP 401 before any web
 exists). Then hello/welcome, then frames both ways until the runner leaves, goes silent for
 3 heartbeat intervals, or sends something the protocol forbids. Bad input ends that one
 session with an error frame and a close code; the hub and every other session go on.
+
+Every deadline (hello, silence, accept) is measured on protocol frames, never on websocket
+traffic: a peer that only answers pings holds no session and no task.
 """
 
 import asyncio
-import json
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from hub.context import HUB, Hub
 from hub.links import RunnerLink
 from hub.ratelimit import SlidingWindow, TokenBucket, per_app
 from hub.reports import NotYourTask
 from hub.security import hash_token
+from hub.store import NotFound
 from hub.store.base import decode_tags
 from hub.store.sqlite import utcnow
 from protocol.codec import CloseCode, ProtocolError, decode_runner_frame, encode
-from protocol.frames import Ack, Error, Heartbeat, Hello, HubFrame, Welcome
+from protocol.frames import (
+    Accepted,
+    Ack,
+    Error,
+    Heartbeat,
+    Hello,
+    HubFrame,
+    Rejected,
+    TaskSpec,
+    Welcome,
+)
 from protocol.limits import MAX_FRAME_BYTES, MISSED_HEARTBEATS_OFFLINE
 from protocol.version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
@@ -55,12 +69,40 @@ def registration_failures(app: web.Application) -> SlidingWindow:
 class WebSocketLink(RunnerLink):
     """A runner reached through its websocket; frames go out in order from one sender task."""
 
-    def __init__(self, ws: web.WebSocketResponse, **kwargs):
+    def __init__(self, ws: web.WebSocketResponse, accept_timeout: float,
+                 on_overdue: Callable[[int], None], **kwargs):
         super().__init__(**kwargs)
         self.ws = ws
         self._outbox: deque[HubFrame] = deque()
         self._acks: dict[int, Ack] = {}
         self._ready = asyncio.Event()
+        self.accept_timeout = accept_timeout
+        self._on_overdue = on_overdue
+        self._accept_timers: dict[int, asyncio.TimerHandle] = {}
+
+    def assign(self, task_id: int, spec: TaskSpec, secrets: dict | None = None) -> None:
+        super().assign(task_id, spec, secrets)
+        # The answer (accepted or rejected) is due within accept_timeout; a timer, not the
+        # socket, keeps that time, so a session that is otherwise alive cannot sit on a task.
+        if task_id not in self._accept_timers:
+            self._accept_timers[task_id] = asyncio.get_running_loop().call_later(
+                self.accept_timeout, self._overdue, task_id)
+
+    def answered(self, task_id: int) -> None:
+        """The runner answered an assign: its deadline is off."""
+        timer = self._accept_timers.pop(task_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def drop_deadlines(self) -> None:
+        """The session is over: whatever it did not answer, detach settles."""
+        for timer in self._accept_timers.values():
+            timer.cancel()
+        self._accept_timers.clear()
+
+    def _overdue(self, task_id: int) -> None:
+        self._accept_timers.pop(task_id, None)
+        self._on_overdue(task_id)
 
     def send(self, frame: HubFrame) -> None:
         self._outbox.append(frame)
@@ -122,6 +164,7 @@ class RunnerSession:
         self.log = log.bind(runner_id=runner["id"], session_id=self.session_id)
         self.link: WebSocketLink | None = None
         self.frames = TokenBucket(FRAME_RATE, FRAME_BURST)
+        self._background: set[asyncio.Task] = set()
 
     async def run(self) -> None:
         sender = None
@@ -137,13 +180,14 @@ class RunnerSession:
                 runner_id=self.runner["id"], heartbeat_interval=interval,
                 max_frame_bytes=MAX_FRAME_BYTES,
                 max_output_bytes=self.hub.config.max_task_output_bytes,
-                acked=reconciliation.acked)).decode())
+                acked=reconciliation.acked, tags=sorted(link.tags),
+                notice=self._tags_notice(hello.tags, link.tags))).decode())
             for frame in reconciliation.then_send:
                 link.send(frame)
             sender = asyncio.create_task(link.run_sender())
             self.hub.dispatcher.attach(link)
             self.log.info("runner.connected", name=link.name, remote=self.remote,
-                          held=len(hello.held_tasks))
+                          held=len(hello.held_tasks), tags=sorted(link.tags))
             await self._receive_loop(link, interval * MISSED_HEARTBEATS_OFFLINE)
         except ProtocolError as exc:
             await self._refuse(exc)
@@ -153,18 +197,31 @@ class RunnerSession:
             if sender is not None:
                 sender.cancel()
             if self.link is not None:
+                self.link.drop_deadlines()
                 await self.hub.dispatcher.detach(self.link)
                 await self.hub.store.update_runner(self.runner["id"], {"touched": utcnow()})
             if not self.ws.closed:
                 await self.ws.close(code=CloseCode.GOING_AWAY)
             self.log.info("runner.disconnected", close_code=self.ws.close_code)
 
-    async def _receive_hello(self) -> Hello | None:
+    async def _receive_by(self, deadline: float) -> WSMessage | None:
+        """The next message, or None if none came by `deadline` (event loop time).
+
+        The whole receive is bounded, not each read inside it: aiohttp's own receive timeout
+        starts again at every ping and pong it handles internally, so a peer that answers
+        pings but sends no frame would never reach it.
+        """
         try:
-            message = await self.ws.receive(timeout=HELLO_TIMEOUT)
+            async with asyncio.timeout_at(deadline):
+                return await self.ws.receive()
         except TimeoutError:
-            raise ProtocolError("no_hello", f"no hello within {HELLO_TIMEOUT} s",
-                                CloseCode.POLICY_VIOLATION) from None
+            return None
+
+    async def _receive_hello(self) -> Hello | None:
+        message = await self._receive_by(asyncio.get_running_loop().time() + HELLO_TIMEOUT)
+        if message is None:
+            raise ProtocolError("no_hello", f"no hello within {HELLO_TIMEOUT:g} s",
+                                CloseCode.POLICY_VIOLATION)
         if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return None
         frame = decode_runner_frame(message.data)
@@ -178,31 +235,67 @@ class RunnerSession:
                 CloseCode.PROTOCOL_ERROR)
         return frame
 
+    async def _current_record(self) -> dict:
+        """The runner's row as it is now: the hello may come seconds after the upgrade, and an
+        admin's edit (or revocation) in between must hold for this session too."""
+        try:
+            runner = await self.hub.store.get_runner(self.runner["id"])
+        except NotFound:
+            runner = None
+        if runner is None or not runner["active"]:
+            raise ProtocolError("runner_revoked", "this runner was deleted or disabled",
+                                CloseCode.POLICY_VIOLATION)
+        self.runner = runner
+        return runner
+
     async def _open_link(self, hello: Hello) -> WebSocketLink:
-        runner = self.runner
-        tags = list(hello.tags) if hello.tags else decode_tags(runner["tags"])
-        # Tags a one-time registration token bound it to stay, whatever its config says.
-        tags += [t for t in await self.hub.store.bound_tags(runner["id"]) if t not in tags]
+        runner = await self._current_record()
+        # The hub's record is the authority on tags (set at registration, by a one-time
+        # token or an admin) and on scope (project_id): a hello's tags are never taken, or a
+        # runner could pick the tags, and so the tasks and secrets, it is given.
+        tags = decode_tags(runner["tags"])
         values = {"touched": utcnow(), "platform": hello.platform,
-                  "version": hello.runner_version, "tags": json.dumps(tags),
-                  "max_parallel_tasks": hello.max_parallel_tasks}
+                  "version": hello.runner_version,
+                  "max_parallel_tasks": hello.max_parallel_tasks,
+                  "shared_identity": int(hello.shared_identity)}
         if hello.name and not runner["name"]:
             values["name"] = hello.name
         await self.hub.store.update_runner(runner["id"], values)
-        return WebSocketLink(self.ws, runner_id=runner["id"],
-                             name=runner["name"] or hello.name or f"runner-{runner['id']}",
+        name = runner["name"] or hello.name or f"runner-{runner['id']}"
+        if hello.shared_identity:
+            # Not refused (that is the admin's call), but said at every connect: its tasks
+            # can read its token, key and spool, so one task may act as the runner.
+            self.log.warning("runner.shared_identity", name=name,
+                             project_id=runner["project_id"],
+                             hint="its tasks run as the runner's own user; keep it "
+                                  "bound to one project")
+        return WebSocketLink(self.ws, self.hub.config.runner_accept_timeout_sec,
+                             self._accept_overdue, runner_id=runner["id"], name=name,
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
                              public_key=runner["public_key"],
                              last_seen=time.time(),
-                             info={"platform": hello.platform, "version": hello.runner_version})
+                             info={"platform": hello.platform, "version": hello.runner_version,
+                                   "shared_identity": hello.shared_identity})
+
+    def _tags_notice(self, asked: list[str], tags: frozenset[str]) -> str:
+        """What the welcome tells a runner whose hello asked for tags other than the ones the
+        hub holds for it (empty when it asked for none, or for exactly those)."""
+        if not asked or set(asked) == tags:
+            return ""
+        self.log.warning("runner.tags.refused", asked=asked, tags=sorted(tags))
+        return (f"this runner's tags are {sorted(tags)}, as the hub holds them; the tags in "
+                f"its hello ({asked}) are not taken: a registered runner's tags change only "
+                f"on the hub (an admin, or the project's owner or manager, edits the runner)")
 
     async def _receive_loop(self, link: WebSocketLink, silence_limit: float) -> None:
         reports = self.hub.reports
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                message = await self.ws.receive(timeout=silence_limit)
-            except TimeoutError:
+            # Silence counts from the last protocol frame the hub has handled (a frame still
+            # queued behind the hub's own backpressure is not the runner's silence).
+            message = await self._receive_by(loop.time() + silence_limit)
+            if message is None:
                 # Offline now: the caller detaches it before closing the socket, which may
                 # take a moment with a peer that does not answer.
                 self.log.warning("runner.offline", silent_for=silence_limit)
@@ -225,6 +318,8 @@ class RunnerSession:
             elif isinstance(frame, Error):
                 self.log.warning("runner.error", code=frame.code, message=frame.message)
             else:
+                if isinstance(frame, (Accepted, Rejected)):
+                    link.answered(frame.task_id)
                 try:
                     await reports.handle(link, frame)
                 except NotYourTask as exc:
@@ -237,6 +332,32 @@ class RunnerSession:
         if frame.draining != link.draining:
             link.draining = frame.draining
             self.log.info("runner.draining" if frame.draining else "runner.resumed")
+
+    def _accept_overdue(self, task_id: int) -> None:
+        job = asyncio.get_running_loop().create_task(self._give_back(task_id))
+        self._background.add(job)  # keep a reference until it is done
+        job.add_done_callback(self._background.discard)
+
+    async def _give_back(self, task_id: int) -> None:
+        """An assign this runner did not answer in time: it is told to drop the task, which
+        goes back to waiting for another runner. Whatever it says about the task later is
+        refused as not its own."""
+        link, dispatcher = self.link, self.hub.dispatcher
+        task = dispatcher.tasks.get(task_id)
+        if link is None or task is None or task.runner_id != link.runner_id or task.started_at:
+            return
+        timeout = link.accept_timeout
+        self.log.warning("task.accept.timeout", task_id=task_id, timeout=timeout)
+        link.cancel(task_id, f"not accepted within {timeout:g} s; given to another runner")
+        try:
+            if task.status == "stopping":
+                # Stopped before this runner accepted it: it never ran.
+                await dispatcher.end(task, "stopped", "stopped before it started")
+            elif task.status == "starting":
+                await self.hub.reports.give_back(
+                    link, task, f"runner `{link.name}` did not accept it within {timeout:g} s")
+        except Exception:
+            self.log.exception("task.accept.timeout.failed", task_id=task_id)
 
     async def _refuse(self, exc: ProtocolError) -> None:
         self.log.warning("runner.frame.invalid", code=exc.code, error=exc.message,

@@ -70,9 +70,14 @@ class RunnerReports:
             return
         log.info("task.rejected", task_id=task.task_id, runner_id=link.runner_id,
                  reason=frame.reason)
+        await self.give_back(link, task, f"runner `{link.name}` rejected it: {frame.reason}")
+
+    async def give_back(self, link: RunnerLink, task: ActiveTask, reason: str) -> None:
+        """The runner will not run a task it was assigned (it rejected it, or did not answer
+        in time): back to waiting, for any runner but this one."""
         task.rejected_by.add(link.runner_id)
         await self.store.update_task(task.task_id, {"status": "waiting", "runner_id": None})
-        self.dispatcher.requeue(task, f"runner `{link.name}` rejected it: {frame.reason}")
+        self.dispatcher.requeue(task, reason)
 
     async def _output(self, link: RunnerLink, frame: Output) -> None:
         task = self._owned(link, frame.task_id)

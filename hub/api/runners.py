@@ -9,6 +9,7 @@ which may bind it to a project and tags.
 import json
 import time
 
+import structlog
 from aiohttp import web
 
 from hub import gateway
@@ -36,6 +37,8 @@ from hub.security import hash_token, new_token, tokens_equal
 from hub.store import NotFound
 from hub.store.base import Row, decode_tags
 
+log = structlog.get_logger("hub.api.runners")
+
 # Runner registration (the runner's own calls).
 
 
@@ -56,9 +59,9 @@ async def register_runner(request: web.Request) -> web.Response:
     except web.HTTPException:
         failures.hit(address)
         raise
+    # Scope is never the runner's to pick: a one-time token's project, else global.
     project_id = one_time["project_id"] if one_time else None
-    tags = decode_tags(one_time["tags"]) if one_time else []
-    tags += [tag for tag in body.tags if tag not in tags]
+    tags = _registered_tags(one_time, body.tags, address)
     token = new_token()
     row = await hub.store.create_runner({
         "project_id": project_id, "name": body.name, "token_hash": hash_token(token),
@@ -66,7 +69,21 @@ async def register_runner(request: web.Request) -> web.Response:
         "max_parallel_tasks": body.max_parallel_tasks, "public_key": body.public_key})
     if one_time:
         await hub.store.bind_registration_token(one_time["id"], row["id"])
-    return json_response({"token": token, "id": row["id"]})
+    return json_response({"token": token, "id": row["id"], "tags": tags})
+
+
+def _registered_tags(one_time: Row | None, asked: list[str], address: str) -> list[str]:
+    """The tags a new runner gets. A one-time token's are exactly its runner's (the admin who
+    made it chose them; none means none); with the shared token the registrant's are recorded.
+    Either way they are fixed here: a hello never changes them, only an admin does."""
+    asked = list(dict.fromkeys(asked))
+    if one_time is None:
+        return asked
+    bound = decode_tags(one_time["tags"])
+    if set(asked) - set(bound):
+        log.warning("runner.tags.refused", asked=asked, tags=bound, remote=address,
+                    registration_token_id=one_time["id"])
+    return bound
 
 
 async def _redeem(hub: Hub, presented: str) -> Row | None:
