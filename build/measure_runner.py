@@ -7,6 +7,7 @@ Usage: python build/measure_runner.py [--binary PATH] [--no-rss]   (after build_
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def idle_rss(binary: Path) -> dict[str, float]:
         config = Path(folder) / "config.runner.json"
         for step in (["setup", "--non-interactive", "--web-host", hub.base_url,
                       "--registration-token", REGISTRATION_TOKEN, "--name", "measured",
-                      "--tmp-path", str(Path(folder) / "w")], ["register"]):
+                      "--tmp-path", str(Path(folder) / "w"),
+                      # as root, a runner without a task user refuses to start
+                      *(["--allow-root-tasks"] if os.geteuid() == 0 else [])], ["register"]):
             subprocess.run([str(binary), "runner", step[0], "--config", str(config),
                             *step[1:]], check=True, capture_output=True)
         runner = subprocess.Popen([str(binary), "runner", "start", "--config", str(config)],
