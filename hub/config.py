@@ -50,6 +50,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     runner_registration_token: str = ""
     heartbeat_interval: float = 5.0
     runner_lost_timeout: float = 60.0
+    # An assign not answered (accepted or rejected) this long goes to another runner.
+    runner_accept_timeout_sec: float = 15.0
     # Tasks. 0 means unlimited, as in Semaphore.
     max_parallel_tasks: int = 0
     max_task_duration_sec: int = 0
@@ -63,6 +65,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
                f"only 'sqlite' is supported by this build, got {self.dialect!r}")
         _check(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
         _check(self.runner_lost_timeout >= 0, "runner_lost_timeout", "must be >= 0")
+        _check(0 < self.runner_accept_timeout_sec <= 86400, "runner_accept_timeout_sec",
+               "must be > 0 and at most 86400")
         _check(self.max_parallel_tasks >= 0, "max_parallel_tasks", "must be >= 0")
         _check(self.max_task_duration_sec >= 0, "max_task_duration_sec", "must be >= 0")
         _check(self.max_task_output_bytes > 0, "max_task_output_bytes", "must be > 0")
@@ -102,6 +106,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),
     "SEMAPHORE_HEARTBEAT_INTERVAL": ("heartbeat_interval",),
     "SEMAPHORE_RUNNER_LOST_TIMEOUT": ("runner_lost_timeout",),
+    "SEMAPHORE_RUNNER_ACCEPT_TIMEOUT_SEC": ("runner_accept_timeout_sec",),
     "SEMAPHORE_MAX_PARALLEL_TASKS": ("max_parallel_tasks",),
     "SEMAPHORE_MAX_TASK_DURATION_SEC": ("max_task_duration_sec",),
     "SEMAPHORE_MAX_TASK_OUTPUT_BYTES": ("max_task_output_bytes",),

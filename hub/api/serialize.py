@@ -78,7 +78,9 @@ def runner_json(row: Row, online: bool, link: Any = None) -> Row:
            "webhook": row["webhook"], "max_parallel_tasks": row["max_parallel_tasks"],
            "public_key": row["public_key"], "touched": row["touched"],
            "platform": row["platform"], "version": row["version"], "online": online,
-           "last_seen": row["touched"]}
+           "last_seen": row["touched"],
+           # Its tasks run as its own user (its last hello said so): keep it project-bound.
+           "shared_identity": bool(row["shared_identity"])}
     if link is not None:
         out["running_tasks"] = sorted(link.assigned)
         out["draining"] = link.draining

@@ -171,6 +171,10 @@ MIGRATIONS: list[str] = [
         UNIQUE (environment_id, name, type)
     );
     """,
+    # 4: whether a runner's tasks run as the runner's own user (its hello says so).
+    """
+    ALTER TABLE runner ADD COLUMN shared_identity INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

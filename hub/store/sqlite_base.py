@@ -27,7 +27,8 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
                            "timeout_sec"}),
 }
 RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
-                            "max_parallel_tasks", "public_key", "platform", "version", "touched"})
+                            "max_parallel_tasks", "public_key", "platform", "version", "touched",
+                            "shared_identity"})
 TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
                           "commit_message", "start", "end", "last_seq"})
 

@@ -41,7 +41,7 @@ RUNNER_GOLDEN = [
            held_tasks=[HeldTask(task_id=7, state="running", last_seq=3)]),
      b'{"type":"hello","protocol_version":1,"runner_version":"1.2.3","name":"web-1",'
      b'"tags":["prod","eu"],"max_parallel_tasks":2,"platform":"linux/amd64",'
-     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}]}'),
+     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}],"shared_identity":false}'),
     (Heartbeat(time=1700000000.5, running=[7, 8],
                metrics=Metrics(cpu_percent=12.5, memory_used=1024, memory_total=4096,
                                disk_free=2048, load1=0.25), draining=True),
@@ -63,10 +63,10 @@ RUNNER_GOLDEN = [
 HUB_GOLDEN = [
     (Welcome(protocol_version=1, session_id="s-1", runner_id=4, heartbeat_interval=5.0,
              max_frame_bytes=1048576, max_output_bytes=100,
-             acked=[TaskAck(task_id=7, seq=3)]),
+             acked=[TaskAck(task_id=7, seq=3)], tags=["prod"], notice="not taken"),
      b'{"type":"welcome","protocol_version":1,"session_id":"s-1","runner_id":4,'
      b'"heartbeat_interval":5.0,"max_frame_bytes":1048576,"max_output_bytes":100,'
-     b'"acked":[{"task_id":7,"seq":3}]}'),
+     b'"acked":[{"task_id":7,"seq":3}],"tags":["prod"],"notice":"not taken"}'),
     (Assign(task_id=7, spec=TaskSpec(
         project_id=1, template_id=2, app="ansible", playbook="site.yml", arguments=["-v"],
         environment={"A": "1"}, sealed_secrets="c2VhbGVk",
