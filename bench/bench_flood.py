@@ -5,7 +5,7 @@ Starts a hub and a runner (`semaphore runner setup/register/start`) as separate 
 the duration, the rate the runner's pipe was drained at, what the hub stored (cut at the
 per-task output limit) and peak RSS of hub and runner: backpressure and the limit should keep
 both flat whatever SIZE is.
-Run from the repo root: /work/venv/bin/python bench/bench_flood.py --size-mib 2048
+Run from the repo root: .venv/bin/python bench/bench_flood.py --size-mib 2048
 """
 
 import argparse

@@ -5,7 +5,7 @@ K separate simulator processes (bench/simrunners.py, bench/simprocs.py), then me
   0. idle: the hub's CPU and RSS while the N runners only heartbeat;
   1. latency: tasks created one at a time over REST, time until the assign frame is received;
   2. throughput: output streamed with a window of unacked frames, until the last ack.
-Run from the repo root: /work/venv/bin/python bench/bench_hub.py --runners 100 --tasks 500
+Run from the repo root: .venv/bin/python bench/bench_hub.py --runners 100 --tasks 500
 """
 
 import argparse
