@@ -13,10 +13,16 @@ from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
 from hub.local_runner import LocalLink
-from hub.middleware import auth_middleware, errors_middleware
+from hub.middleware import auth_middleware, errors_middleware, last_resort_middleware
 from hub.output_writer import OutputWriter
 from hub.reports import RunnerReports
 from hub.routes import add_routes
+from hub.serving import (
+    CONNECTIONS,
+    ConnectionGuard,
+    connection_middleware,
+    count_out_websockets,
+)
 from hub.store import open_store
 from hub.tasks import TaskService
 
@@ -24,8 +30,12 @@ log = structlog.get_logger("hub.app")
 
 
 def create_app(config: HubConfig) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+    """The app; serve it with hub.serving (HubSite), which enforces the connection limits."""
+    app = web.Application(middlewares=[connection_middleware, last_resort_middleware,
+                                       errors_middleware, auth_middleware],
                           client_max_size=4 * 1024 * 1024)
+    app[CONNECTIONS] = ConnectionGuard(config)
+    app.on_response_prepare.append(count_out_websockets)
     add_routes(app)
     app.cleanup_ctx.append(_hub_context(config))
     app.on_shutdown.append(_close_runner_sessions)

@@ -58,18 +58,37 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_task_output_bytes: int = 100 * 1024 * 1024
     # Web sessions.
     session_ttl_sec: int = 7 * 24 * 3600
+    # Slow or idle HTTP clients (beyond Semaphore). A request's head must arrive within
+    # http_header_timeout_sec of the connection opening (or of its first byte on a kept-alive
+    # connection), its body within http_body_timeout_sec of the head; an idle kept-alive
+    # connection is closed after http_keepalive_timeout_sec. A handler that runs long
+    # (streamed output, a runner's websocket) is not cut: these bound reading a request.
+    http_header_timeout_sec: float = 10.0
+    http_body_timeout_sec: float = 60.0
+    http_keepalive_timeout_sec: float = 75.0
+    # Open HTTP connections from one client address (runner websocket sessions not counted);
+    # more are answered 503 and closed. 0: no limit (behind a reverse proxy, every client
+    # has the proxy's address).
+    http_max_connections_per_address: int = 256
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "port", f"must be 1-65535, got {self.port}")
         _check(self.dialect == "sqlite", "dialect",
                f"only 'sqlite' is supported by this build, got {self.dialect!r}")
-        _check(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        # Sent to runners in welcome, which accept at most a day.
+        _check(0 < self.heartbeat_interval <= 86400, "heartbeat_interval",
+               "must be > 0 and at most 86400")
         _check(self.runner_lost_timeout >= 0, "runner_lost_timeout", "must be >= 0")
         _check(0 < self.runner_accept_timeout_sec <= 86400, "runner_accept_timeout_sec",
                "must be > 0 and at most 86400")
         _check(self.max_parallel_tasks >= 0, "max_parallel_tasks", "must be >= 0")
         _check(self.max_task_duration_sec >= 0, "max_task_duration_sec", "must be >= 0")
         _check(self.max_task_output_bytes > 0, "max_task_output_bytes", "must be > 0")
+        for key in ("http_header_timeout_sec", "http_body_timeout_sec",
+                    "http_keepalive_timeout_sec"):
+            _check(0 < getattr(self, key) <= 3600, key, "must be > 0 and at most 3600")
+        _check(self.http_max_connections_per_address >= 0, "http_max_connections_per_address",
+               "must be >= 0 (0: no limit)")
         if self.access_key_encryption:
             try:
                 decode_key(self.access_key_encryption)
@@ -111,6 +130,10 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_MAX_TASK_DURATION_SEC": ("max_task_duration_sec",),
     "SEMAPHORE_MAX_TASK_OUTPUT_BYTES": ("max_task_output_bytes",),
     "SEMAPHORE_SESSION_TTL_SEC": ("session_ttl_sec",),
+    "SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC": ("http_header_timeout_sec",),
+    "SEMAPHORE_HTTP_BODY_TIMEOUT_SEC": ("http_body_timeout_sec",),
+    "SEMAPHORE_HTTP_KEEPALIVE_TIMEOUT_SEC": ("http_keepalive_timeout_sec",),
+    "SEMAPHORE_HTTP_MAX_CONNECTIONS_PER_ADDRESS": ("http_max_connections_per_address",),
 }
 
 

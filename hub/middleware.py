@@ -1,4 +1,5 @@
-"""Request middleware: who is calling (session cookie or API token), CSRF, errors as JSON."""
+"""Request middleware: who is calling (session cookie or API token), CSRF, errors as JSON
+(the unexpected ones too)."""
 
 import time
 
@@ -10,6 +11,7 @@ from hub.api.common import ApiError
 from hub.context import HUB, USER
 from hub.crypto import SecretsUnavailable
 from hub.security import hash_token
+from hub.serving import describe_exception
 from hub.spec import SpecError
 from hub.store import NotFound, StoreError
 
@@ -30,6 +32,39 @@ PUBLIC = {
 
 LOGIN = ("POST", "/api/auth/login")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def last_resort_middleware(request: web.Request, handler):
+    """Outermost: an exception nothing else turned into an answer is a JSON 500 and one log
+    line, never a traceback in the body, and not a stack in the log per request."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        raise _json_error(exc) from None
+    except ConnectionError:  # the client went away: not an error of ours
+        raise
+    except Exception as exc:
+        log.error("http.internal_error", method=request.method, path=request.path[:200],
+                  remote=request.remote, **describe_exception(exc))
+        if request.writer.output_size > 0:
+            # Part of a streamed answer is out: nothing can be said any more. Cut the
+            # connection, so the client sees a broken answer, not a short complete one.
+            raise ConnectionResetError("answer cut short by an internal error") from None
+        raise ApiError(500, "internal error") from None
+
+
+def _json_error(exc: web.HTTPException) -> web.HTTPException:
+    """aiohttp's own errors (no such route: 404, wrong method: 405, body too big: 413) are
+    plain text: give them the API's shape, {"error": ...}, keeping the Allow header."""
+    if exc.status < 400 or exc.content_type == "application/json":
+        return exc
+    text = exc.text or ""
+    # aiohttp's default text is "404: Not Found"; its others say more (the size limit).
+    error = ApiError(exc.status, exc.reason if text.startswith(f"{exc.status}:") else text)
+    if "Allow" in exc.headers:
+        error.headers["Allow"] = exc.headers["Allow"]
+    return error
 
 
 @web.middleware

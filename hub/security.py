@@ -36,12 +36,14 @@ def new_token() -> str:
 
 def hash_token(token: str) -> str:
     """Tokens carry 256 random bits, so one SHA-256 is enough (no salt or stretching needed);
-    the lookup by hash is an index seek, and the final equality is the database's."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    the lookup by hash is an index seek, and the final equality is the database's.
+    surrogatepass: a header's bytes that are not UTF-8 are a wrong token, not an error."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def tokens_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"),
+                               b.encode("utf-8", "surrogatepass"))
 
 
 def _b64(raw: bytes) -> str:

@@ -5,6 +5,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from hub.crypto import SecretCipher
+from hub.jsontext import JsonTextError, excerpt, load_json_text
 from hub.store import NotFound, Store
 from protocol.frames import RepositorySpec, TaskSpec
 
@@ -18,11 +19,11 @@ def parse_arguments(raw: str | None, what: str) -> list[str]:
     if raw in (None, ""):
         return []
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise SpecError(f"{what} must be a JSON array of strings, got {raw!r}") from None
+        value = load_json_text(raw)  # size and nesting capped: this is a client's text
+    except JsonTextError as exc:
+        raise SpecError(f"{what} must be a JSON array of strings; it {exc}") from None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise SpecError(f"{what} must be a JSON array of strings, got {raw!r}")
+        raise SpecError(f"{what} must be a JSON array of strings, got {excerpt(raw)}")
     return value
 
 
@@ -30,11 +31,11 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
     if raw in (None, ""):
         return {}
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise SpecError(f"{what} must be a JSON object, got {raw!r}") from None
+        value = load_json_text(raw)  # size and nesting capped: this is a client's text
+    except JsonTextError as exc:
+        raise SpecError(f"{what} must be a JSON object; it {exc}") from None
     if not isinstance(value, dict):
-        raise SpecError(f"{what} must be a JSON object, got {raw!r}")
+        raise SpecError(f"{what} must be a JSON object, got {excerpt(raw)}")
     return {str(key): item if isinstance(item, str) else json.dumps(item)
             for key, item in value.items()}
 

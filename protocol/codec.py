@@ -10,6 +10,7 @@ import msgspec
 
 from protocol.frames import HubFrame, RunnerFrame
 from protocol.limits import MAX_FRAME_BYTES
+from protocol.validation import describe
 
 
 class CloseCode(IntEnum):
@@ -74,10 +75,19 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes | str, max_bytes: int):
         # An unknown tag means the peer speaks frames we do not know: a protocol error,
         # not just bad data.
         if text.endswith("`$.type`") and text.startswith("Invalid value"):
-            raise ProtocolError("unknown_type", f"unknown frame type: {text}",
+            raise ProtocolError("unknown_type", _clip(f"unknown frame type: {text}"),
                                 CloseCode.PROTOCOL_ERROR) from None
-        raise ProtocolError("invalid_frame", f"invalid frame: {text}") from None
+        # Named the field (numbers are range-checked there too: protocol.numbers), and cut
+        # short: the message goes back to the peer and into the log.
+        raise ProtocolError("invalid_frame", _clip(f"invalid frame: {describe(exc)}")) \
+            from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed_frame", f"frame is not valid JSON: {exc}") from None
     except UnicodeError as exc:
         raise ProtocolError("malformed_frame", f"frame is not valid UTF-8: {exc}") from None
+    except RecursionError:  # nesting in a field the frame type skips (fields are flat)
+        raise ProtocolError("malformed_frame", "frame nests too deeply") from None
+
+
+def _clip(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."

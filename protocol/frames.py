@@ -9,6 +9,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from protocol.numbers import (
+    ExitCode,
+    Id,
+    Interval,
+    Load,
+    OutputSeq,
+    Percent,
+    Seq,
+    Size,
+    UnixTime,
+    Version,
+)
+
 TaskStatus = Literal["success", "error", "stopped"]
 Stream = Literal["stdout", "stderr"]
 
@@ -23,19 +36,19 @@ class _Frame(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_field
 class HeldTask(msgspec.Struct, frozen=True):
     """A task the runner still holds when it (re)connects."""
 
-    task_id: int
+    task_id: Id
     state: Literal["running", "finished"]
-    last_seq: int  # last output seq the runner produced for it (0: none yet)
+    last_seq: Seq  # last output seq the runner produced for it (0: none yet)
 
 
 class Metrics(msgspec.Struct, frozen=True):
     """Resource figures the runner reports in every heartbeat."""
 
-    cpu_percent: float = 0.0
-    memory_used: int = 0
-    memory_total: int = 0
-    disk_free: int = 0
-    load1: float = 0.0
+    cpu_percent: Percent = 0.0
+    memory_used: Size = 0
+    memory_total: Size = 0
+    disk_free: Size = 0
+    load1: Load = 0.0
 
 
 class RepositorySpec(msgspec.Struct, frozen=True):
@@ -69,8 +82,8 @@ class TaskSpec(msgspec.Struct, frozen=True):
 
 
 class TaskAck(msgspec.Struct, frozen=True):
-    task_id: int
-    seq: int
+    task_id: Id
+    seq: Seq
 
 
 # Runner -> hub.
@@ -90,34 +103,34 @@ class Hello(_Frame, tag="hello"):
 
 
 class Heartbeat(_Frame, tag="heartbeat"):
-    time: float
-    running: list[int] = []
+    time: UnixTime
+    running: list[Id] = []
     metrics: Metrics = Metrics()
     draining: bool = False
 
 
 class Accepted(_Frame, tag="accepted"):
-    task_id: int
+    task_id: Id
 
 
 class Rejected(_Frame, tag="rejected"):
-    task_id: int
+    task_id: Id
     reason: str
 
 
 class Output(_Frame, tag="output"):
-    task_id: int
-    seq: int
+    task_id: Id
+    seq: OutputSeq
     stream: Stream
     data: str
-    time: float
+    time: UnixTime
 
 
 class Finished(_Frame, tag="finished"):
-    task_id: int
+    task_id: Id
     status: TaskStatus
-    last_seq: int
-    exit_code: int | None = None
+    last_seq: Seq
+    exit_code: ExitCode | None = None
     message: str = ""
     commit_hash: str = ""
     commit_message: str = ""
@@ -127,12 +140,12 @@ class Finished(_Frame, tag="finished"):
 
 
 class Welcome(_Frame, tag="welcome"):
-    protocol_version: int
+    protocol_version: Version
     session_id: str
-    runner_id: int
-    heartbeat_interval: float
-    max_frame_bytes: int
-    max_output_bytes: int
+    runner_id: Id
+    heartbeat_interval: Interval
+    max_frame_bytes: Size
+    max_output_bytes: Size
     acked: list[TaskAck] = []
     # The tags the hub holds for this runner, the only ones it is dispatched by (the hello's
     # are not taken), and, when the hello asked for others, a notice saying so.
@@ -148,8 +161,8 @@ class Assign(_Frame, tag="assign"):
 class Ack(_Frame, tag="ack"):
     """Output up to `seq` is durably stored; `finished`: the finished frame is stored too."""
 
-    task_id: int
-    seq: int
+    task_id: Id
+    seq: Seq
     finished: bool = False
 
 

@@ -24,6 +24,7 @@ from hub.app import create_app
 from hub.config import HubConfig, load_config
 from hub.context import HUB, Hub
 from hub.security import hash_password
+from hub.serving import HubSite, make_runner
 
 ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "admin-password-1"
@@ -212,11 +213,12 @@ async def start_hub(tmp_path: Path, ssl_context: ssl.SSLContext | None = None,
     config_file.write_text(json.dumps(values))
     config = load_config(config_file, environ={})
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    # Served as `semaphore server` serves it: every connection guarded (hub.serving).
+    runner = make_runner(app, config, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    site = HubSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = site.port
     scheme = "https" if ssl_context is not None else "http"
     hub = RunningHub(config, app, runner, f"{scheme}://127.0.0.1:{port}", client_ssl=client_ssl)
     store = hub.hub.store

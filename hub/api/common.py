@@ -1,18 +1,24 @@
 """Shared pieces of the REST handlers: JSON in and out, errors, who may touch a project."""
 
 import json
+import re
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from hub.api.models import INT64_MAX
 from hub.context import HUB, PROJECT, USER, Hub
+from hub.jsontext import excerpt, format_path, path_at, too_deep_at
 from protocol.validation import describe
 
 T = TypeVar("T")
 
 # Semaphore's project roles, from most to least powerful.
 ROLE_RANK = {"owner": 3, "manager": 2, "task_runner": 1, "guest": 0}
+# An error about a client's input quotes what it cannot use, never megabytes of it.
+MAX_ERROR_CHARS = 300
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
 class ApiError(web.HTTPException):
@@ -38,23 +44,68 @@ def no_content() -> web.Response:
 
 async def read_body(request: web.Request, model: type[T]) -> T:
     """Decode the JSON body into `model`; a 400 naming the field when it does not fit."""
-    raw = await request.read()
+    raw = await _read_raw(request)
     if not raw.strip():
         raise ApiError(400, "request body must be a JSON object")
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, describe(exc)) from None
+        raise ApiError(400, _clip(describe(exc))) from None
     except msgspec.DecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        raise ApiError(400, _clip(f"request body is not valid JSON: {exc}")) from None
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 only in strings it keeps
+        raise ApiError(400, _clip(f"{_subject(raw, _bad_byte_at(raw, exc))}: not valid "
+                                  f"UTF-8 ({exc.reason})")) from None
+    except RecursionError:  # only nesting in a field the model skips gets this far
+        raise ApiError(400, _clip(f"{_subject(raw, too_deep_at(raw), top_level=True)}: "
+                                  "nested too deeply")) from None
+
+
+async def _read_raw(request: web.Request) -> bytes:
+    """The whole body; a 400 when it cannot be read (a broken gzip or chunked encoding)."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        # Its text is "400, message: ..."; say only what is wrong.
+        problem = getattr(exc.__cause__, "message", None) or str(exc)
+        error = ApiError(400, _clip(f"request body cannot be read: {problem}"))
+        error.force_close()  # the rest of the stream is garbage: say the connection ends
+        raise error from None
+
+
+def _bad_byte_at(raw: bytes, exc: UnicodeDecodeError) -> int | None:
+    """Where in the body msgspec's UTF-8 error is: it reports the string's bytes (exc.object,
+    unescaped so far) and the bad byte's place in them."""
+    found = raw.find(exc.object)
+    if found >= 0:
+        return found + exc.start
+    found = raw.find(exc.object[exc.start:exc.end])  # the string had escapes: the bad bytes
+    return found if found >= 0 else None
+
+
+def _subject(raw: bytes, offset: int | None, top_level: bool = False) -> str:
+    """"field `a.b`" for the value at byte `offset` of the body, else "request body"."""
+    path = path_at(raw, offset) if offset is not None else []
+    if top_level:
+        path = path[:1]
+    return f"field `{format_path(path)}`" if path else "request body"
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + "..."
 
 
 def int_param(request: web.Request, name: str) -> int:
+    """An id from the URL. Not an integer: 400; an integer no row can have (below 1, past
+    64 bits): 404 without asking the database, which could not even take it."""
     raw = request.match_info[name]
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
+    if not _INTEGER.fullmatch(raw):
+        raise ApiError(400, f"{name} must be an integer, got {excerpt(raw, 40)}")
+    digits = raw.lstrip("+-").lstrip("0")
+    # Compared as text first: int() of thousands of digits is slow, and refused past 4300.
+    if raw.startswith("-") or not digits or len(digits) > 19 or int(digits) > INT64_MAX:
+        raise ApiError(404, f"{name} {raw if len(raw) <= 40 else raw[:40] + '...'} not found")
+    return int(digits)
 
 
 def current_user(request: web.Request) -> dict[str, Any]:

@@ -8,9 +8,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
+# Numbers end up in SQLite INTEGER columns (64-bit signed): a bigger one would not even reach
+# the database (OverflowError), so it is a 400 naming the field here.
+INT64_MAX = 2**63 - 1
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-Id = Annotated[int, msgspec.Meta(ge=1)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Id = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
 APPS = ("ansible", "terraform", "tofu", "bash", "python", "powershell", "pulumi")
 

@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from hub.store.base import decode_tags
+from protocol.numbers import UNIX_TIME_MAX
 
 Row = dict[str, Any]
 
@@ -97,24 +98,32 @@ class OutputLines:
 
     A line can span frames (a long line, or a prompt sent before its end): its pieces are
     joined, and the entry takes the time its first piece arrived.
+
+    A stored row that cannot be shown as it is (a time no date can show, written before the
+    codec checked times, or data that is not text) must not break the whole output: its time
+    becomes the one before it, its data is decoded as best it can be, and `repaired` counts
+    it for the caller to log.
     """
 
     def __init__(self, task_id: int):
         self.task_id = task_id
         self._partial = ""
         self._partial_time = 0.0
+        self._time = 0.0  # the last good time, given to a row whose own is not
+        self.repaired = 0
 
     def feed(self, chunks: list[Row]) -> list[Row]:
         lines = []
         for chunk in chunks:
-            pieces = chunk["data"].split("\n")
+            data, when = self._usable(chunk)
+            pieces = data.split("\n")
             for piece in pieces[:-1]:
-                start = self._partial_time if self._partial else chunk["time"]
+                start = self._partial_time if self._partial else when
                 lines.append(self._entry(self._partial + piece, start))
                 self._partial = ""
             if pieces[-1]:
                 if not self._partial:
-                    self._partial_time = chunk["time"]
+                    self._partial_time = when
                 self._partial += pieces[-1]
         return lines
 
@@ -125,7 +134,26 @@ class OutputLines:
         line, self._partial = self._entry(self._partial, self._partial_time), ""
         return [line]
 
+    def _usable(self, chunk: Row) -> tuple[str, float]:
+        data, when = stored_text(chunk["data"]), chunk["time"]
+        # NaN fails both comparisons; bool is an int and harmless.
+        good_time = isinstance(when, int | float) and 0 <= when <= UNIX_TIME_MAX
+        if good_time:
+            self._time = float(when)
+        if not good_time or not isinstance(chunk["data"], str):
+            self.repaired += 1
+        return data, self._time
+
     def _entry(self, text: str, when: float) -> Row:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
         return {"task_id": self.task_id, "time": f"{stamp}.{int(when % 1 * 1e6):06d}Z",
                 "output": text}
+
+
+def stored_text(data: Any) -> str:
+    """A stored output row's data as text, whatever the row holds."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return "" if data is None else str(data)

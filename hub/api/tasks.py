@@ -4,6 +4,7 @@ import json
 from collections.abc import AsyncIterator
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from hub.api.common import (
@@ -19,10 +20,12 @@ from hub.api.common import (
     require_admin,
 )
 from hub.api.models import TaskRequest
-from hub.api.serialize import OutputLines, task_json
+from hub.api.serialize import OutputLines, stored_text, task_json
 from hub.context import PROJECT
 from hub.spec import SpecError, check_playbook, parse_arguments, parse_vars
 from hub.store import NotFound
+
+log = structlog.get_logger("hub.api.tasks")
 
 OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
 
@@ -136,6 +139,8 @@ async def task_output(request: web.Request) -> web.StreamResponse:
     await send(lines.finish())
     await response.write(b"[]" if separator == b"[" else b"]")
     await response.write_eof()
+    if lines.repaired:  # once per read, however many rows
+        log.warning("task.output.repaired", task_id=row["id"], rows=lines.repaired)
     return response
 
 
@@ -144,7 +149,7 @@ async def task_raw_output(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     async for chunks in _pages(request, row["id"]):
-        await response.write("".join(chunk["data"] for chunk in chunks).encode())
+        await response.write("".join(stored_text(chunk["data"]) for chunk in chunks).encode())
     await response.write_eof()
     return response
 

@@ -33,6 +33,7 @@ from protocol.frames import (
     Welcome,
 )
 from protocol.limits import MAX_FRAME_BYTES
+from protocol.numbers import INT64_MAX
 from protocol.version import PROTOCOL_VERSION
 from tests.hubkit import write_script
 
@@ -42,7 +43,7 @@ WORKERS = 3  # concurrent fuzzing clients, each with its own runner tokens
 MARK = "FUZZ"  # in every text a fuzzer sends, so that it can be looked for in stored output
 # A session's last frame: a finished frame for a task nobody has, which the hub answers with an
 # ack once it has handled every frame before it.
-SENTINEL_TASK = -4242
+SENTINEL_TASK = INT64_MAX
 MAX_RSS_GROWTH = 150 * 1024 * 1024
 
 # Prints numbered lines until the test drops the flag file (at least 2,000), then says how
@@ -91,9 +92,24 @@ class Fuzzer:
         return [self.json_value(depth + 1) for _ in range(self.rng.randint(0, 5))]
 
     def task_id(self) -> int:
+        """A task id in range (protocol.numbers), often the real task's or a neighbour's."""
         return self.rng.choice([self.real_task_id, self.real_task_id, self.real_task_id + 1,
-                                self.real_task_id - 1, 0, -1, 2**62,
-                                self.rng.randint(-2**31, 2**31)])
+                                max(1, self.real_task_id - 1), 1, 2**62,
+                                self.rng.randint(1, 2**31)])
+
+    def out_of_range(self) -> dict:
+        """A valid frame with one number no receiver could store or show."""
+        rng = self.rng
+        frame = msgspec.to_builtins(rng.choice([
+            Output(task_id=self.real_task_id, seq=1, stream="stdout", data=self.text(),
+                   time=1.0),
+            Heartbeat(time=1.0, running=[self.real_task_id]),
+            Finished(task_id=self.real_task_id, status="success", last_seq=0),
+            Accepted(task_id=self.real_task_id)]))
+        field_name = rng.choice([key for key, value in frame.items()
+                                 if isinstance(value, int | float) and key != "type"])
+        frame[field_name] = rng.choice([1e308, -1, 0, -2**63, 2**63, 2**64, -1e-9])
+        return frame
 
     # Frames a session survives (each may get a not_your_task error back).
 
@@ -102,11 +118,11 @@ class Fuzzer:
         kind = rng.randrange(6)
         if kind == 0:
             return Heartbeat(time=rng.uniform(0, 2e9), running=[self.task_id()],
-                             metrics=Metrics(cpu_percent=rng.uniform(-1, 1e6),
-                                             memory_used=rng.randint(-2**40, 2**62)),
+                             metrics=Metrics(cpu_percent=rng.uniform(0, 1e6),
+                                             memory_used=rng.randint(0, 2**62)),
                              draining=rng.random() < 0.2)
         if kind == 1:
-            return Output(task_id=self.task_id(), seq=rng.randint(-5, 2**40),
+            return Output(task_id=self.task_id(), seq=rng.randint(1, 2**40),
                           stream=rng.choice(["stdout", "stderr"]),
                           data=self.text(200) + "\n", time=rng.uniform(0, 2e9))
         if kind == 2:
@@ -145,7 +161,7 @@ class Fuzzer:
 
     def hostile(self) -> bytes | str:
         rng = self.rng
-        kind = rng.randrange(8)
+        kind = rng.randrange(9)
         if kind == 0:
             return rng.randbytes(rng.randint(0, 300))
         if kind == 1:
@@ -165,6 +181,8 @@ class Fuzzer:
             return json.dumps({"type": self.text(10), "task_id": self.task_id()})
         if kind == 6:
             return encode(self.hello())  # a second hello
+        if kind == 7:
+            return json.dumps(self.out_of_range())
         return encode(self.plausible())
 
     def mutated(self) -> dict:

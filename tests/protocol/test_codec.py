@@ -31,6 +31,7 @@ from protocol import (
     encode,
 )
 from protocol.frames import TaskAck
+from protocol.numbers import INT64_MAX, UNIX_TIME_MAX
 
 RUNNER_TYPES = typing.get_args(RunnerFrame)
 HUB_TYPES = typing.get_args(HubFrame)
@@ -195,27 +196,27 @@ def test_malformed_input_is_invalid_data(decode, data):
 
 @pytest.mark.parametrize(("decode", "data", "field"), [
     (decode_runner_frame, {"type": "output", "task_id": 1, "seq": "3", "stream": "stdout",
-                           "data": "", "time": 0}, "$.seq"),
+                           "data": "", "time": 0}, "`seq`"),
     (decode_runner_frame, {"type": "output", "task_id": 1, "seq": 3, "stream": "stdin",
-                           "data": "", "time": 0}, "$.stream"),
+                           "data": "", "time": 0}, "`stream`"),
     (decode_runner_frame, {"type": "output", "task_id": 1, "seq": 3, "stream": "stdout",
-                           "data": "", "time": "now"}, "$.time"),
-    (decode_runner_frame, {"type": "accepted", "task_id": None}, "$.task_id"),
+                           "data": "", "time": "now"}, "`time`"),
+    (decode_runner_frame, {"type": "accepted", "task_id": None}, "`task_id`"),
     (decode_runner_frame, {"type": "hello", "protocol_version": 1, "runner_version": "x",
-                           "tags": ["a", 1]}, "$.tags[1]"),
+                           "tags": ["a", 1]}, "`tags[1]`"),
     (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"cpu_percent": "x"}},
-     "$.metrics.cpu_percent"),
+     "`metrics.cpu_percent`"),
     (decode_runner_frame, {"type": "finished", "task_id": 1, "status": "ok", "last_seq": 0},
-     "$.status"),
+     "`status`"),
     (decode_hub_frame, {"type": "assign", "task_id": 1,
                         "spec": {"project_id": "1", "template_id": 2, "app": "a"}},
-     "$.spec.project_id"),
+     "`spec.project_id`"),
     (decode_hub_frame, {"type": "welcome", "protocol_version": 1, "session_id": "s",
                         "runner_id": 1, "heartbeat_interval": 1, "max_frame_bytes": 1,
                         "max_output_bytes": 1, "acked": [{"task_id": 1, "seq": []}]},
-     "$.acked[0].seq"),
+     "`acked[0].seq`"),
     (decode_hub_frame, {"type": "ack", "task_id": 1, "seq": 2, "finished": "yes"},
-     "$.finished"),
+     "`finished`"),
     (decode_hub_frame, {"type": "ack", "seq": 2}, "task_id"),
     (decode_hub_frame, {"type": "cancel"}, "task_id"),
 ])
@@ -225,6 +226,103 @@ def test_wrong_field_is_named_in_the_error(decode, data, field):
     assert info.value.code == "invalid_frame"
     assert info.value.close_code == 1007
     assert field in info.value.message
+
+
+def _output(**numbers) -> dict:
+    return {"type": "output", "task_id": 1, "seq": 1, "stream": "stdout", "data": "",
+            "time": 0, **numbers}
+
+
+def _welcome(**numbers) -> dict:
+    return {"type": "welcome", "protocol_version": 1, "session_id": "s", "runner_id": 1,
+            "heartbeat_interval": 5, "max_frame_bytes": 1, "max_output_bytes": 1, **numbers}
+
+
+# Numbers a receiver could not store or show: each frame is refused, naming the field, by
+# the codec (a `time` of 1e308 used to break the task's /output when read back).
+@pytest.mark.parametrize(("decode", "data", "field"), [
+    (decode_runner_frame, _output(time=1e308), "`time`"),
+    (decode_runner_frame, _output(time=-1.5), "`time`"),
+    (decode_runner_frame, _output(time=UNIX_TIME_MAX + 1), "`time`"),
+    (decode_runner_frame, _output(seq=0), "`seq`"),
+    (decode_runner_frame, _output(seq=-1), "`seq`"),
+    (decode_runner_frame, _output(seq=2**64), "`seq`"),
+    (decode_runner_frame, _output(task_id=0), "`task_id`"),
+    (decode_runner_frame, _output(task_id=INT64_MAX + 1), "`task_id`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1e300}, "`time`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "running": [1, -7]},
+     "`running[1]`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"cpu_percent": -1}},
+     "`metrics.cpu_percent`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"cpu_percent": 1e300}},
+     "`metrics.cpu_percent`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"memory_used": 2**70}},
+     "`metrics.memory_used`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"disk_free": -1}},
+     "`metrics.disk_free`"),
+    (decode_runner_frame, {"type": "heartbeat", "time": 1, "metrics": {"load1": -0.5}},
+     "`metrics.load1`"),
+    (decode_runner_frame, {"type": "hello", "protocol_version": 1, "runner_version": "x",
+                           "held_tasks": [{"task_id": 1, "state": "running",
+                                           "last_seq": -3}]},
+     "`held_tasks[0].last_seq`"),
+    (decode_runner_frame, {"type": "finished", "task_id": 1, "status": "error",
+                           "last_seq": 0, "exit_code": 2**40}, "`exit_code`"),
+    (decode_runner_frame, {"type": "finished", "task_id": 1, "status": "error",
+                           "last_seq": -1}, "`last_seq`"),
+    (decode_runner_frame, {"type": "accepted", "task_id": -4242}, "`task_id`"),
+    (decode_runner_frame, {"type": "rejected", "task_id": 2**63, "reason": ""},
+     "`task_id`"),
+    (decode_hub_frame, {"type": "ack", "task_id": 1, "seq": -1}, "`seq`"),
+    (decode_hub_frame, _welcome(acked=[{"task_id": 0, "seq": 1}]), "`acked[0].task_id`"),
+    (decode_hub_frame, _welcome(heartbeat_interval=0), "`heartbeat_interval`"),
+    (decode_hub_frame, _welcome(heartbeat_interval=1e9), "`heartbeat_interval`"),
+    (decode_hub_frame, _welcome(runner_id=0), "`runner_id`"),
+    (decode_hub_frame, _welcome(max_frame_bytes=-1), "`max_frame_bytes`"),
+    (decode_hub_frame, _welcome(protocol_version=-1), "`protocol_version`"),
+])
+def test_numbers_out_of_range_are_refused_naming_the_field(decode, data, field):
+    with pytest.raises(ProtocolError) as info:
+        decode(json.dumps(data))
+    assert info.value.code == "invalid_frame"
+    assert info.value.close_code == 1007
+    assert info.value.message.startswith(f"invalid frame: field {field}: "), info.value
+
+
+@pytest.mark.parametrize(("literal", "code"), [
+    ("1e400", "invalid_frame"), ("-1e400", "invalid_frame"),  # overflow: infinity
+    ("NaN", "malformed_frame"), ("Infinity", "malformed_frame"),  # not JSON at all
+])
+def test_no_infinity_or_nan_gets_through(literal, code):
+    with pytest.raises(ProtocolError) as info:
+        decode_runner_frame(json.dumps(_output()).replace('"time": 0', f'"time": {literal}'))
+    assert info.value.code == code
+    if code == "invalid_frame":
+        assert "`time`" in info.value.message
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    frame = decode_runner_frame(json.dumps(_output(task_id=INT64_MAX, seq=INT64_MAX,
+                                                   time=UNIX_TIME_MAX)))
+    assert (frame.task_id, frame.seq, frame.time) == (INT64_MAX, INT64_MAX, UNIX_TIME_MAX)
+    finished = decode_runner_frame(json.dumps({"type": "finished", "task_id": 1,
+                                               "status": "stopped", "last_seq": 0,
+                                               "exit_code": -9}))
+    assert finished.exit_code == -9
+
+
+def test_deep_nesting_in_a_skipped_field_is_a_protocol_error():
+    data = '{"type": "heartbeat", "time": 1, "extra": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(ProtocolError) as info:
+        decode_runner_frame(data)
+    assert (info.value.code, info.value.close_code) == ("malformed_frame", 1007)
+
+
+def test_error_messages_are_cut_short():
+    with pytest.raises(ProtocolError) as info:
+        decode_runner_frame(json.dumps(_output(stream="x" * 100_000)))
+    assert info.value.message.startswith("invalid frame: field `stream`: ")
+    assert len(info.value.message) < 400
 
 
 @pytest.mark.parametrize("data", [None, 42, {"type": "accepted"}, ["x"]])
@@ -298,7 +396,7 @@ def test_fuzz_mutated_valid_frames(case, data):
 
 @FUZZ
 @given(st.text(st.characters(blacklist_categories=("Cs",))),
-       st.floats(allow_nan=False, allow_infinity=False), st.integers(1, 2**62))
+       st.floats(0, UNIX_TIME_MAX), st.integers(1, INT64_MAX))
 def test_output_round_trips(data, time, seq):
     frame = Output(task_id=1, seq=seq, stream="stdout", data=data, time=time)
     assert decode_runner_frame(encode(frame)) == frame
