@@ -288,15 +288,26 @@ class ServerLog:
     error = exception
 
 
+# The project's own code: an error is placed there, not inside a library it called.
+_PROJECT = Path(__file__).resolve().parents[1]
+
+
 def describe_exception(exc: BaseException | None) -> dict[str, str]:
-    """The error and where it was raised, for one log line: enough to find it in the code,
-    short enough that a flood of them does not flood the log."""
+    """The error and where it was raised, for one log line: enough to find it in the code
+    (the innermost line of the project's own), short enough that a flood of them does not
+    flood the log."""
     if exc is None:
         return {}
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}" \
-        if frames else ""
+    ours = [frame for frame in frames if _is_ours(frame.filename)]
+    frame = ours[-1] if ours else frames[-1] if frames else None
+    where = f"{Path(frame.filename).name}:{frame.lineno} {frame.name}" if frame else ""
     return {"error": f"{type(exc).__name__}: {_first_line(exc)}", "where": where}
+
+
+def _is_ours(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(_PROJECT) and "site-packages" not in path.parts
 
 
 def _client_error(exc: BaseException) -> str:

@@ -161,10 +161,32 @@ def test_port_range_bounds_are_accepted(write, port):
     ({"max_parallel_tasks": -1}, "`max_parallel_tasks`"),
     ({"max_task_duration_sec": -5}, "`max_task_duration_sec`"),
     ({"max_task_output_bytes": 0}, "`max_task_output_bytes`"),
+    ({"heartbeat_interval": 100_000}, "`heartbeat_interval`"),  # runners take a day at most
+    ({"http_header_timeout_sec": 0}, "`http_header_timeout_sec`"),
+    ({"http_body_timeout_sec": -1}, "`http_body_timeout_sec`"),
+    ({"http_keepalive_timeout_sec": 86_400}, "`http_keepalive_timeout_sec`"),
+    ({"http_max_connections_per_address": -1}, "`http_max_connections_per_address`"),
+    ({"http_max_connections_per_address": 1.5}, "`http_max_connections_per_address`"),
 ])
 def test_out_of_range_values_are_named(write, content, key):
     with pytest.raises(ConfigError, match=key):
         load_config(write(content), {})
+
+
+def test_http_limits_have_defaults_and_come_from_the_environment():
+    config = load_config(None, {})
+    assert (config.http_header_timeout_sec, config.http_body_timeout_sec,
+            config.http_keepalive_timeout_sec, config.http_max_connections_per_address) == (
+        10.0, 60.0, 75.0, 256)
+    config = load_config(None, {"SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC": "2.5",
+                                "SEMAPHORE_HTTP_BODY_TIMEOUT_SEC": "30",
+                                "SEMAPHORE_HTTP_KEEPALIVE_TIMEOUT_SEC": "5",
+                                "SEMAPHORE_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0"})
+    assert (config.http_header_timeout_sec, config.http_body_timeout_sec,
+            config.http_keepalive_timeout_sec, config.http_max_connections_per_address) == (
+        2.5, 30.0, 5.0, 0)
+    with pytest.raises(ConfigError, match="SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC"):
+        load_config(None, {"SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC": "nan"})
 
 
 def test_missing_file_is_named(tmp_path):
