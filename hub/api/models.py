@@ -94,6 +94,7 @@ class TemplateRequest(msgspec.Struct):
     inventory_id: Id | None = None
     environment_id: Id | None = None
     allow_override_args_in_task: bool = False
+    allow_override_branch_in_task: bool = False
     type: Literal["", "build", "deploy"] = ""
     runner_tag: str = ""
     timeout_sec: Count = 0  # beyond Semaphore: the task is ended `error` after this long

@@ -36,7 +36,7 @@ from hub.api.secrets import (
     save_env_secrets,
 )
 from hub.context import Hub
-from hub.spec import SpecError, parse_arguments, parse_env
+from hub.spec import SpecError, check_playbook, parse_arguments, parse_env
 from hub.store import NotFound
 
 
@@ -77,11 +77,13 @@ async def _environment_extra(hub: Hub, row: dict) -> dict:
 def _template_values(body: TemplateRequest, hub: Hub, creating: bool) -> dict:
     try:
         parse_arguments(body.arguments, "field `arguments`")
+        check_playbook(body.playbook, "field `playbook`")
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
     values = msgspec.structs.asdict(body)
     values["arguments"] = body.arguments or "[]"
     values["allow_override_args_in_task"] = int(body.allow_override_args_in_task)
+    values["allow_override_branch_in_task"] = int(body.allow_override_branch_in_task)
     return values
 
 

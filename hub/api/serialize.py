@@ -56,6 +56,7 @@ def template_json(row: Row) -> Row:
         "git_branch", "repository_id", "inventory_id", "environment_id", "type", "runner_tag",
         "timeout_sec")}
     out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
+    out["allow_override_branch_in_task"] = bool(row["allow_override_branch_in_task"])
     out["survey_vars"] = []
     out["vaults"] = []
     return out

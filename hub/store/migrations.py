@@ -175,6 +175,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runner ADD COLUMN shared_identity INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: Semaphore's allow_override_branch_in_task: may a task choose its git branch.
+    """
+    ALTER TABLE template ADD COLUMN allow_override_branch_in_task INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
