@@ -2,9 +2,72 @@
 
 Append new migrations; never edit one that has shipped. A database whose version is newer than
 the last migration here was written by a newer hub, and this one refuses to touch it.
+
+A migration is SQL, or an async function of the connection for work SQL alone cannot say.
+Each runs in one transaction with foreign key enforcement off (SQLite's documented procedure
+for rebuilding a table: with it on, DROP TABLE would cascade into the child tables), and
+`PRAGMA foreign_key_check` must come back empty before it commits.
+
+New tables keyed by an integer use `id INTEGER PRIMARY KEY AUTOINCREMENT`: without
+AUTOINCREMENT SQLite hands the id of a deleted newest row to the next one, and an id that
+once meant another task or project must never come back.
 """
 
-MIGRATIONS: list[str] = [
+import re
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+from hub.store.base import StoreError
+
+Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+# `id INTEGER PRIMARY KEY` not yet followed by AUTOINCREMENT, as the first migrations wrote it.
+_REUSABLE_ID = re.compile(r"\bid\s+INTEGER\s+PRIMARY\s+KEY\b(?!\s+AUTOINCREMENT)",
+                          re.IGNORECASE)
+_TABLE_NAME = re.compile(r'^CREATE\s+TABLE\s+("?)(\w+)\1', re.IGNORECASE)
+
+
+async def _rebuild_with_autoincrement(db: aiosqlite.Connection) -> None:
+    """Every table keyed by a reusable integer id, rebuilt with AUTOINCREMENT.
+
+    The new definition is the table's own stored CREATE statement with AUTOINCREMENT added,
+    so every column is kept, whichever migration added it. Steps 4-8 of SQLite's 12-step
+    ALTER TABLE procedure (foreign keys are off, see the module docstring): create the new
+    table, copy every row with its id, drop the old table, rename the new one into its
+    place, recreate the old table's indexes and triggers. Child tables reference parents by
+    name, so their foreign keys point at the rebuilt table once it has the old name.
+    """
+    tables = await db.execute_fetchall(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+    for name, sql in tables:
+        if _REUSABLE_ID.search(sql):
+            await _rebuild_table(db, name, sql)
+
+
+async def _rebuild_table(db: aiosqlite.Connection, name: str, sql: str) -> None:
+    new = f"{name}__autoincrement"
+    create = _TABLE_NAME.sub(f'CREATE TABLE "{new}"',
+                             _REUSABLE_ID.sub("id INTEGER PRIMARY KEY AUTOINCREMENT", sql, 1))
+    if f'"{new}"' not in create:
+        raise StoreError(f"cannot rebuild table {name}: unexpected definition {sql!r}")
+    # Indexes made by UNIQUE and PRIMARY KEY constraints have no SQL: the new table makes
+    # its own. The others are made again once the table has its name back.
+    extras = [row[0] for row in await db.execute_fetchall(
+        "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? "
+        "AND sql IS NOT NULL ORDER BY rowid", (name,))]
+    columns = ", ".join(f'"{row[1]}"' for row in await db.execute_fetchall(
+        f'PRAGMA table_info("{name}")'))
+    await db.execute(create)
+    await db.execute(f'INSERT INTO "{new}" ({columns}) SELECT {columns} FROM "{name}"')
+    await db.execute(f'DROP TABLE "{name}"')
+    await db.execute(f'ALTER TABLE "{new}" RENAME TO "{name}"')
+    for statement in extras:
+        await db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [
     # 1: the first schema.
     """
     CREATE TABLE user (
@@ -178,6 +241,32 @@ MIGRATIONS: list[str] = [
     # 5: Semaphore's allow_override_branch_in_task: may a task choose its git branch.
     """
     ALTER TABLE template ADD COLUMN allow_override_branch_in_task INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6: ids are never reused (every integer-keyed table rebuilt with AUTOINCREMENT; rows,
+    # ids, foreign keys and indexes kept). Ids freed before this ran can still come back
+    # once: SQLite starts each table's sequence at the largest id it holds now.
+    _rebuild_with_autoincrement,
+    # 7: nobody logs in as someone else. Login takes a username or an email, so a user's
+    # email must not be another user's username, nor a username another user's email
+    # (compared case-insensitively, stricter than the lookup itself). The hub's API and
+    # `semaphore user add` both get the message as a 400 naming the field.
+    """
+    CREATE TRIGGER user_login_names_insert AFTER INSERT ON user BEGIN
+        SELECT RAISE(ABORT, 'field `email`: another user logs in with it as their username')
+        WHERE EXISTS (SELECT 1 FROM user AS other
+                      WHERE other.id != NEW.id AND lower(other.username) = lower(NEW.email));
+        SELECT RAISE(ABORT, 'field `username`: another user logs in with it as their email')
+        WHERE EXISTS (SELECT 1 FROM user AS other
+                      WHERE other.id != NEW.id AND lower(other.email) = lower(NEW.username));
+    END;
+    CREATE TRIGGER user_login_names_update AFTER UPDATE OF username, email ON user BEGIN
+        SELECT RAISE(ABORT, 'field `email`: another user logs in with it as their username')
+        WHERE EXISTS (SELECT 1 FROM user AS other
+                      WHERE other.id != NEW.id AND lower(other.username) = lower(NEW.email));
+        SELECT RAISE(ABORT, 'field `username`: another user logs in with it as their email')
+        WHERE EXISTS (SELECT 1 FROM user AS other
+                      WHERE other.id != NEW.id AND lower(other.email) = lower(NEW.username));
+    END;
     """,
 ]
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from hub.store.base import NotFound, Row, StoreError
-from hub.store.migrations import LATEST_VERSION, MIGRATIONS
+from hub.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
 
 # Tables whose rows belong to one project and are handled through the generic row methods,
 # with the columns a caller may set.
@@ -79,10 +79,41 @@ class SqliteConnection:
             raise StoreError(
                 f"database {self.path} has schema version {version}, newer than this program "
                 f"knows ({LATEST_VERSION}); run a newer semaphore or restore a backup")
-        for number in range(version + 1, LATEST_VERSION + 1):
-            # executescript commits first; the version bump rides in the same script.
-            await self.db.executescript(
-                f"BEGIN; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
+        if version == LATEST_VERSION:
+            return
+        # Foreign keys off while the schema changes (SQLite's 12-step ALTER TABLE procedure:
+        # a rebuilt parent table must not cascade into its children when the old one is
+        # dropped). The pragma is a no-op inside a transaction, so it goes around them.
+        await self.db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for number in range(version + 1, LATEST_VERSION + 1):
+                await self._apply_migration(number, MIGRATIONS[number - 1])
+        finally:
+            await self.db.execute("PRAGMA foreign_keys = ON")
+
+    async def _apply_migration(self, number: int, migration: Migration) -> None:
+        """One migration and its version bump in one transaction, committed only if every
+        foreign key still points at a row."""
+        db = self.db
+        try:
+            if isinstance(migration, str):
+                # executescript commits whatever is pending first: BEGIN rides in the script.
+                await db.executescript(f"BEGIN; {migration}")
+            else:
+                await db.execute("BEGIN")
+                await migration(db)
+            broken = await db.execute_fetchall("PRAGMA foreign_key_check")
+            if broken:
+                table, rowid, parent, _ = broken[0]
+                raise StoreError(f"migration {number} of {self.path} would leave "
+                                 f"{len(broken)} broken reference(s), e.g. {table} row "
+                                 f"{rowid} -> {parent}; it was not applied")
+            await db.execute(f"PRAGMA user_version = {number}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
 
     @property
     def db(self) -> aiosqlite.Connection:
