@@ -170,8 +170,9 @@ def test_plaintext_to_another_machine_is_warned(web_host, warned):
 
 def test_runner_start_warns_about_plaintext_before_connecting(tmp_path):
     config = tmp_path / "config.runner.json"
-    config.write_text(json.dumps({"web_host": "http://10.255.255.1:9", "runner": {
-        "token": "some-token", "tmp_path": str(tmp_path / "work")}}))
+    # Another host, never reached: `.invalid` names do not resolve (no traffic leaves).
+    config.write_text(json.dumps({"web_host": "http://hub.invalid:9", "runner": {
+        "token": "some-token", "tmp_path": str(tmp_path / "work"), "allow_root_tasks": True}}))
     log = tmp_path / "runner.log"
     runner = spawn("runner", "start", "--config", str(config), log=log)
     try:
@@ -296,7 +297,8 @@ def test_cli_server_and_runner_over_tls_run_a_task(tmp_path, pki, processes):
     runner_config_file = tmp_path / "runner" / "config.runner.json"
     setup = semaphore("runner", "setup", "--config", str(runner_config_file),
                       "--non-interactive", "--web-host", base, "--registration-token", "reg-tls",
-                      "--name", "tls-1", "--tmp-path", str(tmp_path / "work"))
+                      "--name", "tls-1", "--tmp-path", str(tmp_path / "work"),
+                      "--allow-root-tasks")
     assert setup.returncode == 0, setup.stderr
     stored = json.loads(runner_config_file.read_text())
     stored["runner"]["server_ca_cert_file"] = str(pki.ca_file)

@@ -70,11 +70,13 @@ HUB_GOLDEN = [
      b'"acked":[{"task_id":7,"seq":3}],"tags":["prod"],"notice":"not taken"}'),
     (Assign(task_id=7, spec=TaskSpec(
         project_id=1, template_id=2, app="ansible", playbook="site.yml", arguments=["-v"],
-        environment={"A": "1"}, sealed_secrets="c2VhbGVk",
+        task_arguments=["--check"], environment={"A": "1"}, extra_vars={"region": "eu", "n": 2},
+        sealed_secrets="c2VhbGVk",
         repository=RepositorySpec(url="https://git.example/x.git", branch="main"),
         commit_hash="abc", timeout_sec=60, message="deploy")),
      b'{"type":"assign","task_id":7,"spec":{"project_id":1,"template_id":2,"app":"ansible",'
-     b'"playbook":"site.yml","arguments":["-v"],"environment":{"A":"1"},"sealed_secrets":"c2VhbGVk",'
+     b'"playbook":"site.yml","arguments":["-v"],"task_arguments":["--check"],'
+     b'"environment":{"A":"1"},"extra_vars":{"region":"eu","n":2},"sealed_secrets":"c2VhbGVk",'
      b'"repository":{"url":"https://git.example/x.git","branch":"main"},"commit_hash":"abc",'
      b'"timeout_sec":60,"message":"deploy"}}'),
     (Ack(task_id=7, seq=3, finished=True),
