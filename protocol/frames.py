@@ -98,8 +98,9 @@ class Hello(_Frame, tag="hello"):
     platform: str = ""
     held_tasks: list[HeldTask] = []
     # Its tasks run as the runner's own user (no separate task user): they can read its
-    # token, key and spool. The hub records it and warns; it grants nothing.
-    shared_identity: bool = False
+    # token, key and spool. The hub records it and warns; it grants nothing. An older runner
+    # that does not say has no task user: it defaults to true.
+    shared_identity: bool = True
 
 
 class Heartbeat(_Frame, tag="heartbeat"):

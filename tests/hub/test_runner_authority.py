@@ -143,7 +143,7 @@ async def test_runner_sends_its_workers_shared_identity(hub, api, tmp_path):
 
 def test_old_peers_frames_still_decode():
     old_hello = b'{"type":"hello","protocol_version":1,"runner_version":"0.9","tags":["x"]}'
-    assert decode_runner_frame(old_hello).shared_identity is False
+    assert decode_runner_frame(old_hello).shared_identity is True  # no task user back then
     old_welcome = (b'{"type":"welcome","protocol_version":1,"session_id":"s","runner_id":1,'
                    b'"heartbeat_interval":5,"max_frame_bytes":1048576,"max_output_bytes":1}')
     welcome = decode_hub_frame(old_welcome)

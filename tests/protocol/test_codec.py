@@ -39,7 +39,8 @@ HUB_TYPES = typing.get_args(HubFrame)
 RUNNER_GOLDEN = [
     (Hello(protocol_version=1, runner_version="1.2.3", name="web-1", tags=["prod", "eu"],
            max_parallel_tasks=2, platform="linux/amd64",
-           held_tasks=[HeldTask(task_id=7, state="running", last_seq=3)]),
+           held_tasks=[HeldTask(task_id=7, state="running", last_seq=3)],
+           shared_identity=False),
      b'{"type":"hello","protocol_version":1,"runner_version":"1.2.3","name":"web-1",'
      b'"tags":["prod","eu"],"max_parallel_tasks":2,"platform":"linux/amd64",'
      b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}],"shared_identity":false}'),
