@@ -50,13 +50,14 @@ class LogThrottle:
     def __init__(self, window: float = 60.0, max_keys: int = 10_000):
         self.window = window
         self.max_keys = max_keys
-        self._last: dict[Any, float] = {}
-        self._held: Counter = Counter()
+        self._last: dict[Any, float] = {}  # key -> when its last line was logged
+        self._held: Counter[Any] = Counter()  # key -> lines held back since
 
     def allow(self, key: Any) -> int | None:
         """None: stay quiet; else log now, saying how many were held back since last time."""
         now = time.monotonic()
-        if now - self._last.get(key, -self.window) < self.window:
+        last = self._last.get(key)
+        if last is not None and now - last < self.window:
             self._held[key] += 1
             return None
         if len(self._last) >= self.max_keys:
@@ -81,7 +82,7 @@ class ConnectionGuard:
         self.header_timeout = config.http_header_timeout_sec
         self.body_timeout = config.http_body_timeout_sec
         self.max_per_address = config.http_max_connections_per_address
-        self.open: Counter = Counter()  # address -> connections counted
+        self.open: Counter[str] = Counter()  # address -> connections counted
         self._connections: dict[asyncio.BaseTransport, GuardedConnection] = {}
         self.throttle = LogThrottle()
 
