@@ -99,11 +99,11 @@ def parse_vars(raw: str | None, what: str) -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
-        raise SpecError(f"{what} must be a JSON object, got {raw[:80]!r}") from None
+        value = load_json_text(raw)  # size and nesting capped: a task_runner writes it
+    except JsonTextError as exc:
+        raise SpecError(f"{what} must be a JSON object; it {exc}") from None
     if not isinstance(value, dict):
-        raise SpecError(f"{what} must be a JSON object, got {raw[:80]!r}")
+        raise SpecError(f"{what} must be a JSON object, got {excerpt(raw)}")
     return value
 
 

@@ -61,8 +61,8 @@ class RepositorySpec(msgspec.Struct, frozen=True):
 class TaskSpec(msgspec.Struct, frozen=True):
     """Everything a runner needs to run a task, resolved by the hub at dispatch time."""
 
-    project_id: int
-    template_id: int
+    project_id: Id
+    template_id: Id
     app: str
     playbook: str = ""  # a path inside the checkout; the runner refuses one that leaves it
     arguments: list[str] = []  # the template's
@@ -77,7 +77,7 @@ class TaskSpec(msgspec.Struct, frozen=True):
     sealed_secrets: str = ""
     repository: RepositorySpec | None = None
     commit_hash: str = ""
-    timeout_sec: int = 0  # 0: no limit
+    timeout_sec: Size = 0  # 0: no limit
     message: str = ""
 
 
@@ -90,11 +90,11 @@ class TaskAck(msgspec.Struct, frozen=True):
 
 
 class Hello(_Frame, tag="hello"):
-    protocol_version: int
+    protocol_version: Version
     runner_version: str
     name: str = ""
     tags: list[str] = []
-    max_parallel_tasks: int = 0
+    max_parallel_tasks: Size = 0
     platform: str = ""
     held_tasks: list[HeldTask] = []
     # Its tasks run as the runner's own user (no separate task user): they can read its

@@ -152,3 +152,19 @@ async def test_rows_stored_badly_before_are_repaired_when_read(hub, api):
 def _ids(task: str) -> tuple[int, int]:
     parts = task.split("/")
     return int(parts[3]), int(parts[5])
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_parallel_tasks", 2**70),
+                                              ("max_parallel_tasks", -1),
+                                              ("protocol_version", 2**64)])
+async def test_a_hello_with_numbers_out_of_range_is_refused_naming_the_field(hub, api, field,
+                                                                             value):
+    token = await hub.register("big-hello")
+    ws = await raw_session(hub, token)
+    hello = {"type": "hello", "protocol_version": PROTOCOL_VERSION, "runner_version": "t",
+             field: value}
+    await ws.send_bytes(json.dumps(hello).encode())
+    error = await expect_error_and_close(ws, 1007, "invalid_frame")
+    assert f"field `{field}`" in error.message
+    runners = await api.ok("GET", "/api/runners")  # the hub serves on
+    assert [r["name"] for r in runners] == ["big-hello"]

@@ -169,3 +169,14 @@ async def test_secrets_are_masked_however_they_are_printed(api, tmp_path, projec
     assert "********" in output
     for piece in (SECRET, SECRET[:6], SECRET[6:], "line-one-of-key", "line-two-of-key"):
         assert piece not in output, output
+
+
+async def test_a_deeply_nested_task_environment_is_a_400(hub, api, tmp_path, project):
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "run.sh", "echo hi\n")
+    template = await api.template(project, scripts, "run.sh")
+    member = await task_runner_in(hub, api, project)
+    deep = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
+    got, body = await member.request("POST", f"/api/project/{project}/tasks",
+                                     {"template_id": template, "environment": deep})
+    assert got == 400 and "`environment`" in body["error"] and "nests deeper" in body["error"]
