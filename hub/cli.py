@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import signal
 import ssl
 import sys
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
+    # The database (password hashes, sealed secrets) and the embedded runner's folders are
+    # the hub's alone.
+    os.umask(0o077)
     config = load_config(args.config)
     # Fail before listening if the database or the embedded runner's folder cannot be used.
     asyncio.run(_check_store(config))

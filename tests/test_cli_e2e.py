@@ -98,6 +98,8 @@ def test_server_and_runner_cli_run_a_task(tmp_path, processes):
     # register made the runner's key pair: the private half stays here, readable by us only.
     key_file = Path(json.loads(runner_config.read_text())["runner"]["private_key_file"])
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text()) > 40
+    # The hub's database (password hashes, sealed secrets) is its own: made under umask 0077.
+    assert (tmp_path / "db.sqlite").stat().st_mode & 0o077 == 0
     runner = spawn("runner", "start", "--config", str(runner_config),
                    log=tmp_path / "runner.log")
     processes.append(runner)
