@@ -2,6 +2,7 @@
 
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -38,6 +39,17 @@ def utcnow() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _keep_private(path: Path) -> None:
+    """The database holds password hashes and sealed secrets: readable by the hub alone,
+    whatever the umask (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass  # opening it fails just after, with a message that names the file
+
+
 class SqliteConnection:
     """One aiosqlite connection (one thread); writes serialised by a lock."""
 
@@ -51,6 +63,7 @@ class SqliteConnection:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _keep_private(Path(self.path))
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
