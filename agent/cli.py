@@ -23,7 +23,7 @@ from agent.isolation import (
     TaskIdentity,
     check_private_file,
     forbid_inspection,
-    resolve_task_identity,
+    resolve_task_identities,
 )
 from agent.keys import RunnerKeyError, SecretOpener, create_key_pair, load_private_key
 from agent.logs import configure_logging
@@ -137,14 +137,21 @@ def cmd_setup(args: argparse.Namespace) -> int:
         else list(tags),
         server_ca_cert_file=section.server_ca_cert_file,
         skip_tls_verify=section.skip_tls_verify,
-        task_user=answer(args.task_user, "User that tasks run as (empty: this user)",
-                         section.task_user),
+        task_user=_task_users(answer(args.task_user, "User that tasks run as (empty: this "
+                                                     "user; several: comma-separated)",
+                                     ",".join(existing.task_users))),
         allow_root_tasks=(section.allow_root_tasks if args.allow_root_tasks is None
                           else args.allow_root_tasks)))
     config.validate(path)
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")
     return 0
+
+
+def _task_users(answer: str) -> str | list[str]:
+    """One user as a string (Semaphore-style scalar), several as a list."""
+    names = [name.strip() for name in answer.split(",") if name.strip()]
+    return names[0] if len(names) == 1 else names if names else ""
 
 
 def _whole_number(answer, flag_value: int | None, current: int, interactive: bool) -> int:
@@ -174,7 +181,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     public_key = create_key_pair(key_path)
     token = register(config, public_key=public_key)
     if not config.runner.private_key_file:
-        config.runner.private_key_file = str(key_path)
+        # Absolute: a relative one would be taken from the config's folder again at start.
+        config.runner.private_key_file = os.path.abspath(key_path)
         save_runner_config(path, config)
     token_path = config.token_path(path)
     if token_path is not None:
@@ -224,40 +232,41 @@ def cmd_start(args: argparse.Namespace) -> int:
     token = _require_token(config, path)
     # Everything the runner writes (spool, checkouts) is its own; tasks get their own folder.
     os.umask(0o077)
-    identity = resolve_task_identity(config.runner.task_user, config.runner.allow_root_tasks)
+    identities = resolve_task_identities(config.task_users, config.runner.allow_root_tasks,
+                                         config.runner.max_parallel_tasks)
     forbid_inspection()
     key_path = config.private_key_path(path)
     for private in (path, config.token_path(path), key_path):
         if private is not None:
             check_private_file(private)
-    _warn_if_shared(identity)
+    _warn_if_shared(identities)
     if key_path.exists():
         opener = SecretOpener(load_private_key(key_path))
     else:
         log.warning("runner.no_private_key", path=str(key_path),
                     consequence="tasks with secrets will be rejected; run register again")
         opener = SecretOpener(None)
-    return asyncio.run(_serve(config, token, opener, identity))
+    return asyncio.run(_serve(config, token, opener, identities))
 
 
-def _warn_if_shared(identity: TaskIdentity) -> None:
-    if identity.separate:
-        log.info("runner.task_user", user=identity.name, uid=identity.uid)
+def _warn_if_shared(identities: list[TaskIdentity]) -> None:
+    if identities[0].separate:
+        log.info("runner.task_users", users=[i.name for i in identities])
         return
-    log.warning("runner.shared_identity", user=identity.name,
+    log.warning("runner.shared_identity", user=identities[0].name,
                 consequence="tasks run as the runner's own user and can read its token and "
                             "key; the hub shows this runner as shared identity. Run the "
                             "runner as root with runner.task_user set to isolate tasks")
 
 
 async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
-                 identity: TaskIdentity) -> int:
+                 identities: list[TaskIdentity]) -> int:
     warn_if_plaintext(config)
     url = config.websocket_url()
     # Built once for every reconnect; logs runner.tls.unverified if verification is off.
     ssl_context = client_ssl_context(config) if url.startswith("wss:") else None
     worker = TaskWorker(config.state_folder, config.runner.max_parallel_tasks,
-                        emit=lambda frame: None, opener=opener, identity=identity)
+                        emit=lambda frame: None, opener=opener, identities=identities)
     worker.recover()  # what a crashed or killed earlier run left in the spool
     connection = RunnerConnection(url, token, worker,
                                   name=config.display_name, tags=config.runner.tags,

@@ -13,6 +13,7 @@ the command with a message naming the file and the key.
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,10 +43,11 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     # (logged as a warning at every start).
     server_ca_cert_file: str = ""
     skip_tls_verify: bool = False
-    # Who tasks run as: an unprivileged user the runner (as root) switches to for every task,
-    # so that a task cannot read the runner's token, key or spool. Empty: the runner's own
-    # user, which as root is refused unless allow_root_tasks says so.
-    task_user: str = ""
+    # Who tasks run as: unprivileged users, the runner's alone, that the runner (as root)
+    # switches to, one per running task (a list of at least max_parallel_tasks users), so that
+    # a task cannot read the runner's token, key or spool, nor reach another task. Empty: the
+    # runner's own user, which as root is refused unless allow_root_tasks says so.
+    task_user: str | list[str] = ""
     allow_root_tasks: bool = False
 
 
@@ -65,6 +67,11 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def api_url(self, path: str) -> str:
         return f"{self.web_host.rstrip('/')}{path}"
+
+    @property
+    def task_users(self) -> list[str]:
+        user = self.runner.task_user
+        return [user] if isinstance(user, str) and user else list(user or [])
 
     @property
     def state_folder(self) -> Path:
@@ -89,9 +96,12 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
         return config_path.parent / Path(self.runner.token_file).expanduser()
 
     def private_key_path(self, config_path: Path) -> Path:
-        """private_key_file (relative: from the config's folder), or runner.key beside it."""
-        name = Path(self.runner.private_key_file or "runner.key").expanduser()
-        return config_path.parent / name
+        """private_key_file (relative: from the config's folder), or, beside the config, a key
+        named after it (config.runner.json -> config.runner.key): two runners' configs in one
+        folder never share, or overwrite, one key."""
+        if not self.runner.private_key_file:
+            return config_path.with_suffix(".key")
+        return config_path.parent / Path(self.runner.private_key_file).expanduser()
 
     def read_token(self, path: Path) -> str:
         """The runner's own token: inline, or from token_file."""
@@ -142,10 +152,14 @@ def save_runner_config(path: str | os.PathLike, config: RunnerConfig) -> None:
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Write a file only its owner can read, replacing any old one atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Write a file only its owner can read, replacing any old one atomically. The temporary
+    file is new and randomly named (mkstemp: O_EXCL, 0600): in a folder others can write, a
+    file they made first under a fixed name would be written into, and read, by them."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from agent.apps import UnsupportedApp, build_command, check_app
-from agent.isolation import TaskIdentity
+from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
 from protocol.frames import TaskSpec
@@ -94,8 +94,9 @@ class TaskExecution:
         try:
             return await self._run()
         finally:
+            await self._end_leftovers()
             await self.sink.close()
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            _remove_tree(self.work_dir, self.log)
 
     async def _run(self) -> Outcome:
         self._make_work_dir()
@@ -140,8 +141,22 @@ class TaskExecution:
         shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.work_dir.mkdir(mode=0o700)
+        (self.work_dir / "tmp").mkdir(mode=0o700)  # its TMPDIR: /tmp is shared with others
         if self.identity.separate:
-            os.chown(self.work_dir, self.identity.uid, self.identity.gid)
+            for folder in (self.work_dir, self.work_dir / "tmp"):
+                os.chown(folder, self.identity.uid, self.identity.gid)
+
+    async def _end_leftovers(self) -> None:
+        """With a task user of its own, nothing of the task outlives it: every process of
+        that user is killed (a daemon it started, a `setsid` escapee), before its folder is
+        removed and the user serves another task."""
+        if not self.identity.separate:
+            return
+        killed = await asyncio.to_thread(kill_user_processes, self.identity.uid)
+        if killed:
+            self.log.info("task.leftovers.killed", count=len(killed))
+            await self._say(f"({len(killed)} process(es) the task left running were "
+                            "killed)\n")
 
     async def _checkout(self, outcome: Outcome) -> Path | None:
         """Clone the repository (or use an absolute path as it is); None if that failed."""
@@ -226,8 +241,8 @@ class TaskExecution:
                 *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True, **self._as_task_user())
-        except OSError as exc:
-            await self._say(f"cannot start {argv[0]}: {exc.strerror or exc}\n")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in argv or environment
+            await self._say(f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}\n")
             return 127, "exit"
         self._proc = proc
         if self.on_process is not None:
@@ -243,6 +258,8 @@ class TaskExecution:
         stopper.cancel()
         if ended_by != "exit":
             await self._kill_group(proc, waiter)
+        else:
+            await self._end_leftovers()  # a background child would hold the pipes open
         try:
             await asyncio.wait_for(asyncio.shield(pumps), PIPE_DRAIN_TIMEOUT)
         except TimeoutError:
@@ -291,3 +308,18 @@ class TaskExecution:
     async def _say(self, text: str) -> None:
         """A line from the runner itself, in the task's output."""
         await self.sink.write("stderr", text)
+
+
+def _remove_tree(folder: Path, log: structlog.typing.FilteringBoundLogger) -> None:
+    """Remove a task's folder; a failure (a file appearing while it is removed) is retried
+    once, then logged: a folder left behind may hold a key."""
+    for _ in range(2):
+        try:
+            shutil.rmtree(folder)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            continue
+    if folder.exists():
+        log.warning("task.folder.left", folder=str(folder))

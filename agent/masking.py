@@ -19,8 +19,10 @@ def mask_values(secrets: list[str]) -> list[str]:
     masked whole."""
     values: set[str] = set()
     for secret in secrets:
-        lines = [line.strip("\r") for line in secret.splitlines()]
-        for value in (secret.strip("\r\n"), *lines):
+        lines = secret.splitlines()
+        # A line as printed, and without its indentation (`echo $VAR` unquoted drops it).
+        pieces = [line.strip("\r") for line in lines] + [line.strip() for line in lines]
+        for value in (secret.strip("\r\n"), *pieces):
             if len(value) >= MIN_MASKED:
                 values.add(value)
     return sorted(values, key=len, reverse=True)

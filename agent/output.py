@@ -29,9 +29,9 @@ class OutputCoalescer:
                  max_unacked_bytes: int = MAX_UNACKED_BYTES, max_output: int = 0,
                  masks: list[str] | None = None):
         self._ledger = ledger
-        # One masker per stream: a secret split across writes of one stream is still masked.
-        values = mask_values(list(masks or ()))
-        self._maskers = {"stdout": SecretMasker(values), "stderr": SecretMasker(values)}
+        # One masker over both streams, in the order the text is sent: the hub shows them
+        # joined, so a secret begun on stdout and ended on stderr must be masked too.
+        self._masker = SecretMasker(mask_values(list(masks or ())))
         self._max_output = max_output  # characters a task may send in all; 0: no limit
         self._written = 0
         self._cut = False
@@ -46,16 +46,13 @@ class OutputCoalescer:
         self._room.set()
 
     async def write(self, stream: Stream, text: str) -> None:
-        await self._write(stream, self._maskers[stream].feed(text))
-
-    async def end_stream(self, stream: Stream) -> None:
-        """The stream ended: what the masker held back (it could not be a secret) goes out."""
-        await self._write(stream, self._maskers[stream].finish())
+        # Text the masker held back from the other stream goes out with this one.
+        await self._write(stream, self._masker.feed(text))
 
     async def close(self) -> None:
-        """The task is over: release what is held back and send everything now."""
-        for stream in ("stdout", "stderr"):
-            await self.end_stream(stream)
+        """The task is over: release what is held back (it was no secret) and send it all.
+        Not earlier, at the end of one stream: the other could still finish a secret."""
+        await self._write(self._stream, self._masker.finish())
         self.flush()
 
     async def _write(self, stream: Stream, text: str) -> None:
@@ -139,7 +136,6 @@ async def pump_pipe(reader: asyncio.StreamReader, stream: Stream,
             partial += decoder.decode(b"", final=True)
             if partial:
                 await sink.write(stream, partial)
-            await sink.end_stream(stream)
             return
         text = partial + decoder.decode(chunk)
         cut = text.rfind("\n") + 1

@@ -37,7 +37,7 @@ def task_environment(spec: TaskSpec | None, secrets: dict, identity: TaskIdentit
     env.update({name: value for name, value in os.environ.items() if name.startswith("LC_")})
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(HOME=str(work_dir), PWD=str(work_dir), USER=identity.name,
-               LOGNAME=identity.name)
+               LOGNAME=identity.name, TMPDIR=str(work_dir / "tmp"))
     refused: list[str] = []
     if spec is not None:
         chosen = {**spec.environment, **secrets.get("env", {})}

@@ -18,7 +18,7 @@ import structlog
 
 from agent.apps import UnsupportedApp, check_app
 from agent.executor import Outcome, TaskExecution
-from agent.isolation import TaskIdentity, prepare_private_folder
+from agent.isolation import TaskIdentity, kill_user_processes, prepare_private_folder
 from agent.keys import RunnerKeyError, SecretOpener
 from agent.output import OutputCoalescer
 from agent.spool import DiskFrames
@@ -53,14 +53,19 @@ class HeldTaskState:
 class TaskWorker:
     def __init__(self, tmp_path: str | Path, max_parallel_tasks: int, emit: Emit,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
-                 opener: SecretOpener | None = None, identity: TaskIdentity | None = None):
+                 opener: SecretOpener | None = None,
+                 identities: list[TaskIdentity] | None = None):
         self.opener = opener or SecretOpener(None)
-        self.identity = identity or TaskIdentity.of_runner()
+        identities = identities or [TaskIdentity.of_runner()]
+        self.separate_users = identities[0].separate
+        # With task users, each running task holds one of its own (never shared while it
+        # runs); without, every task runs as the runner.
+        self._free_users = list(identities)
         # Runner-only folders (0700): the spool holds unacked output and how tasks ended. With
-        # a separate task user, tmp_path and tasks/ are 0711: the task user may pass through
-        # to its own task folder (0700, its own) but list nothing and read nothing else.
+        # task users, tmp_path and tasks/ are 0711: a task user may pass through to its own
+        # task folder (0700, its own) but list nothing and read nothing else.
         self.work_root = Path(tmp_path)
-        passable = 0o711 if self.identity.separate else 0o700
+        passable = 0o711 if self.separate_users else 0o700
         prepare_private_folder(self.work_root, passable)
         self.tasks_root = self.work_root / "tasks"
         prepare_private_folder(self.tasks_root, passable)
@@ -74,7 +79,7 @@ class TaskWorker:
         self.max_output_bytes = 0  # set from the hub's welcome; 0: no limit
         # True when tasks run as the runner's own user (no separate task user): a task could
         # then read the runner's token and key, so the hub is told (hello) and shows it.
-        self.shared_identity = not self.identity.separate
+        self.shared_identity = not self.separate_users
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -104,10 +109,11 @@ class TaskWorker:
         ledger = OutputLedger(task_id, store=spool)
         sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes,
                                masks=secret_values(secrets))
+        identity = self._free_users.pop(0) if self.separate_users else self._free_users[0]
         execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
                                   self.max_duration_sec, secrets,
                                   on_process=lambda pid: _record_process(spool, pid),
-                                  identity=self.identity)
+                                  identity=identity)
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
@@ -177,6 +183,7 @@ class TaskWorker:
         killed): their output not yet acked and how they ended are delivered on connect. A task
         that was still running then cannot be resumed: its leftover processes are killed and it
         ends `error`, with all the output it printed."""
+        self._clear_leftovers()
         recovered = []
         for folder in sorted((self.work_root / "spool").glob("task_*")):
             try:
@@ -202,13 +209,26 @@ class TaskWorker:
         """Forget what an earlier process left (the hub's embedded runner: the hub has
         already ended those tasks)."""
         shutil.rmtree(self.work_root / "spool", ignore_errors=True)
+        prepare_private_folder(self.work_root / "spool")
+        self._clear_leftovers()
+
+    def _clear_leftovers(self) -> None:
+        """What an earlier runner process left of its tasks: the task users' processes (task
+        users are the runner's alone) and the task folders, which may hold keys."""
+        if self.separate_users:
+            for identity in self._free_users:
+                killed = kill_user_processes(identity.uid)
+                if killed:
+                    log.warning("task.leftovers.killed", user=identity.name, count=len(killed))
+        for folder in self.tasks_root.iterdir():
+            shutil.rmtree(folder, ignore_errors=True)
 
     # Internals.
 
     def _refusal(self, spec: TaskSpec) -> str:
         if self.draining:
             return "runner is draining"
-        if not self.has_free_slot:
+        if not self.has_free_slot or (self.separate_users and not self._free_users):
             return f"busy: {self.max_parallel_tasks} tasks running"
         try:
             check_app(spec)
@@ -225,6 +245,8 @@ class TaskWorker:
         except Exception as exc:  # the runner must report, never swallow, its own failures
             log.exception("task.crashed", task_id=state.task_id)
             outcome = Outcome("error", message=f"runner error: {exc}")
+        if self.separate_users:  # its processes are gone (run() ends them): free for another
+            self._free_users.append(state.execution.identity)
         state.finished = Finished(
             task_id=state.task_id, status=outcome.status, last_seq=state.ledger.last_seq,
             exit_code=outcome.exit_code, message=outcome.message,

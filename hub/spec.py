@@ -7,7 +7,10 @@ from typing import Any
 from hub.crypto import SecretCipher
 from hub.jsontext import JsonTextError, excerpt, load_json_text
 from hub.store import NotFound, Store
-from protocol.frames import RepositorySpec, TaskSpec
+from protocol.codec import encode
+from protocol.frames import Assign, RepositorySpec, TaskSpec
+from protocol.limits import MAX_FRAME_BYTES
+from protocol.numbers import INT64_MAX
 
 
 class SpecError(Exception):
@@ -24,7 +27,25 @@ def parse_arguments(raw: str | None, what: str) -> list[str]:
         raise SpecError(f"{what} must be a JSON array of strings; it {exc}") from None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise SpecError(f"{what} must be a JSON array of strings, got {excerpt(raw)}")
+    _refuse_nul(value, what)
     return value
+
+
+def _refuse_nul(value: Any, what: str) -> None:
+    """Arguments, extra vars and environment reach a process's argv or environment, where a
+    NUL character cannot be (the exec would fail on the runner): a 400 instead."""
+    if _has_nul(value):
+        raise SpecError(f"{what} must not contain NUL characters (\\u0000)")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def parse_env(raw: str | None, what: str) -> dict[str, str]:
@@ -36,6 +57,7 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
         raise SpecError(f"{what} must be a JSON object; it {exc}") from None
     if not isinstance(value, dict):
         raise SpecError(f"{what} must be a JSON object, got {excerpt(raw)}")
+    _refuse_nul(value, what)
     return {str(key): item if isinstance(item, str) else json.dumps(item)
             for key, item in value.items()}
 
@@ -58,7 +80,20 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
             secrets["ssh_key"] = json.loads(cipher.decrypt(key["secret"]))
+    _check_fits_a_frame(spec, secrets)
     return spec, secrets
+
+
+def _check_fits_a_frame(spec: TaskSpec, secrets: dict[str, Any]) -> None:
+    """A task whose assign would not fit in one frame could never reach a runner (it would
+    drop every connection it is sent on): refused when it is created."""
+    size = len(encode(Assign(task_id=INT64_MAX, spec=spec)))
+    if secrets:  # sealed: base64 of the JSON plus the box's 48 bytes
+        size += 4 * (len(json.dumps(secrets).encode()) + 48) // 3 + 4
+    if size > MAX_FRAME_BYTES:
+        raise SpecError(f"the task would reach its runner as a {size}-byte frame, more than "
+                        f"the {MAX_FRAME_BYTES} bytes a frame may hold; shorten its message, "
+                        "environment or arguments")
 
 
 async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
@@ -104,6 +139,7 @@ def parse_vars(raw: str | None, what: str) -> dict[str, Any]:
         raise SpecError(f"{what} must be a JSON object; it {exc}") from None
     if not isinstance(value, dict):
         raise SpecError(f"{what} must be a JSON object, got {excerpt(raw)}")
+    _refuse_nul(value, what)
     return value
 
 

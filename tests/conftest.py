@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 
@@ -42,3 +43,21 @@ def processes():
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def task_users():
+    """Two users of the tests' own, for runners that switch to a task user (root only): the
+    runner kills every process of a task user after each task, so never a shared one."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to a task user needs root (CI runs as root)")
+    names = [f"smtask{os.getpid() % 100000}{suffix}" for suffix in "ab"]
+    for name in names:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", name], check=True, capture_output=True)
+    try:
+        yield names
+    finally:
+        for name in names:
+            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+            subprocess.run(["userdel", name], capture_output=True)

@@ -150,6 +150,13 @@ KEY = "-----BEGIN KEY-----\nAAAAline-one-of-key\nBBBBline-two-of-key\n-----END K
     'printf "%s\\n" "$KEY" | while IFS= read -r line; do echo "$line"; sleep 0.1; done\n',
     # on stderr, cut by the runner's partial-line flush
     f'printf %s "{SECRET[:3]}" >&2; sleep 0.4; printf "%s\\n" "{SECRET[3:]}" >&2\n',
+    # begun on stdout, ended on stderr (the hub shows the streams joined)
+    f'printf %s "{SECRET[:8]}"; printf %s "{SECRET[8]}"; sleep 0.4; '
+    f'printf "%s\\n" "{SECRET[9:]}" >&2; sleep 0.3; echo x\n',
+    # stdout closed between the halves
+    f'printf %s "{SECRET[:8]}"; exec 1>&-; sleep 0.4; printf "%s\\n" "{SECRET[8:]}" >&2\n',
+    # a key echoed unquoted: its lines lose their indentation
+    'echo $KEY\n',
 ])
 async def test_secrets_are_masked_however_they_are_printed(api, tmp_path, project, script):
     environment = await api.ok("POST", f"/api/project/{project}/environment", {
@@ -167,7 +174,8 @@ async def test_secrets_are_masked_however_they_are_printed(api, tmp_path, projec
     assert (await api.wait_status(project, task_id))["status"] == "success"
     output = await api.raw_output(project, task_id)
     assert "********" in output
-    for piece in (SECRET, SECRET[:6], SECRET[6:], "line-one-of-key", "line-two-of-key"):
+    for piece in (SECRET, SECRET[:6], SECRET[6:], SECRET[:8] + SECRET[8], "line-one-of-key",
+                  "line-two-of-key"):
         assert piece not in output, output
 
 
@@ -180,3 +188,27 @@ async def test_a_deeply_nested_task_environment_is_a_400(hub, api, tmp_path, pro
     got, body = await member.request("POST", f"/api/project/{project}/tasks",
                                      {"template_id": template, "environment": deep})
     assert got == 400 and "`environment`" in body["error"] and "nests deeper" in body["error"]
+
+
+async def test_a_task_too_big_for_one_frame_is_refused_not_sent(hub, api, tmp_path, project):
+    """A message of a megabyte would make an assign no runner can take (it would drop the
+    connection it arrives on, again and again): a 400 when the task is created."""
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "run.sh", "echo hi\n")
+    template = await api.template(project, scripts, "run.sh")
+    member = await task_runner_in(hub, api, project)
+    got, body = await member.request("POST", f"/api/project/{project}/tasks",
+                                     {"template_id": template, "message": "m" * 1_100_000})
+    assert got == 400 and "frame" in body["error"], body
+    task_id = await member.run(project, template, message="fits")
+    assert (await api.wait_status(project, task_id))["status"] == "success"
+
+
+async def test_nul_characters_in_task_fields_are_a_400(hub, api, tmp_path, project):
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "run.sh", "echo hi\n")
+    template = await api.template(project, scripts, "run.sh", allow_override=True)
+    for field, value in (("environment", '{"a\\u0000b": 1}'), ("arguments", '["x\\u0000"]')):
+        got, body = await api.request("POST", f"/api/project/{project}/tasks",
+                                      {"template_id": template, field: value})
+        assert got == 400 and f"`{field}`" in body["error"] and "NUL" in body["error"], body
