@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from agent.executor import Outcome, TaskExecution
 from agent.output import OutputCoalescer
 from protocol.frames import Output, RepositorySpec, TaskSpec
 from protocol.session import OutputLedger
+from tests.gitkit import git, repo_with_branch
 
 DEADLINE = 30.0
 
@@ -80,12 +80,6 @@ def leftovers():
                 kill(pid, signal.SIGKILL)
 
 
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True)
-    return done.stdout.strip()
 
 
 async def test_script_output_both_streams_numbered_without_gaps(tmp_path):
@@ -153,16 +147,8 @@ async def test_partial_line_is_sent_while_the_process_still_runs(tmp_path):
 
 
 async def test_clone_branch_from_a_real_repository(tmp_path):
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git(origin, "init", "-q", "-b", "main")
-    (origin / "run.sh").write_text("echo on main\n")
-    git(origin, "add", "run.sh")
-    git(origin, "commit", "-q", "-m", "first")
-    git(origin, "checkout", "-q", "-b", "feature")
-    (origin / "run.sh").write_text('echo "on feature in $(basename "$PWD")"\n')
-    git(origin, "commit", "-q", "-am", "Feature script")
-    git(origin, "checkout", "-q", "main")
+    origin = repo_with_branch(tmp_path / "origin", "run.sh", "echo on main\n", "feature",
+                              'echo "on feature in $(basename "$PWD")"\n', "Feature script")
     spec = TaskSpec(project_id=1, template_id=1, app="bash", playbook="run.sh",
                     repository=RepositorySpec(url=f"file://{origin}", branch="feature"))
     run = Run(tmp_path, spec, task_id=11)

@@ -6,11 +6,10 @@ environment, or see secrets through the output.
 """
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
+from tests.gitkit import repo_with_branch
 from tests.hub.test_users_api import logged_in, make_user
 from tests.hubkit import write_script
 
@@ -98,25 +97,10 @@ async def test_a_symlink_out_of_the_repository_is_refused_by_the_runner(api, tmp
     assert "leads out of the repository" in output and "root:" not in output
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 async def test_branch_override_follows_allow_override_branch_in_task(hub, api, tmp_path,
                                                                      project):
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git(origin, "init", "-q", "-b", "main")
-    git(origin, "config", "user.email", "t@example.com")
-    git(origin, "config", "user.name", "t")
-    (origin / "run.sh").write_text("echo reviewed\n")
-    git(origin, "add", "run.sh")
-    git(origin, "commit", "-q", "-m", "main")
-    git(origin, "checkout", "-q", "-b", "unreviewed")
-    (origin / "run.sh").write_text("echo unreviewed code\n")
-    git(origin, "commit", "-q", "-am", "unreviewed")
-    git(origin, "checkout", "-q", "main")
+    origin = repo_with_branch(tmp_path / "origin", "run.sh", "echo reviewed\n", "unreviewed",
+                              "echo unreviewed code\n")
     repo = await api.ok("POST", f"/api/project/{project}/repositories",
                         {"name": "git", "git_url": f"file://{origin}", "git_branch": "main"},
                         201)
