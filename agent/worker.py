@@ -240,13 +240,15 @@ class TaskWorker:
         self.emit(frame)
 
     async def _run(self, state: HeldTaskState) -> None:
+        execution = state.execution
+        assert execution is not None  # only tasks this process started are run
         try:
-            outcome = await state.execution.run()
+            outcome = await execution.run()
         except Exception as exc:  # the runner must report, never swallow, its own failures
             log.exception("task.crashed", task_id=state.task_id)
             outcome = Outcome("error", message=f"runner error: {exc}")
         if self.separate_users:  # its processes are gone (run() ends them): free for another
-            self._free_users.append(state.execution.identity)
+            self._free_users.append(execution.identity)
         state.finished = Finished(
             task_id=state.task_id, status=outcome.status, last_seq=state.ledger.last_seq,
             exit_code=outcome.exit_code, message=outcome.message,
