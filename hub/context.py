@@ -8,6 +8,7 @@ from hub.config import HubConfig
 from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
+from hub.lifecycle import TaskLifecycle
 from hub.output_writer import OutputWriter
 from hub.reports import RunnerReports
 from hub.store import Store
@@ -19,6 +20,7 @@ class Hub:
     config: HubConfig
     store: Store
     events: EventBus
+    lifecycle: TaskLifecycle
     dispatcher: Dispatcher
     writer: OutputWriter
     reports: RunnerReports

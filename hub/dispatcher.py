@@ -1,22 +1,20 @@
 """Pushes waiting tasks to runners the moment a slot exists; no polling anywhere.
 
-The dispatcher keeps, in memory, every task that has not ended (`ActiveTask`) and every
-connected runner (`RunnerLink`). The database stays the truth: each state change is written
-before the runner hears of it, and the in-memory view is rebuilt from it at start. One loop
-does all assigning, woken by an event, so two assigns never race for one slot.
+The dispatcher keeps the queue of waiting tasks and every connected runner (`RunnerLink`)
+with its slots. Status changes are the life cycle's (`hub/lifecycle.py`): the dispatcher
+asks for them (a task given to a runner, a runner gone) and follows them, as the life
+cycle's listener, in its queue and slots. One loop does all assigning, woken by an event, so
+two assigns never race for one slot.
 """
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 import structlog
 
 from hub.events import EventBus
+from hub.lifecycle import FINAL, ActiveTask, TaskLifecycle, TaskState
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
-from hub.store import Store
-from hub.store.sqlite import utcnow
-from protocol.frames import TaskSpec
 
 log = structlog.get_logger("hub.dispatcher")
 
@@ -25,33 +23,15 @@ log = structlog.get_logger("hub.dispatcher")
 TIMEOUT_BACKSTOP_GRACE = 10.0
 
 
-@dataclass(eq=False)
-class ActiveTask:
-    task_id: int
-    project_id: int
-    runner_tag: str
-    spec: TaskSpec
-    status: str  # waiting | starting | running | stopping
-    runner_id: int | None = None
-    project_limit: int = 0  # the project's max_parallel_tasks (0: no limit)
-    stored_seq: int = 0     # highest output seq committed
-    received_seq: int = 0   # highest output seq accepted into the write queue
-    output_bytes: int = 0
-    output_cut: bool = False
-    rejected_by: set[int] = field(default_factory=set)
-    reason: str = ""        # why it is still waiting
-    started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
-    # Sealed to the runner at assign time; never stored or sent in the clear.
-    secrets: dict = field(default_factory=dict, repr=False)
-    created: float = field(default_factory=time.monotonic)
-
-
 class Dispatcher:
-    def __init__(self, store: Store, events: EventBus, runner_lost_timeout: float):
-        self.store = store
+    """Matches waiting tasks to runners. Invariant: a task is in `_waiting` exactly while its
+    status is `waiting`, and in a link's `assigned` exactly while it is given to that runner
+    and not ended; both follow the life cycle's moves (`_follow`)."""
+
+    def __init__(self, lifecycle: TaskLifecycle, events: EventBus, runner_lost_timeout: float):
+        self.lifecycle = lifecycle
         self.events = events
         self.runner_lost_timeout = runner_lost_timeout
-        self.tasks: dict[int, ActiveTask] = {}
         self.links: dict[int, RunnerLink] = {}
         # The same links by scope (project id, None: global), so a dispatch looks only at
         # the runners that may take the task.
@@ -60,8 +40,9 @@ class Dispatcher:
         self._lost_timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
         self._loop_tasks: list[asyncio.Task] = []
+        lifecycle.listener = self._follow
 
-    # Life cycle.
+    # Life cycle of the dispatcher itself.
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -75,39 +56,38 @@ class Dispatcher:
         for timer in self._lost_timers.values():
             timer.cancel()
 
-    # Tasks.
+    # Following the tasks' moves.
 
-    def add(self, task: ActiveTask) -> None:
-        """Track a task that has not ended; waiting ones join the queue."""
-        self.tasks[task.task_id] = task
-        if task.status == "waiting":
-            self._waiting[task.task_id] = task
+    def _follow(self, task: ActiveTask, before: TaskState, before_runner: int | None) -> None:
+        if before_runner is not None and (task.runner_id != before_runner
+                                          or task.status in FINAL):
+            link = self.links.get(before_runner)
+            if link is not None:
+                link.assigned.discard(task.task_id)
+            self._wake.set()  # a slot is free
+        if task.status == TaskState.WAITING:
+            self._waiting.setdefault(task.task_id, task)
             self._wake.set()
-        elif task.runner_id is not None and task.runner_id not in self.links:
-            # Running on a runner that is not connected (the hub just restarted): give it
+        else:
+            self._waiting.pop(task.task_id, None)
+        if (task.status not in FINAL and task.runner_id is not None
+                and task.runner_id not in self.links):
+            # Held by a runner that is not connected (the hub just restarted): give it
             # runner_lost_timeout to come back.
             self._arm_lost_timer(task.runner_id)
-
-    def requeue(self, task: ActiveTask, reason: str = "") -> None:
-        self._release_slot(task)
-        task.status, task.runner_id, task.reason = "waiting", None, reason
-        self._waiting[task.task_id] = task
-        self._wake.set()
-
-    def forget(self, task: ActiveTask) -> None:
-        """The task has ended: free its slot and let the next one go."""
-        self._release_slot(task)
-        self._waiting.pop(task.task_id, None)
-        self.tasks.pop(task.task_id, None)
-        self._wake.set()
 
     def link_of(self, task: ActiveTask) -> RunnerLink | None:
         return self.links.get(task.runner_id) if task.runner_id is not None else None
 
-    def _release_slot(self, task: ActiveTask) -> None:
-        link = self.link_of(task)
+    def link(self, runner_id: int) -> RunnerLink | None:
+        return self.links.get(runner_id)
+
+    def relabel(self, runner_id: int, name: str, tags: list[str]) -> None:
+        """An admin renamed or retagged a runner: its live session serves the new tags now."""
+        link = self.links.get(runner_id)
         if link is not None:
-            link.assigned.discard(task.task_id)
+            link.name, link.tags = name or link.name, frozenset(tags)
+            self._wake.set()
 
     # Runners.
 
@@ -131,15 +111,16 @@ class Dispatcher:
         del self.links[link.runner_id]
         self._scope(link.project_id).pop(link.runner_id, None)
         self.events.publish("runner", runner_id=link.runner_id, online=False)
+        lifecycle = self.lifecycle
         for task_id in list(link.assigned):
-            task = self.tasks.get(task_id)
-            if task is not None and task.status == "starting":
-                await self.store.update_task(task_id, {"status": "waiting", "runner_id": None})
-                self.requeue(task, f"runner `{link.name}` went away before accepting it")
-            elif task is not None and task.status == "stopping" and not task.started_at:
+            task = lifecycle.get(task_id)
+            if task is not None and task.status == TaskState.STARTING:
+                await lifecycle.requeue(task, f"runner `{link.name}` went away before "
+                                              "accepting it")
+            elif task is not None and task.status == TaskState.STOPPING and not task.started_at:
                 # Stopped before its runner ever accepted it: it never ran.
-                await self.end(task, "stopped", "stopped before it started")
-        if any(t.runner_id == link.runner_id for t in self.tasks.values()):
+                await lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
+        if lifecycle.on_runner(link.runner_id):
             self._arm_lost_timer(link.runner_id)
 
     def _arm_lost_timer(self, runner_id: int) -> None:
@@ -154,17 +135,9 @@ class Dispatcher:
         self._lost_timers.pop(runner_id, None)
         if runner_id in self.links:
             return
-        for task in [t for t in self.tasks.values() if t.runner_id == runner_id]:
+        for task in self.lifecycle.on_runner(runner_id):
             log.warning("task.runner_lost", task_id=task.task_id, runner_id=runner_id)
-            await self.end(task, "error", "runner lost")
-
-    async def end(self, task: ActiveTask, status: str, message: str) -> None:
-        """End a task from the hub's side (the runner cannot report it)."""
-        await self.store.update_task(task.task_id, {"status": status, "status_message": message,
-                                                    "end": utcnow()})
-        self.forget(task)
-        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
-                            status=status, message=message)
+            await self.lifecycle.end(task, TaskState.ERROR, "runner lost")
 
     # Timeouts (backstop).
 
@@ -172,7 +145,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(1.0)
             now = time.time()
-            for task in list(self.tasks.values()):
+            for task in list(self.lifecycle.tasks.values()):
                 limit = task.spec.timeout_sec
                 if not (limit and task.started_at
                         and now > task.started_at + limit + TIMEOUT_BACKSTOP_GRACE):
@@ -183,8 +156,8 @@ class Dispatcher:
                 if link is not None:
                     link.cancel(task.task_id, f"timed out after {limit} s")
                 try:
-                    await self.end(task, "error", f"timed out after {limit} s "
-                                   "(ended by the hub: the runner did not report it)")
+                    await self.lifecycle.end(task, TaskState.ERROR, f"timed out after {limit} s "
+                                             "(ended by the hub: the runner did not report it)")
                 except Exception:
                     log.exception("task.timeout.backstop.failed", task_id=task.task_id)
 
@@ -208,23 +181,20 @@ class Dispatcher:
             link = self._choose(task)
             if link is None:
                 continue
-            del self._waiting[task.task_id]
             link.assigned.add(task.task_id)
-            task.status, task.runner_id, task.reason = "starting", link.runner_id, ""
-            await self.store.update_task(task.task_id, {
-                "status": "starting",
-                "runner_id": None if link.runner_id == LOCAL_RUNNER_ID else link.runner_id})
-            if task.status == "stopping":
+            stored_runner = None if link.runner_id == LOCAL_RUNNER_ID else link.runner_id
+            if not await self.lifecycle.start(task, link.runner_id, stored_runner):
+                link.assigned.discard(task.task_id)
+                continue
+            if task.status == TaskState.STOPPING:
                 # Stopped while we wrote: the runner never heard of it, so end it here.
-                await self.end(task, "stopped", "stopped before it started")
+                await self.lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
                 continue
             link.assign(task.task_id, task.spec, task.secrets)
             log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
-            self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
-                                status="starting", runner_id=link.runner_id)
 
     def _project_busy(self, task: ActiveTask) -> bool:
-        running = sum(1 for t in self.tasks.values()
+        running = sum(1 for t in self.lifecycle.tasks.values()
                       if t.project_id == task.project_id and t.runner_id is not None)
         if running < task.project_limit:
             return False

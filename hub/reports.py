@@ -5,16 +5,12 @@ behaves the same wherever it runs. A runner speaks only for the tasks assigned t
 about any other task is refused and logged, never applied.
 """
 
-import time
 
 import structlog
 
-from hub.dispatcher import ActiveTask, Dispatcher
-from hub.events import EventBus
+from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
 from hub.links import RunnerLink
 from hub.output_writer import OutputWriter
-from hub.store import Store
-from hub.store.sqlite import utcnow
 from protocol.codec import CloseCode, ProtocolError
 from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
 from protocol.session import SeqVerdict, classify_seq
@@ -29,12 +25,11 @@ class NotYourTask(Exception):
 
 
 class RunnerReports:
-    def __init__(self, store: Store, dispatcher: Dispatcher, writer: OutputWriter,
-                 events: EventBus, max_output_bytes: int):
-        self.store = store
-        self.dispatcher = dispatcher
+    """Applies a runner's task frames: output to the writer, the rest as life-cycle moves."""
+
+    def __init__(self, lifecycle: TaskLifecycle, writer: OutputWriter, max_output_bytes: int):
+        self.lifecycle = lifecycle
         self.writer = writer
-        self.events = events
         self.max_output_bytes = max_output_bytes
 
     async def handle(self, link: RunnerLink, frame: RunnerFrame) -> None:
@@ -49,35 +44,25 @@ class RunnerReports:
             await self._rejected(link, frame)
 
     def _owned(self, link: RunnerLink, task_id: int) -> ActiveTask:
-        task = self.dispatcher.tasks.get(task_id)
+        task = self.lifecycle.get(task_id)
         if task is None or task.runner_id != link.runner_id:
             raise NotYourTask(f"task {task_id} is not assigned to this runner")
         return task
 
     async def _accepted(self, link: RunnerLink, frame: Accepted) -> None:
         task = self._owned(link, frame.task_id)
-        if task.status != "starting":
-            return  # a repeated assign answered again
-        task.status, task.started_at = "running", time.time()
-        await self.store.update_task(task.task_id, {"status": "running", "start": utcnow()})
-        log.info("task.running", task_id=task.task_id, runner_id=link.runner_id)
-        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
-                            status="running")
+        if task.status == TaskState.STARTING:  # else a repeated assign answered again
+            await self.lifecycle.run(task)
 
     async def _rejected(self, link: RunnerLink, frame: Rejected) -> None:
         task = self._owned(link, frame.task_id)
-        if task.status != "starting":
+        if task.status != TaskState.STARTING:
             return
         log.info("task.rejected", task_id=task.task_id, runner_id=link.runner_id,
                  reason=frame.reason)
-        await self.give_back(link, task, f"runner `{link.name}` rejected it: {frame.reason}")
-
-    async def give_back(self, link: RunnerLink, task: ActiveTask, reason: str) -> None:
-        """The runner will not run a task it was assigned (it rejected it, or did not answer
-        in time): back to waiting, for any runner but this one."""
-        task.rejected_by.add(link.runner_id)
-        await self.store.update_task(task.task_id, {"status": "waiting", "runner_id": None})
-        self.dispatcher.requeue(task, reason)
+        # Back to waiting, for any runner but this one.
+        await self.lifecycle.requeue(task, f"runner `{link.name}` rejected it: {frame.reason}",
+                                     refused_by=link.runner_id)
 
     async def _output(self, link: RunnerLink, frame: Output) -> None:
         task = self._owned(link, frame.task_id)
@@ -116,7 +101,7 @@ class RunnerReports:
                 f"{self.max_output_bytes} bytes; the rest is not stored]\n")
 
     async def _finished(self, link: RunnerLink, frame: Finished) -> None:
-        task = self.dispatcher.tasks.get(frame.task_id)
+        task = self.lifecycle.get(frame.task_id)
         if task is None or task.runner_id != link.runner_id:
             # Ended by the hub meanwhile (stopped, runner lost) or given to another runner
             # since: nothing is applied, but the runner may forget it (else it would hold it,
@@ -130,17 +115,15 @@ class RunnerReports:
                                 f"{frame.last_seq} but output stopped at {task.received_seq}",
                                 CloseCode.PROTOCOL_ERROR)
         message = frame.message if frame.status != "success" else ""
-        values = {"status": frame.status, "status_message": message,
-                  "exit_code": frame.exit_code, "end": utcnow()}
+        values = {"status_message": message, "exit_code": frame.exit_code}
         if frame.commit_hash:
             values |= {"commit_hash": frame.commit_hash, "commit_message": frame.commit_message}
-        self.dispatcher.forget(task)
 
-        def stored() -> None:
+        def acked() -> None:
             link.ack(task.task_id, frame.last_seq, finished=True)
-            self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
-                                status=frame.status, message=message)
 
-        self.writer.submit_update(task.task_id, values, stored)
+        if not self.lifecycle.finished(task, TaskState(frame.status), values, acked):
+            acked()  # refused (and logged): the runner may still forget it
+            return
         log.info("task.finished", task_id=task.task_id, runner_id=link.runner_id,
                  status=frame.status, exit_code=frame.exit_code, last_seq=frame.last_seq)

@@ -1,6 +1,7 @@
-"""Task life cycle on the hub: create, stop, restore after a restart, reconcile a runner's hello.
+"""What the hub does with tasks: create, stop, restore after a restart, reconcile a hello.
 
-The database is the truth about tasks, the runner the truth about its processes. When a runner
+Each is a few moves of the life cycle (`hub/lifecycle.py`), which alone changes a status. The
+database is the truth about tasks, the runner the truth about its processes: when a runner
 (re)connects, its hello lists what it holds and `reconcile` settles every difference.
 """
 
@@ -13,14 +14,13 @@ import structlog
 
 from hub.config import HubConfig
 from hub.crypto import SecretCipher, SecretsUnavailable
-from hub.dispatcher import ActiveTask, Dispatcher
-from hub.events import EventBus
+from hub.dispatcher import Dispatcher
+from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.output_writer import OutputWriter
 from hub.spec import SpecError, resolve_task
-from hub.store import Store
-from hub.store.sqlite import utcnow
-from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck
+from hub.store import Row, Store
+from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck, TaskSpec
 
 log = structlog.get_logger("hub.tasks")
 
@@ -32,22 +32,25 @@ class Reconciliation:
 
 
 class TaskService:
-    def __init__(self, store: Store, dispatcher: Dispatcher, writer: OutputWriter,
-                 events: EventBus, config: HubConfig, cipher: SecretCipher):
+    """Task operations the API and the gateway ask for, made of life-cycle moves."""
+
+    def __init__(self, store: Store, lifecycle: TaskLifecycle, dispatcher: Dispatcher,
+                 writer: OutputWriter, config: HubConfig, cipher: SecretCipher):
         self.cipher = cipher
         self.store = store
+        self.lifecycle = lifecycle
         self.dispatcher = dispatcher
         self.writer = writer
-        self.events = events
         self.config = config
 
     async def restore(self) -> None:
         """Rebuild the in-memory view of unfinished tasks from the database at start."""
         for row in await self.store.list_unfinished_tasks():
-            local = row["runner_id"] is None and row["status"] != "waiting"
+            local = row["runner_id"] is None and row["status"] != TaskState.WAITING
             if local:
                 # It ran inside this hub's process, which is gone: nobody holds it now.
-                await self._end_row(row, "error", "hub restarted while the task ran")
+                await self.lifecycle.end_unloaded(row, TaskState.ERROR,
+                                                  "hub restarted while the task ran")
                 continue
             try:
                 template = await self.store.get_row("template", row["project_id"],
@@ -55,24 +58,23 @@ class TaskService:
                 spec, secrets = await resolve_task(self.store, self.cipher, row, template,
                                                    self.config.max_task_duration_sec)
             except (SpecError, SecretsUnavailable) as exc:
-                await self._end_row(row, "error", str(exc))
+                await self.lifecycle.end_unloaded(row, TaskState.ERROR, str(exc))
                 continue
-            task = ActiveTask(task_id=row["id"], project_id=row["project_id"],
-                              runner_tag=template["runner_tag"], spec=spec,
-                              status=row["status"], runner_id=row["runner_id"],
-                              stored_seq=row["last_seq"], received_seq=row["last_seq"],
-                              output_bytes=row["output_bytes"],
-                              project_limit=await self._project_limit(row["project_id"]),
-                              started_at=_epoch(row["start"]), secrets=secrets)
-            self.dispatcher.add(task)
-        log.info("tasks.restored", unfinished=len(self.dispatcher.tasks))
+            project = await self.store.get_project(row["project_id"])
+            self.lifecycle.track(self._active(row, template, project, spec, secrets))
+        log.info("tasks.restored", unfinished=len(self.lifecycle.tasks))
 
-    async def _project_limit(self, project_id: int) -> int:
-        return (await self.store.get_project(project_id))["max_parallel_tasks"]
-
-    async def _end_row(self, row: dict[str, Any], status: str, message: str) -> None:
-        await self.store.update_task(row["id"], {"status": status, "status_message": message})
-        log.warning("task.ended_at_start", task_id=row["id"], status=status, reason=message)
+    @staticmethod
+    def _active(row: Row, template: Row, project: Row, spec: TaskSpec,
+                secrets: dict[str, Any]) -> ActiveTask:
+        """The in-memory task of a stored one (new, or unfinished at start)."""
+        return ActiveTask(task_id=row["id"], project_id=row["project_id"],
+                          runner_tag=template["runner_tag"], spec=spec,
+                          status=TaskState(row["status"]), runner_id=row["runner_id"],
+                          stored_seq=row["last_seq"], received_seq=row["last_seq"],
+                          output_bytes=row["output_bytes"],
+                          project_limit=project["max_parallel_tasks"],
+                          started_at=_epoch(row["start"]), secrets=secrets)
 
     async def create(self, project: dict[str, Any], template: dict[str, Any],
                      values: dict[str, Any], user_id: int | None) -> dict[str, Any]:
@@ -81,35 +83,54 @@ class TaskService:
         draft = {**values, "project_id": project_id}
         spec, secrets = await resolve_task(self.store, self.cipher, draft, template,
                                            self.config.max_task_duration_sec)
-        row = await self.store.create_task({**values, "project_id": project_id,
-                                            "template_id": template["id"],
-                                            "user_id": user_id, "status": "waiting"})
-        self.dispatcher.add(ActiveTask(task_id=row["id"], project_id=project_id,
-                                       runner_tag=template["runner_tag"], spec=spec,
-                                       status="waiting",
-                                       project_limit=project["max_parallel_tasks"],
-                                       secrets=secrets))
-        log.info("task.created", task_id=row["id"], project_id=project_id,
-                 template_id=template["id"])
-        self.events.publish("task", task_id=row["id"], project_id=project_id, status="waiting")
-        return row
+        return await self.lifecycle.create(
+            {**values, "project_id": project_id, "template_id": template["id"],
+             "user_id": user_id},
+            lambda row: self._active(row, template, project, spec, secrets))
 
     async def stop(self, task_id: int, reason: str = "stopped by user") -> None:
-        task = self.dispatcher.tasks.get(task_id)
+        task = self.lifecycle.get(task_id)
         if task is None:
             return  # already ended: stopping is idempotent
-        if task.status == "waiting":
-            await self.dispatcher.end(task, "stopped", "stopped before it started")
+        if task.status == TaskState.WAITING:
+            await self.lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
             return
-        if task.status != "stopping":
-            task.status = "stopping"
-            await self.store.update_task(task_id, {"status": "stopping"})
-            self.events.publish("task", task_id=task_id, project_id=task.project_id,
-                                status="stopping")
+        await self.lifecycle.stopping(task)
         link = self.dispatcher.link_of(task)
         if link is not None:
             link.cancel(task_id, reason)
         # Without a link the cancel goes out when the runner reconnects (see reconcile).
+
+    async def revoke_runner(self, runner_id: int, what: str) -> None:
+        """Cut a runner off now (disabled, deleted): its tasks are cancelled on it and ended
+        here (it could no longer report them), tasks it never accepted go to another runner,
+        and its session closes."""
+        link = self.dispatcher.link(runner_id)
+        for task in self.lifecycle.on_runner(runner_id):
+            if task.status == TaskState.STARTING:
+                await self.lifecycle.requeue(task, f"its runner was {what} before accepting it")
+                continue
+            if link is not None:
+                link.cancel(task.task_id, f"runner {what}")
+            await self.lifecycle.end(task, TaskState.ERROR, f"runner {what} while the task ran")
+        if link is not None:
+            link.close(1008, f"runner {what}")
+            await self.dispatcher.detach(link)
+
+    async def not_accepted(self, link: RunnerLink, task_id: int, timeout: float) -> None:
+        """A runner did not answer an assign in time: it is told to drop the task, which goes
+        back to waiting for another runner (or, stopped meanwhile, ends: it never ran)."""
+        task = self.lifecycle.get(task_id)
+        if task is None or task.runner_id != link.runner_id or task.started_at:
+            return
+        log.warning("task.accept.timeout", task_id=task_id, runner_id=link.runner_id,
+                    timeout=timeout)
+        link.cancel(task_id, f"not accepted within {timeout:g} s; given to another runner")
+        if task.status == TaskState.STOPPING:
+            await self.lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
+        elif task.status == TaskState.STARTING:
+            await self.lifecycle.requeue(task, f"runner `{link.name}` did not accept it "
+                                               f"within {timeout:g} s", refused_by=link.runner_id)
 
     async def reconcile(self, link: RunnerLink, held: list[HeldTask]) -> Reconciliation:
         """Settle what the runner holds against what the database says it runs."""
@@ -118,7 +139,7 @@ class TaskService:
         held_ids = set()
         for item in held:
             held_ids.add(item.task_id)
-            task = self.dispatcher.tasks.get(item.task_id)
+            task = self.lifecycle.get(item.task_id)
             if task is None or task.runner_id != link.runner_id:
                 # Ended (or moved) meanwhile: the runner must stop it and forget it.
                 result.acked.append(TaskAck(task_id=item.task_id, seq=item.last_seq))
@@ -129,22 +150,18 @@ class TaskService:
             link.assigned.add(task.task_id)
             task.received_seq = task.stored_seq
             result.acked.append(TaskAck(task_id=task.task_id, seq=task.stored_seq))
-            if task.status == "starting":
-                task.status, task.started_at = "running", time.time()
-                await self.store.update_task(task.task_id, {"status": "running",
-                                                            "start": utcnow()})
-            elif task.status == "stopping" and item.state == "running":
+            if task.status == TaskState.STARTING:
+                await self.lifecycle.run(task)
+            elif task.status == TaskState.STOPPING and item.state == "running":
                 result.then_send.append(Cancel(task_id=task.task_id, reason="stopped by user"))
-        for task in [t for t in self.dispatcher.tasks.values()
-                     if t.runner_id == link.runner_id and t.task_id not in held_ids]:
-            if task.status == "starting":
-                await self.store.update_task(task.task_id, {"status": "waiting",
-                                                            "runner_id": None})
-                self.dispatcher.requeue(task, "its runner restarted before accepting it")
+        for task in [t for t in self.lifecycle.on_runner(link.runner_id)
+                     if t.task_id not in held_ids]:
+            if task.status == TaskState.STARTING:
+                await self.lifecycle.requeue(task, "its runner restarted before accepting it")
             elif link.runner_id != LOCAL_RUNNER_ID:
                 log.warning("task.runner_restarted", task_id=task.task_id,
                             runner_id=link.runner_id)
-                await self.dispatcher.end(task, "error", "runner restarted")
+                await self.lifecycle.end(task, TaskState.ERROR, "runner restarted")
         return result
 
 

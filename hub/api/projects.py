@@ -49,7 +49,7 @@ async def update_project(request: web.Request) -> web.Response:
 async def delete_project(request: web.Request) -> web.Response:
     project_id = await project_access(request, "owner")
     hub = hub_of(request)
-    unfinished = [t.task_id for t in hub.dispatcher.tasks.values() if t.project_id == project_id]
+    unfinished = hub.lifecycle.unfinished(project_id)
     if unfinished:
         raise ApiError(400, f"project {project_id} has unfinished tasks {unfinished}; "
                             "stop them first")

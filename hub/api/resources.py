@@ -176,9 +176,7 @@ async def delete_row(request: web.Request) -> web.Response:
     if resource.table == "template":
         # Its tasks go with it, so none may still be running.
         template_id = int_param(request, "item_id")
-        unfinished = sorted(t.task_id for t in hub_of(request).dispatcher.tasks.values()
-                            if t.spec.template_id == template_id
-                            and t.project_id == project_id)
+        unfinished = hub_of(request).lifecycle.unfinished(project_id, template_id)
         if unfinished:
             raise ApiError(400, f"template {template_id} has unfinished tasks {unfinished}; "
                                 "stop them first")

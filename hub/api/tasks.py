@@ -31,8 +31,7 @@ OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
 
 
 def _show(request: web.Request, row: dict) -> dict:
-    active = hub_of(request).dispatcher.tasks.get(row["id"])
-    return task_json(row, active.reason if active is not None else "")
+    return task_json(row, hub_of(request).lifecycle.waiting_reason(row["id"]))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -103,7 +102,7 @@ async def delete_task(request: web.Request) -> web.Response:
     require_admin(request)
     task_id = int_param(request, "task_id")
     hub = hub_of(request)
-    if task_id in hub.dispatcher.tasks:
+    if hub.lifecycle.is_active(task_id):
         raise ApiError(400, f"task {task_id} has not ended; stop it before deleting it")
     await hub.store.delete_task(task_id, project_id)
     return no_content()

@@ -6,6 +6,7 @@ is what a PostgreSQL backend serving several hubs will implement.
 
 import abc
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,6 +15,11 @@ Row = dict[str, Any]
 OutputChunk = tuple[int, int, float, str, str]
 
 FINAL_STATUSES = frozenset({"success", "error", "stopped"})
+
+
+def utcnow() -> str:
+    """Timestamps as Semaphore writes them: ISO 8601, UTC, with a Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def decode_tags(raw: str | None) -> list[str]:

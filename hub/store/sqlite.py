@@ -4,8 +4,8 @@ The queries live in two halves (people, work) over one connection class; this mo
 them together behind the Store interface.
 """
 
-from hub.store.base import Store
-from hub.store.sqlite_base import PROJECT_TABLES, SqliteConnection, utcnow
+from hub.store.base import Store, utcnow
+from hub.store.sqlite_base import PROJECT_TABLES, SqliteConnection
 from hub.store.sqlite_people import PeopleQueries
 from hub.store.sqlite_work import WorkQueries
 

@@ -4,7 +4,6 @@
 import asyncio
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,6 @@ RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags"
                             "shared_identity"})
 TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
                           "commit_message", "start", "end", "last_seq"})
-
-
-def utcnow() -> str:
-    """Timestamps as Semaphore writes them: ISO 8601, UTC, with a Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _keep_private(path: Path) -> None:

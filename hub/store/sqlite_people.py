@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from hub.store.base import NotFound, Row, StoreError
-from hub.store.sqlite_base import SqliteConnection, _found, utcnow
+from hub.store.base import NotFound, Row, StoreError, utcnow
+from hub.store.sqlite_base import SqliteConnection, _found
 
 USER_COLUMNS = frozenset({"username", "name", "email", "password", "admin", "alert"})
 

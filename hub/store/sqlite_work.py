@@ -12,6 +12,7 @@ from hub.store.base import (
     Row,
     StoreError,
     decode_tags,
+    utcnow,
 )
 from hub.store.sqlite_base import (
     RUNNER_COLUMNS,
@@ -20,7 +21,6 @@ from hub.store.sqlite_base import (
     _check_columns,
     _check_keys,
     _found,
-    utcnow,
 )
 
 

@@ -185,7 +185,7 @@ async def test_repeated_assign_starts_one_process(hub, api, tmp_path):
     task_id = await api.run(pid, await api.template(pid, scripts, "once.sh"))
     await api.wait_status(pid, task_id, {"running"})
     link = hub.hub.dispatcher.links[runner.connection.runner_id]
-    spec = hub.hub.dispatcher.tasks[task_id].spec
+    spec = hub.hub.lifecycle.get(task_id).spec
     for _ in range(3):
         link.assign(task_id, spec)  # as a hub that lost track of its assign would resend it
     task = await api.wait_status(pid, task_id)

@@ -1,0 +1,251 @@
+"""A task's life cycle on the hub: its states, the moves allowed between them, and the one
+place that makes each move.
+
+Every status change of a task goes through `TaskLifecycle`: it checks the move against
+`TRANSITIONS`, changes the task in memory and in the database together, stamps `start` and
+`end`, tells its listener (the dispatcher, which keeps the queue and the runners' slots),
+publishes the event and logs `task.<state>`. A move the table does not allow is refused with
+a log line and changes nothing. Nothing else in the hub assigns a status.
+
+    waiting -> starting -> running -> success | error | stopped
+       ^          |           |
+       +----------+           +-> stopping -> stopped | success | error
+     (rejected, not accepted in time, runner gone before accepting)
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from hub.events import EventBus
+from hub.output_writer import OutputWriter
+from hub.store import Row, Store, utcnow
+from protocol.frames import TaskSpec
+
+log = structlog.get_logger("hub.lifecycle")
+
+
+class TaskState(StrEnum):
+    """Semaphore's task statuses, by their API names."""
+
+    WAITING = "waiting"
+    STARTING = "starting"
+    WAITING_CONFIRMATION = "waiting_confirmation"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+FINAL = frozenset({TaskState.STOPPED, TaskState.SUCCESS, TaskState.ERROR})
+_ENDS = FINAL
+
+# The moves a task may make, written once. A runner's report of how a task ended may arrive
+# for a task the hub still thinks is starting (the hub restarted between its accept and its
+# end), hence the ends from `starting`.
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.WAITING: frozenset({TaskState.STARTING, TaskState.STOPPED, TaskState.ERROR}),
+    TaskState.STARTING: frozenset({TaskState.WAITING, TaskState.RUNNING, TaskState.STOPPING,
+                                   *_ENDS}),
+    TaskState.RUNNING: frozenset({TaskState.STOPPING, TaskState.WAITING_CONFIRMATION,
+                                  *_ENDS}),
+    TaskState.WAITING_CONFIRMATION: frozenset({TaskState.CONFIRMED, TaskState.REJECTED,
+                                               TaskState.STOPPING, *_ENDS}),
+    TaskState.CONFIRMED: frozenset({TaskState.RUNNING, TaskState.STOPPING, *_ENDS}),
+    TaskState.REJECTED: frozenset({TaskState.STOPPED, TaskState.ERROR}),
+    TaskState.STOPPING: frozenset(_ENDS),
+    TaskState.STOPPED: frozenset(),
+    TaskState.SUCCESS: frozenset(),
+    TaskState.ERROR: frozenset(),
+}
+
+
+@dataclass(eq=False)
+class ActiveTask:
+    """A task that has not ended, as the hub holds it in memory."""
+
+    task_id: int
+    project_id: int
+    runner_tag: str
+    spec: TaskSpec
+    status: TaskState
+    runner_id: int | None = None
+    project_limit: int = 0  # the project's max_parallel_tasks (0: no limit)
+    stored_seq: int = 0     # highest output seq committed
+    received_seq: int = 0   # highest output seq accepted into the write queue
+    output_bytes: int = 0
+    output_cut: bool = False
+    rejected_by: set[int] = field(default_factory=set)
+    reason: str = ""        # why it is still waiting
+    started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
+    # Sealed to the runner at assign time; never stored or sent in the clear.
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+# Told of every move: (task, its state before, the runner it was on before).
+Listener = Callable[[ActiveTask, TaskState, int | None], None]
+
+
+class TaskLifecycle:
+    """The unfinished tasks (in memory) and every change of their status (in memory and in
+    the database together). Invariant: a task is in `tasks` exactly while its status is not
+    final, and its stored status is the one in memory, except for a runner's report of its
+    end, which is stored through the output writer's queue, after the output before it."""
+
+    def __init__(self, store: Store, events: EventBus, writer: OutputWriter):
+        self.store = store
+        self.events = events
+        self.writer = writer
+        self.tasks: dict[int, ActiveTask] = {}
+        self.listener: Listener = lambda task, before, runner_id: None
+
+    # Queries, for whoever must not change anything.
+
+    def get(self, task_id: int) -> ActiveTask | None:
+        return self.tasks.get(task_id)
+
+    def is_active(self, task_id: int) -> bool:
+        return task_id in self.tasks
+
+    def waiting_reason(self, task_id: int) -> str:
+        task = self.tasks.get(task_id)
+        return task.reason if task is not None and task.status == TaskState.WAITING else ""
+
+    def unfinished(self, project_id: int, template_id: int | None = None) -> list[int]:
+        """Ids of the project's (or one template's) tasks that have not ended."""
+        return sorted(t.task_id for t in self.tasks.values() if t.project_id == project_id
+                      and template_id in (None, t.spec.template_id))
+
+    def on_runner(self, runner_id: int) -> list[ActiveTask]:
+        return [t for t in self.tasks.values() if t.runner_id == runner_id]
+
+    # Tasks coming in: created now, or unfinished at the hub's start.
+
+    async def create(self, values: dict[str, Any],
+                     active: Callable[[Row], ActiveTask]) -> Row:
+        """Store a new task, waiting, and hold it (`active` makes it from its row)."""
+        row = await self.store.create_task({**values, "status": TaskState.WAITING})
+        task = active(row)
+        self.track(task)
+        log.info("task.created", task_id=task.task_id, project_id=task.project_id,
+                 template_id=task.spec.template_id)
+        self._publish(task)
+        return row
+
+    def track(self, task: ActiveTask) -> None:
+        """Hold a task that has not ended (new, or found unfinished at the hub's start)."""
+        self.tasks[task.task_id] = task
+        self.listener(task, task.status, task.runner_id)
+
+    # The moves.
+
+    async def start(self, task: ActiveTask, runner_id: int, stored_runner_id: int | None,
+                    ) -> bool:
+        """waiting -> starting: given to a runner (stored_runner_id: None for the embedded
+        one, which has no row)."""
+        if not self._move(task, TaskState.STARTING, runner_id=runner_id):
+            return False
+        task.reason = ""
+        await self.store.update_task(task.task_id, {"status": TaskState.STARTING,
+                                                    "runner_id": stored_runner_id})
+        self._publish(task, runner_id=runner_id)
+        return True
+
+    async def run(self, task: ActiveTask) -> bool:
+        """starting -> running: the runner accepted it."""
+        if task.status == TaskState.RUNNING or not self._move(task, TaskState.RUNNING):
+            return False
+        task.started_at = time.time()
+        await self.store.update_task(task.task_id, {"status": TaskState.RUNNING,
+                                                    "start": utcnow()})
+        self._publish(task)
+        return True
+
+    async def requeue(self, task: ActiveTask, reason: str,
+                      refused_by: int | None = None) -> bool:
+        """starting -> waiting: its runner will not run it (rejected it, did not accept it in
+        time, went away first); refused_by is never offered it again."""
+        if not self._move(task, TaskState.WAITING, runner_id=None, reason=reason):
+            return False
+        if refused_by is not None:
+            task.rejected_by.add(refused_by)
+        await self.store.update_task(task.task_id, {"status": TaskState.WAITING,
+                                                    "runner_id": None})
+        self._publish(task, reason=reason)
+        return True
+
+    async def stopping(self, task: ActiveTask) -> bool:
+        """-> stopping: a stop was asked for a task a runner holds."""
+        if task.status == TaskState.STOPPING or not self._move(task, TaskState.STOPPING):
+            return False
+        await self.store.update_task(task.task_id, {"status": TaskState.STOPPING})
+        self._publish(task)
+        return True
+
+    async def end(self, task: ActiveTask, status: TaskState, message: str) -> bool:
+        """-> stopped | error | success, decided by the hub (the runner cannot report it)."""
+        if not self._move(task, status, message=message):
+            return False
+        await self.store.update_task(task.task_id, {"status": status, "status_message": message,
+                                                    "end": utcnow()})
+        self._publish(task, message=message)
+        return True
+
+    def finished(self, task: ActiveTask, status: TaskState, values: dict[str, Any],
+                 on_stored: Callable[[], None]) -> bool:
+        """-> how the runner says it ended. Stored through the output writer's queue, so after
+        every output line before it; `on_stored` runs once it is committed."""
+        message = values.get("status_message", "")
+        if not self._move(task, status, message=message, exit_code=values.get("exit_code")):
+            return False
+
+        def stored() -> None:
+            on_stored()
+            self._publish(task, message=message)
+
+        self.writer.submit_update(task.task_id,
+                                  {**values, "status": status, "end": utcnow()}, stored)
+        return True
+
+    async def end_unloaded(self, row: Row, status: TaskState, message: str) -> None:
+        """End a task that was never loaded into memory (found unfinished at the hub's start
+        and impossible to go on with)."""
+        await self.store.update_task(row["id"], {"status": status, "status_message": message,
+                                                 "end": utcnow()})
+        log.warning(f"task.{status}", task_id=row["id"], was=row["status"], reason=message,
+                    at_start=True)
+        self.events.publish("task", task_id=row["id"], project_id=row["project_id"],
+                            status=status, message=message)
+
+    # Internals.
+
+    def _move(self, task: ActiveTask, state: TaskState, *, runner_id: Any = ...,
+              reason: str | None = None, **context: Any) -> bool:
+        """Change the task in memory, or refuse (and log) a move the table does not allow."""
+        before, before_runner = task.status, task.runner_id
+        if state not in TRANSITIONS[before] or task.task_id not in self.tasks:
+            log.warning("task.transition.refused", task_id=task.task_id, status=before,
+                        to=state, tracked=task.task_id in self.tasks)
+            return False
+        task.status = state
+        if runner_id is not ...:
+            task.runner_id = runner_id
+        if reason is not None:
+            task.reason = reason
+        if state in FINAL:
+            del self.tasks[task.task_id]
+        self.listener(task, before, before_runner)
+        log.info(f"task.{state}", task_id=task.task_id, runner_id=task.runner_id or
+                 before_runner, was=before, **{k: v for k, v in context.items() if v})
+        return True
+
+    def _publish(self, task: ActiveTask, **extra: Any) -> None:
+        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
+                            status=str(task.status), **extra)
