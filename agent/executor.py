@@ -18,7 +18,7 @@ from agent.apps import UnsupportedApp, build_command, check_app
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
-from protocol.frames import TaskSpec
+from protocol.frames import TaskSecrets, TaskSpec
 
 log = structlog.get_logger("agent.executor")
 
@@ -66,10 +66,10 @@ class TaskExecution:
 
     def __init__(self, task_id: int, spec: TaskSpec, tasks_root: Path, sink: OutputCoalescer,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
-                 secrets: dict | None = None,
+                 secrets: TaskSecrets | None = None,
                  on_process: Callable[[int], None] | None = None,
                  identity: TaskIdentity | None = None):
-        self.secrets = secrets or {}
+        self.secrets = secrets or TaskSecrets()
         self.on_process = on_process  # told each process group started, for the spool
         self.task_id = task_id
         self.spec = spec
@@ -180,7 +180,7 @@ class TaskExecution:
         args += ["--", repo.url, str(target)]
         await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
                                                  else "") + "\n")
-        env = task_environment(None, {}, self.identity, self.work_dir, self.task_id)[0]
+        env = self._git_environment()
         env["GIT_TERMINAL_PROMPT"] = "0"
         key_file = self._write_ssh_key(env)
         try:
@@ -201,16 +201,16 @@ class TaskExecution:
 
     def _write_ssh_key(self, env: dict[str, str]) -> Path | None:
         """The repository's ssh key, in a 0600 file only for the length of the clone."""
-        key = self.secrets.get("ssh_key") or {}
-        if not key.get("private_key"):
+        key = self.secrets.ssh_key
+        if key is None or not key.private_key:
             return None
         path = self.work_dir / ".repository_key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(key["private_key"].rstrip("\n") + "\n")
+            file.write(key.private_key.rstrip("\n") + "\n")
         if self.identity.separate:  # ssh runs as the task's user and must read it
             os.chown(path, self.identity.uid, self.identity.gid)
-        user = f" -l {shlex.quote(key['login'])}" if key.get("login") else ""
+        user = f" -l {shlex.quote(key.login)}" if key.login else ""
         # known_hosts in the task's folder: the runner writes nothing outside tmp_path.
         known_hosts = shlex.quote(str(self.work_dir / ".known_hosts"))
         env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes "
@@ -226,7 +226,7 @@ class TaskExecution:
             "git", "-c", "safe.directory=*", "-C", str(path), "log", "-1", "--format=%H%n%s",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             stdin=asyncio.subprocess.DEVNULL, cwd=self.work_dir,
-            env=task_environment(None, {}, self.identity, self.work_dir, self.task_id)[0],
+            env=self._git_environment(),
             **self._as_task_user())
         out, _ = await proc.communicate()
         if proc.returncode == 0:
@@ -297,6 +297,11 @@ class TaskExecution:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def _git_environment(self) -> dict[str, str]:
+        """The environment of the task's git commands: the task's, without its variables."""
+        return task_environment(None, TaskSecrets(), self.identity, self.work_dir,
+                                self.task_id)[0]
 
     def _as_task_user(self) -> dict[str, Any]:
         """subprocess arguments that start a process as the task's user (none when tasks run

@@ -2,13 +2,14 @@
 the hub seals each task's secrets to the public half."""
 
 import base64
-import json
 from pathlib import Path
 
+import msgspec
 import nacl.exceptions
 import nacl.public
 
 from agent.config import write_private_file
+from protocol.frames import TaskSecrets
 
 
 class RunnerKeyError(Exception):
@@ -41,12 +42,13 @@ class SecretOpener:
     def __init__(self, private_key: nacl.public.PrivateKey | None):
         self._box = nacl.public.SealedBox(private_key) if private_key is not None else None
 
-    def open(self, sealed: str) -> dict:
+    def open(self, sealed: str) -> TaskSecrets:
         if self._box is None:
             raise RunnerKeyError("this runner has no private key to open the task's secrets "
                             "(run `semaphore runner register` to make one)")
         try:
-            return json.loads(self._box.decrypt(base64.b64decode(sealed)))
-        except (ValueError, nacl.exceptions.CryptoError):
+            return msgspec.json.decode(self._box.decrypt(base64.b64decode(sealed)),
+                                       type=TaskSecrets)
+        except (ValueError, msgspec.DecodeError, nacl.exceptions.CryptoError):
             raise RunnerKeyError(
                 "the task's secrets were not sealed to this runner's key") from None

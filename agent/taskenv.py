@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from agent.isolation import TaskIdentity
-from protocol.frames import TaskSpec
+from protocol.frames import TaskSecrets, TaskSpec
 
 # Taken from the runner's environment when present: what programs need to find themselves,
 # speak the right language and reach the network the way this host does.
@@ -29,7 +29,7 @@ class PlaybookError(Exception):
     """The playbook is not a file inside the task's checkout."""
 
 
-def task_environment(spec: TaskSpec | None, secrets: dict, identity: TaskIdentity,
+def task_environment(spec: TaskSpec | None, secrets: TaskSecrets, identity: TaskIdentity,
                      work_dir: Path, task_id: int) -> tuple[dict[str, str], list[str]]:
     """The process environment of a task's program (or, with no spec, of its git commands),
     and the names refused from the environment object."""
@@ -40,7 +40,7 @@ def task_environment(spec: TaskSpec | None, secrets: dict, identity: TaskIdentit
                LOGNAME=identity.name, TMPDIR=str(work_dir / "tmp"))
     refused: list[str] = []
     if spec is not None:
-        chosen = {**spec.environment, **secrets.get("env", {})}
+        chosen = {**spec.environment, **secrets.env}
         for name, value in chosen.items():
             if VALID_NAME.match(name) and "\0" not in value:
                 env[name] = value

@@ -3,11 +3,13 @@
 
 import base64
 import binascii
-import json
 
+import msgspec
 import nacl.exceptions
 import nacl.public
 import nacl.secret
+
+from protocol.frames import TaskSecrets
 
 PREFIX = "enc:v1:"
 
@@ -64,10 +66,10 @@ def decode_key(key_b64: str) -> bytes:
     return key
 
 
-def seal_for_runner(public_key_b64: str, payload: dict) -> str:
-    """JSON payload sealed so only the holder of the runner's private key can open it."""
+def seal_for_runner(public_key_b64: str, secrets: TaskSecrets) -> str:
+    """A task's secrets sealed so only the holder of the runner's private key can open them."""
     public_key = nacl.public.PublicKey(base64.b64decode(public_key_b64))
-    sealed = nacl.public.SealedBox(public_key).encrypt(json.dumps(payload).encode())
+    sealed = nacl.public.SealedBox(public_key).encrypt(msgspec.json.encode(secrets))
     return base64.b64encode(sealed).decode()
 
 

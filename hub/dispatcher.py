@@ -216,7 +216,8 @@ class Dispatcher:
             for link in scope.values():
                 if tag and not link.any_tag and tag not in link.tags:
                     continue
-                if (task.secrets and not link.public_key) or link.runner_id in task.rejected_by:
+                if ((task.secrets is not None and not link.public_key)
+                        or link.runner_id in task.rejected_by):
                     continue
                 if not link.has_free_slot:
                     busy += 1
@@ -230,7 +231,8 @@ class Dispatcher:
                 return best
         tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
         if not busy:
-            keys = " that can receive secrets (registered with a key pair)" if task.secrets else ""
+            keys = (" that can receive secrets (registered with a key pair)"
+                    if task.secrets is not None else "")
             task.reason = task.reason if task.rejected_by else f"no online runner{tag}{keys}"
         else:
             task.reason = f"all {busy} matching runner(s){tag} busy"

@@ -24,7 +24,7 @@ import structlog
 from hub.events import EventBus
 from hub.output_writer import OutputWriter
 from hub.store import Row, Store, utcnow
-from protocol.frames import TaskSpec
+from protocol.frames import TaskSecrets, TaskSpec
 
 log = structlog.get_logger("hub.lifecycle")
 
@@ -86,7 +86,7 @@ class ActiveTask:
     reason: str = ""        # why it is still waiting
     started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
     # Sealed to the runner at assign time; never stored or sent in the clear.
-    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: TaskSecrets | None = field(default=None, repr=False)
 
 
 # Told of every move: (task, its state before, the runner it was on before).

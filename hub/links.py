@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from hub.crypto import seal_for_runner
-from protocol.frames import Ack, Assign, Cancel, HubFrame, Metrics, TaskSpec
+from protocol.frames import Ack, Assign, Cancel, HubFrame, Metrics, TaskSecrets, TaskSpec
 
 LOCAL_RUNNER_ID = 0  # the hub's embedded runner (use_remote_runner off); NULL in the database
 
@@ -38,8 +38,8 @@ class RunnerLink(abc.ABC):
             return len(self.assigned) / 1000
         return len(self.assigned) / self.max_parallel_tasks
 
-    def assign(self, task_id: int, spec: TaskSpec, secrets: dict | None = None) -> None:
-        if secrets:
+    def assign(self, task_id: int, spec: TaskSpec, secrets: TaskSecrets | None = None) -> None:
+        if secrets is not None:
             spec = msgspec.structs.replace(
                 spec, sealed_secrets=seal_for_runner(self.public_key, secrets))
         self.send(Assign(task_id=task_id, spec=spec))

@@ -4,11 +4,13 @@ import json
 from pathlib import PurePosixPath
 from typing import Any
 
+import msgspec
+
 from hub.crypto import SecretCipher
 from hub.jsontext import JsonTextError, excerpt, load_json_text
 from hub.store import NotFound, Store
 from protocol.codec import encode
-from protocol.frames import Assign, RepositorySpec, TaskSpec
+from protocol.frames import Assign, RepositorySpec, SshKeySecret, TaskSecrets, TaskSpec
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.numbers import INT64_MAX
 
@@ -64,32 +66,33 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
 
 async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
                        template: dict[str, Any], max_task_duration_sec: int = 0,
-                       ) -> tuple[TaskSpec, dict[str, Any]]:
+                       ) -> tuple[TaskSpec, TaskSecrets | None]:
     """The task's spec, and what the runner must get sealed with it: environment secrets (as
     environment variables) and the repository's ssh key ({} when there are none). Each row
     is read once: this runs for every task created."""
     repo = (await _referenced(store, template, "repository")
             if template.get("repository_id") else None)
     spec = await _spec(store, task, template, repo, max_task_duration_sec)
-    secrets: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    ssh_key = None
     if template.get("environment_id"):
         rows = await store.list_env_secrets(template["environment_id"])
-        if rows:
-            secrets["env"] = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
+        env = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
     if repo is not None and repo["ssh_key_id"]:
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
-            secrets["ssh_key"] = json.loads(cipher.decrypt(key["secret"]))
+            ssh_key = msgspec.json.decode(cipher.decrypt(key["secret"]), type=SshKeySecret)
+    secrets = TaskSecrets(env=env, ssh_key=ssh_key) if env or ssh_key else None
     _check_fits_a_frame(spec, secrets)
     return spec, secrets
 
 
-def _check_fits_a_frame(spec: TaskSpec, secrets: dict[str, Any]) -> None:
+def _check_fits_a_frame(spec: TaskSpec, secrets: TaskSecrets | None) -> None:
     """A task whose assign would not fit in one frame could never reach a runner (it would
     drop every connection it is sent on): refused when it is created."""
     size = len(encode(Assign(task_id=INT64_MAX, spec=spec)))
-    if secrets:  # sealed: base64 of the JSON plus the box's 48 bytes
-        size += 4 * (len(json.dumps(secrets).encode()) + 48) // 3 + 4
+    if secrets is not None:  # sealed: base64 of the JSON plus the box's 48 bytes
+        size += 4 * (len(msgspec.json.encode(secrets)) + 48) // 3 + 4
     if size > MAX_FRAME_BYTES:
         raise SpecError(f"the task would reach its runner as a {size}-byte frame, more than "
                         f"the {MAX_FRAME_BYTES} bytes a frame may hold; shorten its message, "

@@ -20,7 +20,7 @@ from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.output_writer import OutputWriter
 from hub.spec import SpecError, resolve_task
 from hub.store import Row, Store
-from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck, TaskSpec
+from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck, TaskSecrets, TaskSpec
 
 log = structlog.get_logger("hub.tasks")
 
@@ -66,7 +66,7 @@ class TaskService:
 
     @staticmethod
     def _active(row: Row, template: Row, project: Row, spec: TaskSpec,
-                secrets: dict[str, Any]) -> ActiveTask:
+                secrets: TaskSecrets | None) -> ActiveTask:
         """The in-memory task of a stored one (new, or unfinished at start)."""
         return ActiveTask(task_id=row["id"], project_id=row["project_id"],
                           runner_tag=template["runner_tag"], spec=spec,

@@ -51,6 +51,29 @@ class Metrics(msgspec.Struct, frozen=True):
     load1: Load = 0.0
 
 
+class SshKeySecret(msgspec.Struct, frozen=True):
+    """An ssh access key, as the runner needs it."""
+
+    private_key: str = ""
+    login: str = ""
+    passphrase: str = ""
+
+
+class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """What travels sealed in `TaskSpec.sealed_secrets` (JSON, a NaCl SealedBox to the
+    runner's key): never in the clear, never stored by the runner."""
+
+    env: dict[str, str] = {}  # environment secrets, as process environment variables
+    ssh_key: SshKeySecret | None = None  # the repository's key, for the clone
+
+    def values(self) -> list[str]:
+        """Every secret value a task's output must never show."""
+        found = list(self.env.values())
+        if self.ssh_key is not None:
+            found += [self.ssh_key.private_key, self.ssh_key.passphrase]
+        return [value for value in found if value]
+
+
 class RepositorySpec(msgspec.Struct, frozen=True):
     """Where the task's code comes from: a git URL (cloned) or an absolute path (used as is)."""
 

@@ -11,8 +11,8 @@ import pytest
 
 from agent.executor import Outcome, TaskExecution
 from agent.output import OutputCoalescer
-from protocol.frames import Output, RepositorySpec, TaskSpec
-from protocol.session import OutputLedger
+from protocol.frames import Output, RepositorySpec, TaskSecrets, TaskSpec
+from protocol.ledger import OutputLedger
 from tests.gitkit import git, repo_with_branch
 
 DEADLINE = 30.0
@@ -101,7 +101,7 @@ async def test_arguments_environment_secrets_and_task_id_reach_the_script(tmp_pa
     spec = bash_spec(tmp_path / "repo", body, arguments=["a", "b c"],
                      environment={"GREETING": "hi there"})
     # Opened secrets reach the process as environment variables (masking is the sink's job).
-    run = Run(tmp_path, spec, task_id=42, secrets={"env": {"TOKEN": "s3cret"}})
+    run = Run(tmp_path, spec, task_id=42, secrets=TaskSecrets(env={"TOKEN": "s3cret"}))
     outcome = await run.run()
     assert outcome.status == "success", (outcome, run.text())
     assert run.text("stdout") == "args=[a][b c]\nenv=hi there\nsecret=s3cret\ntask=42\n"
