@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from hub.store import Store
-from hub.store.base import OutputChunk
+from hub.store.base import OutputChunk, TaskUpdate
 
 log = structlog.get_logger("hub.output_writer")
 
@@ -26,14 +26,35 @@ AfterCommit = Callable[[], None]
 
 
 @dataclass(slots=True)
-class _Entry:
-    chunk: OutputChunk | None
-    update: tuple[int, dict[str, Any]] | None
+class _OutputEntry:
+    chunk: OutputChunk
     after_commit: AfterCommit | None
     size: int
 
+    @property
+    def task_id(self) -> int:
+        return self.chunk.task_id
+
+
+@dataclass(slots=True)
+class _UpdateEntry:
+    update: TaskUpdate
+    after_commit: AfterCommit | None
+    size: int = 64
+
+    @property
+    def task_id(self) -> int:
+        return self.update.task_id
+
+
+_Entry = _OutputEntry | _UpdateEntry
+
 
 class OutputWriter:
+    """The one way output reaches the database. Invariant: an entry's `after_commit` (the
+    ack to its runner) runs only once its transaction is committed, and entries are stored
+    in the order they were submitted."""
+
     def __init__(self, store: Store):
         self.store = store
         self._queue: list[_Entry] = []
@@ -44,8 +65,6 @@ class OutputWriter:
         self._task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self.rows_written = 0
-        self.batches_written = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -65,13 +84,12 @@ class OutputWriter:
 
     async def submit_output(self, chunk: OutputChunk, after_commit: AfterCommit) -> None:
         await self._has_room.wait()
-        size = len(chunk[4]) + 64
-        self._push(_Entry(chunk, None, after_commit, size))
+        self._push(_OutputEntry(chunk, after_commit, len(chunk.data) + 64))
 
     def submit_update(self, task_id: int, values: dict[str, Any],
                       after_commit: AfterCommit | None = None) -> None:
         """A task change that must be stored after the output queued before it."""
-        self._push(_Entry(None, (task_id, values), after_commit, 64))
+        self._push(_UpdateEntry(TaskUpdate(task_id, values), after_commit))
 
     def _push(self, entry: _Entry) -> None:
         self._queue.append(entry)
@@ -107,15 +125,12 @@ class OutputWriter:
             try:
                 await self._write([entry])
             except Exception as exc:
-                log.error("output.entry.dropped", error=str(exc),
-                          task_id=(entry.chunk or entry.update)[0])
+                log.error("output.entry.dropped", error=str(exc), task_id=entry.task_id)
 
     async def _write(self, batch: list[_Entry]) -> None:
-        chunks = [entry.chunk for entry in batch if entry.chunk is not None]
-        updates = [entry.update for entry in batch if entry.update is not None]
+        chunks = [entry.chunk for entry in batch if isinstance(entry, _OutputEntry)]
+        updates = [entry.update for entry in batch if isinstance(entry, _UpdateEntry)]
         await self.store.write_output(chunks, updates)
-        self.rows_written += len(chunks)
-        self.batches_written += 1
         for entry in batch:
             if entry.after_commit is not None:
                 try:

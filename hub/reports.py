@@ -11,6 +11,7 @@ import structlog
 from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
 from hub.links import RunnerLink
 from hub.output_writer import OutputWriter
+from hub.store.base import OutputChunk
 from protocol.codec import CloseCode, ProtocolError
 from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
 from protocol.session import SeqVerdict, classify_seq
@@ -83,7 +84,7 @@ class RunnerReports:
             link.ack(task.task_id, task.stored_seq)
 
         await self.writer.submit_output(
-            (task.task_id, seq, frame.time, frame.stream, data), acked)
+            OutputChunk(task.task_id, seq, frame.time, frame.stream, data), acked)
 
     def _within_limit(self, task: ActiveTask, data: str) -> str:
         """Cut output past the task's limit, saying so once; the seq still counts."""

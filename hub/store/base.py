@@ -8,11 +8,26 @@ import abc
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 Row = dict[str, Any]
-# (task_id, seq, time, stream, data): one output frame as stored.
-OutputChunk = tuple[int, int, float, str, str]
+
+
+class OutputChunk(NamedTuple):
+    """One output frame as stored (a tuple, so it goes to executemany as it is)."""
+
+    task_id: int
+    seq: int
+    time: float
+    stream: str
+    data: str
+
+
+class TaskUpdate(NamedTuple):
+    """Columns of a task to change, stored in the same transaction as output."""
+
+    task_id: int
+    values: dict[str, Any]
 
 FINAL_STATUSES = frozenset({"success", "error", "stopped"})
 

@@ -11,6 +11,7 @@ from hub.store.base import (
     OutputChunk,
     Row,
     StoreError,
+    TaskUpdate,
     decode_tags,
     utcnow,
 )
@@ -197,13 +198,13 @@ class WorkQueries(SqliteConnection):
             raise NotFound(f"task {task_id} not found")
 
     async def write_output(self, chunks: Sequence[OutputChunk],
-                           task_updates: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
+                           task_updates: Iterable[TaskUpdate] = ()) -> None:
         """Store output chunks and task changes in one transaction (one fsync per batch)."""
         async with self._write_lock:
             await self._write_batch(chunks, task_updates)
 
     async def _write_batch(self, chunks: Sequence[OutputChunk],
-                           task_updates: Iterable[tuple[int, dict[str, Any]]]) -> None:
+                           task_updates: Iterable[TaskUpdate]) -> None:
         db = self.db
         await db.execute("BEGIN")
         try:
@@ -214,9 +215,9 @@ class WorkQueries(SqliteConnection):
                     "INSERT OR IGNORE INTO task_output (task_id, seq, time, stream, data) "
                     "VALUES (?, ?, ?, ?, ?)", chunks)
                 last: dict[int, tuple[int, int]] = {}
-                for task_id, seq, _time, _stream, data in chunks:
-                    prev_seq, size = last.get(task_id, (0, 0))
-                    last[task_id] = (max(prev_seq, seq), size + len(data))
+                for chunk in chunks:
+                    prev_seq, size = last.get(chunk.task_id, (0, 0))
+                    last[chunk.task_id] = (max(prev_seq, chunk.seq), size + len(chunk.data))
                 await db.executemany(
                     "UPDATE task SET last_seq = MAX(last_seq, ?), output_bytes = output_bytes + ?"
                     " WHERE id = ?", [(seq, size, tid) for tid, (seq, size) in last.items()])
@@ -233,12 +234,12 @@ class WorkQueries(SqliteConnection):
     async def _new_chunks(self, chunks: Sequence[OutputChunk]) -> list[OutputChunk]:
         """Drop chunks already stored (a resend): seqs of a task are stored in order, so
         anything at or below the task's last_seq is a duplicate."""
-        task_ids = sorted({chunk[0] for chunk in chunks})
+        task_ids = sorted({chunk.task_id for chunk in chunks})
         marks = ", ".join("?" for _ in task_ids)
         rows = await self.db.execute_fetchall(
             f"SELECT id, last_seq FROM task WHERE id IN ({marks})", task_ids)
         stored = {row[0]: row[1] for row in rows}
-        return [chunk for chunk in chunks if chunk[1] > stored.get(chunk[0], 0)]
+        return [chunk for chunk in chunks if chunk.seq > stored.get(chunk.task_id, 0)]
 
     async def read_output(self, task_id: int, after_seq: int = 0,
                           limit: int = -1) -> list[Row]:

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import structlog
 
+from hub.store.base import OutputChunk
 from protocol.codec import decode_hub_frame, encode
 from protocol.frames import Accepted, Ack, Assign, Finished, HeldTask, Hello, Output
 from protocol.version import PROTOCOL_VERSION
@@ -128,12 +129,12 @@ async def test_rows_stored_badly_before_are_repaired_when_read(hub, api):
     task_id = await api.run(pid, await api.template(pid, None, "x.sh", runner_tag="nobody"))
     good = 1_700_000_000.25
     await hub.hub.store.write_output([
-        (task_id, 1, good, "stdout", "one\n"),
-        (task_id, 2, 1e308, "stdout", "two\n"),
-        (task_id, 3, -5.0, "stdout", "three\n"),
-        (task_id, 4, good + 1, "stdout", b"four \xff\n"),
-        (task_id, 5, float(2**63), "stdout", "fi"),
-        (task_id, 6, good + 2, "stdout", "ve\n"),
+        OutputChunk(task_id, 1, good, "stdout", "one\n"),
+        OutputChunk(task_id, 2, 1e308, "stdout", "two\n"),
+        OutputChunk(task_id, 3, -5.0, "stdout", "three\n"),
+        OutputChunk(task_id, 4, good + 1, "stdout", b"four \xff\n"),
+        OutputChunk(task_id, 5, float(2**63), "stdout", "fi"),
+        OutputChunk(task_id, 6, good + 2, "stdout", "ve\n"),
     ])
     with structlog.testing.capture_logs() as events:
         lines = await api.ok("GET", f"/api/project/{pid}/tasks/{task_id}/output")

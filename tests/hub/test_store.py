@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from hub.store import NotFound, StoreError, open_store
+from hub.store.base import OutputChunk
 from hub.store.migrations import LATEST_VERSION
 
 
@@ -184,8 +185,9 @@ async def test_write_output_stores_chunks_and_updates_tasks_together(store, proj
     first = await _task(store, project, template, "running")
     second = await _task(store, project, template, "running")
     await store.write_output(
-        [(first["id"], 1, 1.0, "stdout", "one\n"), (second["id"], 1, 1.5, "stderr", "x"),
-         (first["id"], 2, 2.0, "stderr", "two\n")],
+        [OutputChunk(first["id"], 1, 1.0, "stdout", "one\n"),
+         OutputChunk(second["id"], 1, 1.5, "stderr", "x"),
+         OutputChunk(first["id"], 2, 2.0, "stderr", "two\n")],
         [(second["id"], {"status": "success", "exit_code": 0})])
     task = await store.get_task(first["id"])
     assert (task["last_seq"], task["output_bytes"], task["status"]) == (2, 8, "running")
@@ -200,22 +202,22 @@ async def test_write_output_stores_chunks_and_updates_tasks_together(store, proj
 async def test_write_output_is_one_transaction(store, project, template):
     task = await _task(store, project, template, "running")
     with pytest.raises(StoreError):
-        await store.write_output([(task["id"], 1, 1.0, "stdout", "lost\n")],
+        await store.write_output([OutputChunk(task["id"], 1, 1.0, "stdout", "lost\n")],
                                  [(task["id"], {"no_such_column": 1})])
     assert await store.read_output(task["id"]) == []
     row = await store.get_task(task["id"])
     assert (row["last_seq"], row["output_bytes"]) == (0, 0)
-    await store.write_output([(task["id"], 1, 1.0, "stdout", "kept\n")])  # still usable
+    await store.write_output([OutputChunk(task["id"], 1, 1.0, "stdout", "kept\n")])  # still usable
     assert [r["data"] for r in await store.read_output(task["id"])] == ["kept\n"]
 
 
 async def test_repeated_seq_is_harmless(store, project, template):
     task = await _task(store, project, template, "running")
-    await store.write_output([(task["id"], 1, 1.0, "stdout", "abc"),
-                              (task["id"], 2, 2.0, "stdout", "defg")])
-    await store.write_output([(task["id"], 1, 9.0, "stderr", "XYZ")])
-    await store.write_output([(task["id"], 2, 9.0, "stdout", "defg"),
-                              (task["id"], 2, 9.0, "stdout", "defg")])
+    await store.write_output([OutputChunk(task["id"], 1, 1.0, "stdout", "abc"),
+                              OutputChunk(task["id"], 2, 2.0, "stdout", "defg")])
+    await store.write_output([OutputChunk(task["id"], 1, 9.0, "stderr", "XYZ")])
+    await store.write_output([OutputChunk(task["id"], 2, 9.0, "stdout", "defg"),
+                              OutputChunk(task["id"], 2, 9.0, "stdout", "defg")])
     assert await store.read_output(task["id"]) == [
         {"seq": 1, "time": 1.0, "stream": "stdout", "data": "abc"},
         {"seq": 2, "time": 2.0, "stream": "stdout", "data": "defg"}]
@@ -229,11 +231,11 @@ async def test_read_output_is_in_seq_order(store, project, template):
     other = await _task(store, project, template, "running")
     # The store's contract: each task's chunks arrive in seq order (the hub accepts only the
     # next seq); anything at or below the last stored seq is a resend and is dropped.
-    await store.write_output([(task["id"], 1, 1.0, "stdout", "a")])
-    await store.write_output([(other["id"], 1, 0.0, "stdout", "other"),
-                              (task["id"], 2, 2.0, "stdout", "b")])
-    await store.write_output([(task["id"], 3, 3.0, "stdout", "c"),
-                              (task["id"], 2, 2.0, "stdout", "b")])
+    await store.write_output([OutputChunk(task["id"], 1, 1.0, "stdout", "a")])
+    await store.write_output([OutputChunk(other["id"], 1, 0.0, "stdout", "other"),
+                              OutputChunk(task["id"], 2, 2.0, "stdout", "b")])
+    await store.write_output([OutputChunk(task["id"], 3, 3.0, "stdout", "c"),
+                              OutputChunk(task["id"], 2, 2.0, "stdout", "b")])
     assert [r["seq"] for r in await store.read_output(task["id"])] == [1, 2, 3]
     assert "".join(r["data"] for r in await store.read_output(task["id"])) == "abc"
     assert (await store.get_task(task["id"]))["last_seq"] == 3
