@@ -18,7 +18,7 @@ from agent.apps import UnsupportedApp, build_command, check_app
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
-from protocol.frames import TaskSecrets, TaskSpec
+from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
 log = structlog.get_logger("agent.executor")
 
@@ -54,7 +54,7 @@ async def process_exit(proc: asyncio.subprocess.Process) -> int:
 
 @dataclass
 class Outcome:
-    status: str  # success | error | stopped
+    status: TaskStatus
     exit_code: int | None = None
     message: str = ""
     commit_hash: str = ""

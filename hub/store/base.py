@@ -171,9 +171,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_registration_token(self, token_id: int) -> None: ...
 
-    @abc.abstractmethod
-    async def bound_tags(self, runner_id: int) -> list[str]: ...
-
     # Tasks and their output.
     @abc.abstractmethod
     async def create_task(self, values: dict[str, Any]) -> Row: ...

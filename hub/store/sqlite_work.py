@@ -12,7 +12,6 @@ from hub.store.base import (
     Row,
     StoreError,
     TaskUpdate,
-    decode_tags,
     utcnow,
 )
 from hub.store.sqlite_base import (
@@ -148,12 +147,6 @@ class WorkQueries(SqliteConnection):
     async def bind_registration_token(self, token_id: int, runner_id: int) -> None:
         await self._update("registration_token", "id = ?", (token_id,),
                            {"runner_id": runner_id})
-
-    async def bound_tags(self, runner_id: int) -> list[str]:
-        """Tags the one-time token a runner registered with binds it to."""
-        rows = await self._fetch_all("SELECT tags FROM registration_token WHERE runner_id = ?",
-                                     (runner_id,))
-        return [tag for row in rows for tag in decode_tags(row["tags"])]
 
     async def delete_registration_token(self, token_id: int) -> None:
         cursor = await self._execute("DELETE FROM registration_token WHERE id = ?",
