@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from agent.cli import add_runner_commands, run_runner_command
-from agent.version import RUNNER_VERSION
+from protocol.version import PACKAGE_VERSION
 
 HUB_COMMANDS = ("server", "user", "quickstart")
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semaphore",
                                      description="Semaphore remote runner (runner build)")
     parser.add_argument("--version", action="version",
-                        version=f"semaphore {RUNNER_VERSION} (runner build)")
+                        version=f"semaphore {PACKAGE_VERSION} (runner build)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in HUB_COMMANDS:
         hub_command = commands.add_parser(name, help="not part of the runner build")

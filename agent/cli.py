@@ -26,10 +26,10 @@ from agent.isolation import (
     resolve_task_identities,
 )
 from agent.keys import RunnerKeyError, SecretOpener, create_key_pair, load_private_key
-from agent.logs import configure_logging
 from agent.registration import RegistrationError, register, unregister
 from agent.tls import client_ssl_context, warn_if_plaintext
 from agent.worker import TaskWorker
+from protocol.logs import configure_logging
 
 log = structlog.get_logger("agent.cli")
 
@@ -92,7 +92,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def run_runner_command(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format)
+    configure_logging("runner", args.log_format)
     try:
         return args.handler(args)
     except (RunnerConfigError, RegistrationError, RunnerRefused, RunnerKeyError,

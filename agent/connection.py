@@ -18,12 +18,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent.backoff import backoff_delays
 from agent.metrics import read_metrics
-from agent.version import RUNNER_VERSION
 from agent.worker import TaskWorker
 from protocol.codec import ProtocolError, decode_hub_frame, encode
 from protocol.frames import Ack, Assign, Cancel, Error, Heartbeat, Hello, RunnerFrame, Welcome
 from protocol.limits import MAX_FRAME_BYTES
-from protocol.version import PROTOCOL_VERSION
+from protocol.version import PACKAGE_VERSION, PROTOCOL_VERSION
 
 log = structlog.get_logger("agent.connection")
 
@@ -140,7 +139,7 @@ class RunnerConnection:
                     raise task.exception()
 
     async def _handshake(self, ws: ClientConnection) -> Welcome:
-        hello = Hello(protocol_version=PROTOCOL_VERSION, runner_version=RUNNER_VERSION,
+        hello = Hello(protocol_version=PROTOCOL_VERSION, runner_version=PACKAGE_VERSION,
                       name=self.name, tags=self.tags,
                       max_parallel_tasks=self.worker.max_parallel_tasks,
                       platform=f"{platform.system().lower()}/{platform.machine()}",

@@ -6,6 +6,7 @@ import resource
 import structlog
 from aiohttp import web
 
+from hub.api.middleware import auth_middleware, errors_middleware, last_resort_middleware
 from hub.api.secrets import seal_environment_passwords
 from hub.config import HubConfig
 from hub.context import HUB, Hub
@@ -13,7 +14,6 @@ from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
 from hub.local_runner import LocalLink
-from hub.middleware import auth_middleware, errors_middleware, last_resort_middleware
 from hub.output_writer import OutputWriter
 from hub.reports import RunnerReports
 from hub.routes import add_routes

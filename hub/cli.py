@@ -13,10 +13,10 @@ from aiohttp import web
 
 from agent.cli import add_runner_commands, run_runner_command
 from agent.isolation import IsolationError, prepare_private_folder
-from agent.logs import configure_logging
-from agent.version import RUNNER_VERSION
 from hub.config import ConfigError, HubConfig, load_config
 from hub.store import StoreError
+from protocol.logs import configure_logging
+from protocol.version import PACKAGE_VERSION
 
 log = structlog.get_logger("hub.cli")
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semaphore", description="A self-hosted task hub and its remote runners, "
         "shaped like Semaphore UI. `semaphore quickstart` starts a whole system.")
-    parser.add_argument("--version", action="version", version=f"semaphore {RUNNER_VERSION}")
+    parser.add_argument("--version", action="version", version=f"semaphore {PACKAGE_VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     server = commands.add_parser("server", help="run the hub (API, runner sessions, tasks)")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format)
+    configure_logging("hub", args.log_format)
     # The database (password hashes, sealed secrets) and the embedded runner's folders are
     # the hub's alone.
     os.umask(0o077)

@@ -20,9 +20,9 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from hub.context import HUB, Hub
 from hub.links import RunnerLink
-from hub.ratelimit import SlidingWindow, TokenBucket, per_app
+from hub.ratelimit import TokenBucket
 from hub.reports import NotYourTask
-from hub.security import hash_token
+from hub.security import bearer_token, hash_token
 from hub.store import NotFound
 from hub.store.base import decode_tags
 from hub.store.sqlite import utcnow
@@ -52,18 +52,6 @@ CLOSE_TIMEOUT = 2.0  # how long a close waits for the runner's close frame
 # runner resumes from what was acked) while every other session goes on.
 FRAME_RATE = 10000.0
 FRAME_BURST = 40000.0  # a reconnect resends up to 32 MiB per task in 16 KiB frames
-
-# Failed registrations (POST /api/internal/runners) per client address and window (seconds);
-# past that, every attempt from the address is a 429 until the window moves on. Successful
-# ones do not count: a fleet behind one NAT may enrol many runners at once.
-REGISTRATION_FAILURES = 10
-REGISTRATION_WINDOW = 60.0
-
-
-def registration_failures(app: web.Application) -> SlidingWindow:
-    """Recent failed runner registrations per client address, for this hub."""
-    return per_app(app, "registrations",
-                   lambda: SlidingWindow(REGISTRATION_FAILURES, REGISTRATION_WINDOW))
 
 
 class WebSocketLink(RunnerLink):
@@ -134,8 +122,7 @@ class WebSocketLink(RunnerLink):
 
 async def runner_websocket(request: web.Request) -> web.StreamResponse:
     hub: Hub = request.app[HUB]
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    token = bearer_token(request.headers)
     runner = await hub.store.find_runner_by_token_hash(hash_token(token)) if token else None
     if runner is None:
         log.warning("runner.auth.refused", remote=request.remote)

@@ -1,7 +1,8 @@
 """In-memory rate limits: a sliding window of failures per key, failures with exponential
-backoff per key, and a token bucket."""
+backoff per key, and a token bucket. What each limits, and how a client is told, lives with
+what it limits (the login's in hub/api/session.py, registration's in hub/api/runners.py, a
+session's frame rate in hub/gateway.py)."""
 
-import math
 import time
 import weakref
 from collections import deque
@@ -9,8 +10,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-
-from hub.api.common import ApiError
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -196,11 +195,3 @@ def per_app(app: web.Application, name: str, factory: Callable[[], T]) -> T:
     if name not in state:
         state[name] = factory()
     return state[name]
-
-
-def too_many(what: str, wait: float) -> ApiError:
-    """429 {"error": "too many <what>; try again in N s"} with Retry-After: N."""
-    seconds = max(math.ceil(wait), 1)
-    error = ApiError(429, f"too many {what}; try again in {seconds} s")
-    error.headers["Retry-After"] = str(seconds)
-    return error

@@ -1,9 +1,14 @@
-"""Passwords (scrypt) and bearer tokens (random, stored as SHA-256, compared in constant time)."""
+"""Passwords (scrypt) and bearer tokens (random, stored as SHA-256, compared in constant time),
+and where a request carries them."""
 
 import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+
+# The browser session's cookie: set at login, read by the auth middleware.
+SESSION_COOKIE = "semaphore"
 
 # scrypt cost: n=2**14, r=8 is OWASP's floor and takes ~30 ms here, fine for a login.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -39,6 +44,13 @@ def hash_token(token: str) -> str:
     the lookup by hash is an index seek, and the final equality is the database's.
     surrogatepass: a header's bytes that are not UTF-8 are a wrong token, not an error."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case, the
+    token stripped, possibly empty); None when the request sends no Bearer header."""
+    header = headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
 def tokens_equal(a: str, b: str) -> bool:

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,12 @@ def _kill_process_tree(proc: subprocess.Popen) -> None:
 
 
 class HubProcess:
-    """`semaphore server` in its own process, on a free loopback port and a SQLite file."""
+    """`semaphore server` in its own process, on a free loopback port and a SQLite file;
+    `options` are more words for the command line (e.g. --log-format console)."""
 
-    def __init__(self, folder: Path, **overrides: Any):
+    def __init__(self, folder: Path, options: Sequence[str] = (), **overrides: Any):
         self.folder = Path(folder)
+        self.options = list(options)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config_file = self.folder / "hub-config.json"
@@ -118,7 +120,8 @@ class HubProcess:
             log.write(f"\n===== hub start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "server", "--config", str(self.config_file)],
+                [sys.executable, "-m", "hub.cli", "server", "--config", str(self.config_file),
+                 *self.options],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
         def answers() -> bool:
@@ -173,11 +176,14 @@ class HubProcess:
 
 
 class RunnerProcess:
-    """`semaphore runner start` in its own process; registered once at construction."""
+    """`semaphore runner start` in its own process; registered once at construction.
+    `options` are more words for the start command line (e.g. --log-format console)."""
 
     def __init__(self, folder: Path, web_host: str, name: str, tags: Iterable[str] = (),
-                 max_parallel_tasks: int = 1, register: bool = True, **runner_options: Any):
+                 max_parallel_tasks: int = 1, register: bool = True,
+                 options: Sequence[str] = (), **runner_options: Any):
         self.folder = Path(folder)
+        self.options = list(options)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.config_file = self.folder / "config.runner.json"
@@ -216,7 +222,8 @@ class RunnerProcess:
             log.flush()
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "runner", "start", "--config",
-                 str(self.config_file)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                 str(self.config_file), *self.options], cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL))
         return self
 

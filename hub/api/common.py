@@ -1,6 +1,7 @@
 """Shared pieces of the REST handlers: JSON in and out, errors, who may touch a project."""
 
 import json
+import math
 import re
 from typing import Any, TypeVar
 
@@ -27,6 +28,14 @@ class ApiError(web.HTTPException):
     def __init__(self, status: int, message: str):
         self.status_code = status
         super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def too_many(what: str, wait: float) -> ApiError:
+    """429 {"error": "too many <what>; try again in N s"} with Retry-After: N."""
+    seconds = max(math.ceil(wait), 1)
+    error = ApiError(429, f"too many {what}; try again in {seconds} s")
+    error.headers["Retry-After"] = str(seconds)
+    return error
 
 
 def hub_of(request: web.Request) -> Hub:

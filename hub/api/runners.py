@@ -12,7 +12,6 @@ import time
 import structlog
 from aiohttp import web
 
-from hub import gateway
 from hub.api.common import (
     ApiError,
     hub_of,
@@ -22,6 +21,7 @@ from hub.api.common import (
     project_access,
     read_body,
     require_admin,
+    too_many,
 )
 from hub.api.models import (
     RegistrationTokenRequest,
@@ -32,8 +32,8 @@ from hub.api.models import (
 from hub.api.serialize import runner_json
 from hub.context import Hub
 from hub.crypto import valid_public_key
-from hub.ratelimit import too_many
-from hub.security import hash_token, new_token, tokens_equal
+from hub.ratelimit import SlidingWindow, per_app
+from hub.security import bearer_token, hash_token, new_token, tokens_equal
 from hub.store import NotFound
 from hub.store.base import Row, decode_tags
 
@@ -41,9 +41,21 @@ log = structlog.get_logger("hub.api.runners")
 
 # Runner registration (the runner's own calls).
 
+# Failed registrations (POST /api/internal/runners) per client address and window (seconds);
+# past that, every attempt from the address is a 429 until the window moves on. Successful
+# ones do not count: a fleet behind one NAT may enrol many runners at once.
+REGISTRATION_FAILURES = 10
+REGISTRATION_WINDOW = 60.0
+
+
+def registration_failures(app: web.Application) -> SlidingWindow:
+    """Recent failed runner registrations per client address, for this hub."""
+    return per_app(app, "registrations",
+                   lambda: SlidingWindow(REGISTRATION_FAILURES, REGISTRATION_WINDOW))
+
 
 async def register_runner(request: web.Request) -> web.Response:
-    failures, address = gateway.registration_failures(request.app), request.remote or ""
+    failures, address = registration_failures(request.app), request.remote or ""
     wait = failures.retry_after(address)
     if wait:
         raise too_many("runner registration attempts", wait)
@@ -107,8 +119,7 @@ async def _redeem(hub: Hub, presented: str) -> Row | None:
 
 
 async def unregister_self(request: web.Request) -> web.Response:
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    token = bearer_token(request.headers)
     hub = hub_of(request)
     runner = await hub.store.find_runner_by_token_hash(hash_token(token)) if token else None
     if runner is None:

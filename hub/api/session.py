@@ -6,12 +6,26 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.api.common import ApiError, current_user, hub_of, json_response, no_content, read_body
+from hub.api.common import (
+    ApiError,
+    current_user,
+    hub_of,
+    json_response,
+    no_content,
+    read_body,
+    too_many,
+)
 from hub.api.models import Login
 from hub.api.serialize import api_token_json, user_json
-from hub.middleware import SESSION_COOKIE
-from hub.ratelimit import Backoff, Remembered, SlidingWindow, per_app, too_many
-from hub.security import hash_password, hash_token, new_token, verify_password
+from hub.ratelimit import Backoff, Remembered, SlidingWindow, per_app
+from hub.security import (
+    SESSION_COOKIE,
+    bearer_token,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
 
 _DUMMY_HASH = hash_password("no such user")
 
@@ -110,7 +124,7 @@ async def login(request: web.Request) -> web.Response:
 def session_token_hash(request: web.Request) -> str:
     """The hash of the session this request was authenticated by; "" when it came with an
     API token (the auth middleware prefers the Bearer header over the cookie)."""
-    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+    if bearer_token(request.headers) is not None:
         return ""
     token = request.cookies.get(SESSION_COOKIE)
     return hash_token(token) if token else ""

@@ -10,14 +10,12 @@ from yarl import URL
 from hub.api.common import ApiError
 from hub.context import HUB, USER
 from hub.crypto import SecretsUnavailable
-from hub.security import hash_token
+from hub.security import SESSION_COOKIE, bearer_token, hash_token
 from hub.serving import describe_exception
 from hub.spec import SpecError
 from hub.store import NotFound, StoreError
 
 log = structlog.get_logger("hub.http")
-
-SESSION_COOKIE = "semaphore"
 
 # (method, path) reachable without a user: ping, login, runner registration and the runner
 # endpoints, which check the runner's own token themselves.
@@ -87,9 +85,9 @@ async def auth_middleware(request: web.Request, handler):
         return await handler(request)
     store = request.app[HUB].store
     user = None
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        user = await store.find_api_token_user(hash_token(header[7:].strip()))
+    token = bearer_token(request.headers)
+    if token is not None:
+        user = await store.find_api_token_user(hash_token(token))
     elif SESSION_COOKIE in request.cookies:
         user = await store.find_session_user(hash_token(request.cookies[SESSION_COOKIE]),
                                              time.time())
