@@ -17,16 +17,16 @@ from agent.config import (
     save_runner_config,
     write_private_file,
 )
-from agent.connection import RunnerConnection, RunnerRefused
+from agent.connection import RunnerConnection
+from agent.errors import RunnerError
 from agent.isolation import (
-    IsolationError,
     TaskIdentity,
     check_private_file,
     forbid_inspection,
     resolve_task_identities,
 )
-from agent.keys import RunnerKeyError, SecretOpener, create_key_pair, load_private_key
-from agent.registration import RegistrationError, register, unregister
+from agent.keys import SecretOpener, create_key_pair, load_private_key
+from agent.registration import register, unregister
 from agent.tls import client_ssl_context, warn_if_plaintext
 from agent.worker import TaskWorker
 from protocol.logs import configure_logging
@@ -95,10 +95,9 @@ def run_runner_command(args: argparse.Namespace) -> int:
     configure_logging("runner", args.log_format)
     try:
         return args.handler(args)
-    except (RunnerConfigError, RegistrationError, RunnerRefused, RunnerKeyError,
-            IsolationError) as exc:
+    except RunnerError as exc:
         print(f"semaphore runner {args.runner_command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
 
 
 # setup

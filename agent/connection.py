@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent.backoff import backoff_delays
+from agent.errors import RunnerError
 from agent.metrics import read_metrics
 from agent.worker import TaskWorker
 from protocol.codec import ProtocolError, decode_hub_frame, encode
@@ -29,7 +30,7 @@ log = structlog.get_logger("agent.connection")
 HANDSHAKE_TIMEOUT = 10.0
 
 
-class RunnerRefused(Exception):
+class RunnerRefused(RunnerError):
     """The hub will not take this runner as it is (bad token, disabled, wrong version)."""
 
 

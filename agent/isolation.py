@@ -21,6 +21,8 @@ from pathlib import Path
 import psutil
 import structlog
 
+from agent.errors import CONFIGURATION_EXIT, RunnerError
+
 log = structlog.get_logger("agent.isolation")
 
 PR_SET_DUMPABLE = 4
@@ -28,8 +30,10 @@ PR_SET_DUMPABLE = 4
 SHARED_SYSTEM_USERS = frozenset({"nobody", "daemon", "bin", "sys", "www-data", "nfsnobody"})
 
 
-class IsolationError(Exception):
+class IsolationError(RunnerError):
     """The runner's identity or folders are unsafe; the message says what to change."""
+
+    exit_code = CONFIGURATION_EXIT
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ import urllib.request
 from typing import Any
 
 from agent.config import RunnerConfig
+from agent.errors import RunnerError
 from agent.tls import client_ssl_context
 
 
-class RegistrationError(Exception):
+class RegistrationError(RunnerError):
     """The hub refused or could not be reached; the message says which and why."""
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from agent.cli import add_runner_commands, run_runner_command
 from agent.isolation import IsolationError, prepare_private_folder
 from hub.config import ConfigError, HubConfig, load_config
-from hub.store import StoreError
+from hub.errors import HubError
 from protocol.logs import configure_logging
 from protocol.version import PACKAGE_VERSION
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_runner_command(args)
     try:
         return args.handler(args)
-    except (ConfigError, StoreError) as exc:
+    except HubError as exc:
         print(f"semaphore {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 def cmd_server(args: argparse.Namespace) -> int:

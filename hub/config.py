@@ -14,11 +14,14 @@ from typing import Any
 import msgspec
 
 from hub.crypto import decode_key
+from hub.errors import CONFIGURATION_EXIT, HubError
 from protocol.validation import describe
 
 
-class ConfigError(Exception):
+class ConfigError(HubError):
     """The configuration cannot be used; the message names the file or key and the problem."""
+
+    exit_code = CONFIGURATION_EXIT
 
 
 class SqliteConfig(msgspec.Struct, forbid_unknown_fields=True):

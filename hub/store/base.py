@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from hub.errors import CONFIGURATION_EXIT, HubError
+
 Row = dict[str, Any]
 
 
@@ -43,8 +45,10 @@ def decode_tags(raw: str | None) -> list[str]:
     return [tag for tag in value if isinstance(tag, str)] if isinstance(value, list) else []
 
 
-class StoreError(Exception):
+class StoreError(HubError):
     """A request the store cannot carry out (conflict, bad reference, unusable database)."""
+
+    exit_code = CONFIGURATION_EXIT
 
 
 class NotFound(StoreError):
