@@ -17,7 +17,7 @@ from agent.config import (
     save_runner_config,
     write_private_file,
 )
-from agent.connection import RunnerConnection
+from agent.connection import Outbox, RunnerConnection
 from agent.errors import RunnerError
 from agent.isolation import (
     TaskIdentity,
@@ -264,10 +264,11 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
     url = config.websocket_url()
     # Built once for every reconnect; logs runner.tls.unverified if verification is off.
     ssl_context = client_ssl_context(config) if url.startswith("wss:") else None
+    outbox = Outbox()
     worker = TaskWorker(config.state_folder, config.runner.max_parallel_tasks,
-                        emit=lambda frame: None, opener=opener, identities=identities)
+                        emit=outbox.emit, opener=opener, identities=identities)
     worker.recover()  # what a crashed or killed earlier run left in the spool
-    connection = RunnerConnection(url, token, worker,
+    connection = RunnerConnection(url, token, worker, outbox,
                                   name=config.display_name, tags=config.runner.tags,
                                   disk_path=str(config.state_folder), ssl_context=ssl_context)
     stop = asyncio.Event()

@@ -20,9 +20,10 @@ from agent.backoff import backoff_delays
 from agent.errors import RunnerError
 from agent.metrics import read_metrics
 from agent.worker import TaskWorker
-from protocol.codec import ProtocolError, decode_hub_frame, encode
+from protocol.codec import ProtocolError, encode
 from protocol.frames import Ack, Assign, Cancel, Error, Heartbeat, Hello, RunnerFrame, Welcome
 from protocol.limits import MAX_FRAME_BYTES
+from protocol.session import RunnerSession, SessionRefused
 from protocol.version import PACKAGE_VERSION, PROTOCOL_VERSION
 
 log = structlog.get_logger("agent.connection")
@@ -34,9 +35,45 @@ class RunnerRefused(RunnerError):
     """The hub will not take this runner as it is (bad token, disabled, wrong version)."""
 
 
+class Outbox:
+    """Where the runner's frames for the hub go: queued while a session is live.
+
+    The worker emits into it from its construction on. Between sessions what is emitted is
+    dropped: every output and finished frame stays in its task's ledger and spool until the hub
+    acks it, and the next session queues those first (`open`), so nothing is lost.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[RunnerFrame] | None = None
+
+    def emit(self, frame: RunnerFrame) -> None:
+        """Queue a frame for the live session; without one, the ledger keeps output for later."""
+        if self._queue is not None:
+            self._queue.put_nowait(frame)
+
+    def open(self, resend: list[RunnerFrame]) -> asyncio.Queue[RunnerFrame]:
+        """A session is live: its queue, holding `resend`; new frames queue behind them."""
+        queue: asyncio.Queue[RunnerFrame] = asyncio.Queue()
+        for frame in resend:
+            queue.put_nowait(frame)
+        self._queue = queue
+        return queue
+
+    def close(self) -> None:
+        self._queue = None
+
+
 class RunnerConnection:
-    def __init__(self, url: str, token: str, worker: TaskWorker, *, name: str,
-                 tags: list[str], disk_path: str, ssl_context: ssl.SSLContext | None = None):
+    """The I/O shell of the runner's sessions: one websocket at a time, reconnecting.
+
+    It sends the hello, feeds each message to that session's `RunnerSession` (the rules) and
+    acts on what comes back: the hub's task frames go to the worker, a refusal ends the runner,
+    a protocol error ends the session. What the worker emits reaches the hub through `outbox`.
+    """
+
+    def __init__(self, url: str, token: str, worker: TaskWorker, outbox: Outbox, *,
+                 name: str, tags: list[str], disk_path: str,
+                 ssl_context: ssl.SSLContext | None = None):
         self.url = url
         # websockets refuses any ssl argument (even None) for ws:// URLs, and ssl=None for
         # wss://; without a context of our own, wss:// uses the system trust store.
@@ -44,19 +81,13 @@ class RunnerConnection:
             {"ssl": ssl_context} if ssl_context is not None and url.startswith("wss:") else {})
         self.token = token
         self.worker = worker
+        self.outbox = outbox
         self.name = name
         self.tags = tags
         self.disk_path = disk_path
         self.connected = asyncio.Event()
         self.runner_id: int | None = None
-        self._outbox: asyncio.Queue[RunnerFrame] | None = None
         self._welcomed = False
-        worker.emit = self.emit
-
-    def emit(self, frame: RunnerFrame) -> None:
-        """Queue a frame for the live session; without one, the ledger keeps output for later."""
-        if self._outbox is not None:
-            self._outbox.put_nowait(frame)
 
     async def run(self, until: asyncio.Event) -> None:
         """Stay connected until `until` is set; raises RunnerRefused if the hub says no."""
@@ -89,7 +120,7 @@ class RunnerConnection:
                 log.warning(event, url=self.url, attempt=attempt,
                             error=str(exc) or type(exc).__name__)
             finally:
-                self._outbox = None
+                self.outbox.close()
                 self.connected.clear()
             if self._welcomed:
                 # A session that got going resets the backoff, however it ended: the next
@@ -108,16 +139,13 @@ class RunnerConnection:
                            max_size=MAX_FRAME_BYTES, compression=None,
                            open_timeout=HANDSHAKE_TIMEOUT, ping_interval=20,
                            ping_timeout=20, close_timeout=5, **self._tls) as ws:
-            welcome = await self._handshake(ws)
+            session, welcome = await self._handshake(ws)
             self._welcomed = True
             self.runner_id = welcome.runner_id
             self.worker.max_output_bytes = welcome.max_output_bytes
             structlog.contextvars.bind_contextvars(runner_id=welcome.runner_id)
-            outbox: asyncio.Queue[RunnerFrame] = asyncio.Queue()
             acked = {a.task_id: a.seq for a in welcome.acked}
-            for frame in self.worker.unacked_frames(acked):
-                outbox.put_nowait(frame)
-            self._outbox = outbox  # from here on, new frames queue behind the resends
+            outbox = self.outbox.open(self.worker.unacked_frames(acked))
             self.connected.set()
             log.info("runner.connected", url=self.url, session_id=welcome.session_id,
                      resent=outbox.qsize(), tags=welcome.tags)
@@ -127,7 +155,7 @@ class RunnerConnection:
                 log.warning("runner.hub.notice", notice=welcome.notice, tags=welcome.tags,
                             config_tags=self.tags)
             tasks = [asyncio.create_task(coro) for coro in (
-                self._send_loop(ws, outbox), self._receive_loop(ws),
+                self._send_loop(ws, outbox), self._receive_loop(ws, session),
                 self._heartbeat_loop(ws, welcome.heartbeat_interval), until.wait())]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -139,7 +167,7 @@ class RunnerConnection:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()
 
-    async def _handshake(self, ws: ClientConnection) -> Welcome:
+    async def _handshake(self, ws: ClientConnection) -> tuple[RunnerSession, Welcome]:
         hello = Hello(protocol_version=PROTOCOL_VERSION, runner_version=PACKAGE_VERSION,
                       name=self.name, tags=self.tags,
                       max_parallel_tasks=self.worker.max_parallel_tasks,
@@ -147,40 +175,39 @@ class RunnerConnection:
                       held_tasks=self.worker.held_tasks(),
                       shared_identity=self.worker.shared_identity)
         await ws.send(encode(hello).decode())
-        frame = decode_hub_frame(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT))
-        if isinstance(frame, Error):
-            raise RunnerRefused(f"the hub refused the session: {frame.message}")
-        if not isinstance(frame, Welcome):
-            raise ProtocolError("unexpected_frame", f"expected welcome, got {type(frame).__name__}")
-        return frame
+        session = RunnerSession(asyncio.get_running_loop().time(),
+                                handshake_timeout=HANDSHAKE_TIMEOUT)
+        async with asyncio.timeout_at(session.next_deadline()):
+            verdict = session.receive(await ws.recv())
+        if isinstance(verdict, SessionRefused):
+            raise RunnerRefused(f"the hub refused the session: {verdict.message}")
+        if isinstance(verdict, ProtocolError):
+            raise verdict
+        assert isinstance(verdict, Welcome)  # the session hands on nothing else first
+        return session, verdict
 
     async def _send_loop(self, ws: ClientConnection, outbox: asyncio.Queue) -> None:
         while True:
             frame = await outbox.get()
             await ws.send(encode(frame).decode())
 
-    async def _receive_loop(self, ws: ClientConnection) -> None:
+    async def _receive_loop(self, ws: ClientConnection, session: RunnerSession) -> None:
         async for message in ws:
-            try:
-                frame = decode_hub_frame(message)
-            except ProtocolError as exc:
-                log.error("hub.frame.invalid", error=exc.message)
-                await ws.close(exc.close_code, exc.code)
+            verdict = session.receive(message)
+            if isinstance(verdict, ProtocolError):
+                log.error("hub.frame.invalid", error=verdict.message)
+                await ws.close(verdict.close_code, verdict.code)
                 return
-            if isinstance(frame, Assign):
-                self.worker.assign(frame.task_id, frame.spec)
-            elif isinstance(frame, Ack):
-                self.worker.ack(frame.task_id, frame.seq, frame.finished)
-            elif isinstance(frame, Cancel):
-                self.worker.cancel(frame.task_id, frame.reason)
-            elif isinstance(frame, Error):
-                log.warning("hub.error", code=frame.code, message=frame.message)
+            if isinstance(verdict, Assign | Ack | Cancel):
+                self.worker.handle(verdict)
+            elif isinstance(verdict, Error):
+                log.warning("hub.error", code=verdict.code, message=verdict.message)
         if ws.close_code not in (None, 1000, 1001):
             log.warning("runner.closed_by_hub", code=ws.close_code, reason=ws.close_reason)
 
     def send_heartbeat(self) -> None:
         """A heartbeat now (e.g. to tell the hub at once that this runner is draining)."""
-        self.emit(Heartbeat(time=time.time(), running=self.worker.running_ids,
+        self.outbox.emit(Heartbeat(time=time.time(), running=self.worker.running_ids,
                             metrics=read_metrics(self.disk_path),
                             draining=self.worker.draining))
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from agent.masking import SecretMasker, mask_values
 from protocol.frames import Output, Stream
+from protocol.ledger import OutputLedger
 from protocol.limits import OUTPUT_FLUSH_INTERVAL, OUTPUT_FRAME_BYTES, PARTIAL_LINE_FLUSH
-from protocol.session import OutputLedger
 
 # Unacked output a task may have before its writer waits for acks (bytes).
 MAX_UNACKED_BYTES = 32 * 1024 * 1024

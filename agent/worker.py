@@ -24,14 +24,17 @@ from agent.output import OutputCoalescer
 from agent.spool import DiskFrames
 from protocol.frames import (
     Accepted,
+    Ack,
+    Assign,
+    Cancel,
     Finished,
     HeldTask,
-    Output,
+    HubFrame,
     Rejected,
     RunnerFrame,
     TaskSpec,
 )
-from protocol.session import OutputLedger
+from protocol.ledger import OutputLedger
 
 log = structlog.get_logger("agent.worker")
 
@@ -51,6 +54,14 @@ class HeldTaskState:
 
 
 class TaskWorker:
+    """The tasks this runner holds, each from its assign until the hub acks its finished frame.
+
+    Every frame it produces leaves through `emit`, given once at construction, in the order
+    produced; a task's output frames are numbered by its ledger and kept in its spool until
+    acked, so whatever `emit` drops (no live session) is resent after a reconnect
+    (`unacked_frames`). At most `max_parallel_tasks` tasks run at once (0: no limit).
+    """
+
     def __init__(self, tmp_path: str | Path, max_parallel_tasks: int, emit: Emit,
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
                  opener: SecretOpener | None = None,
@@ -71,7 +82,7 @@ class TaskWorker:
         prepare_private_folder(self.tasks_root, passable)
         prepare_private_folder(self.work_root / "spool")
         self.max_parallel_tasks = max_parallel_tasks
-        self.emit = emit
+        self._emit = emit
         self.kill_grace = kill_grace
         self.max_duration_sec = max_duration_sec
         self.tasks: dict[int, HeldTaskState] = {}
@@ -85,14 +96,25 @@ class TaskWorker:
 
     # Frames from the hub.
 
+    def handle(self, frame: HubFrame) -> None:
+        """Act on a frame from the hub: the one routing of the hub's task frames, for the
+        runner's connection and the hub's embedded runner alike. Frames about no task
+        (welcome, error) are the connection's, not the worker's: ignored here."""
+        if isinstance(frame, Assign):
+            self.assign(frame.task_id, frame.spec)
+        elif isinstance(frame, Ack):
+            self.ack(frame.task_id, frame.seq, frame.finished)
+        elif isinstance(frame, Cancel):
+            self.cancel(frame.task_id, frame.reason)
+
     def assign(self, task_id: int, spec: TaskSpec) -> None:
         """Start the task unless it is held already (assign is idempotent)."""
         if task_id in self.tasks:
-            self.emit(Accepted(task_id=task_id))
+            self._emit(Accepted(task_id=task_id))
             finished = self.tasks[task_id].finished
             if finished is not None:
                 # Already over here (the hub lost track): tell it how it ended, again.
-                self.emit(finished)
+                self._emit(finished)
             return
         reason = self._refusal(spec)
         secrets: dict = {}
@@ -103,11 +125,11 @@ class TaskWorker:
                 reason = str(exc)
         if reason:
             log.info("task.rejected", task_id=task_id, reason=reason)
-            self.emit(Rejected(task_id=task_id, reason=reason))
+            self._emit(Rejected(task_id=task_id, reason=reason))
             return
         spool = DiskFrames(self.work_root / "spool" / f"task_{task_id}")
         ledger = OutputLedger(task_id, store=spool)
-        sink = OutputCoalescer(ledger, self._emit_output, max_output=self.max_output_bytes,
+        sink = OutputCoalescer(ledger, self._emit, max_output=self.max_output_bytes,
                                masks=secret_values(secrets))
         identity = self._free_users.pop(0) if self.separate_users else self._free_users[0]
         execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
@@ -117,7 +139,7 @@ class TaskWorker:
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
-        self.emit(Accepted(task_id=task_id))
+        self._emit(Accepted(task_id=task_id))
         log.info("task.accepted", task_id=task_id, app=spec.app)
         state.runner = asyncio.get_running_loop().create_task(self._run(state))
 
@@ -236,9 +258,6 @@ class TaskWorker:
             return str(exc)
         return ""
 
-    def _emit_output(self, frame: Output) -> None:
-        self.emit(frame)
-
     async def _run(self, state: HeldTaskState) -> None:
         execution = state.execution
         assert execution is not None  # only tasks this process started are run
@@ -256,7 +275,7 @@ class TaskWorker:
         state.spool.record_finished(state.finished)
         log.info("task.finished", task_id=state.task_id, status=outcome.status,
                  exit_code=outcome.exit_code, last_seq=state.ledger.last_seq)
-        self.emit(state.finished)
+        self._emit(state.finished)
 
     def _forget(self, state: HeldTaskState) -> None:
         self.tasks.pop(state.task_id, None)

@@ -15,7 +15,7 @@ from agent.keys import SecretOpener
 from agent.worker import TaskWorker
 from hub.links import LOCAL_RUNNER_ID, RunnerLink
 from hub.reports import RunnerReports
-from protocol.frames import Ack, Assign, Cancel, HubFrame, RunnerFrame
+from protocol.frames import HubFrame, RunnerFrame
 
 log = structlog.get_logger("hub.local_runner")
 
@@ -51,12 +51,7 @@ class LocalLink(RunnerLink):
             self._pump.cancel()
 
     def send(self, frame: HubFrame) -> None:
-        if isinstance(frame, Assign):
-            self.worker.assign(frame.task_id, frame.spec)
-        elif isinstance(frame, Cancel):
-            self.worker.cancel(frame.task_id, frame.reason)
-        elif isinstance(frame, Ack):
-            self.worker.ack(frame.task_id, frame.seq, frame.finished)
+        self.worker.handle(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Nothing to close: the embedded runner lives as long as the hub."""

@@ -17,7 +17,7 @@ import aiohttp
 import nacl.public
 from aiohttp import web
 
-from agent.connection import RunnerConnection
+from agent.connection import Outbox, RunnerConnection
 from agent.keys import SecretOpener
 from agent.worker import TaskWorker
 from hub.app import create_app
@@ -173,10 +173,11 @@ class InProcessRunner:
     def __init__(self, url: str, token: str, work: Path, name: str, tags: list[str],
                  max_parallel_tasks: int, kill_grace: float,
                  ssl_context: ssl.SSLContext | None = None):
-        self.worker = TaskWorker(work, max_parallel_tasks, emit=lambda frame: None,
+        outbox = Outbox()
+        self.worker = TaskWorker(work, max_parallel_tasks, emit=outbox.emit,
                                  kill_grace=kill_grace,
                                  opener=SecretOpener(RUNNER_PRIVATE_KEY))
-        self.connection = RunnerConnection(url, token, self.worker, name=name, tags=tags,
+        self.connection = RunnerConnection(url, token, self.worker, outbox, name=name, tags=tags,
                                            disk_path="/", ssl_context=ssl_context)
         self._until = asyncio.Event()
         self._task: asyncio.Task | None = None

@@ -6,8 +6,8 @@ import time
 from agent.output import OutputCoalescer, pump_pipe
 from protocol.codec import decode_runner_frame, encode
 from protocol.frames import Output
+from protocol.ledger import OutputLedger
 from protocol.limits import MAX_FRAME_BYTES, OUTPUT_FRAME_BYTES
-from protocol.session import OutputLedger
 
 DEADLINE = 30.0
 

@@ -3,7 +3,7 @@
 from agent import spool as spool_module
 from agent.spool import DiskFrames
 from protocol.frames import Output
-from protocol.session import OutputLedger
+from protocol.ledger import OutputLedger
 
 
 def frame(seq: int, data: str) -> Output:

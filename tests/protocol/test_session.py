@@ -1,112 +1,266 @@
-"""Output seq/ack bookkeeping: the runner's ledger and the hub's seq classification."""
+"""The session rules, both sides back to back: bytes from one session's peer into the other,
+the time as a number, no socket and no event loop."""
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from protocol.frames import Output
-from protocol.session import OutputLedger, SeqVerdict, classify_seq
+from protocol.codec import ProtocolError, encode
+from protocol.frames import (
+    Accepted,
+    Ack,
+    Assign,
+    Cancel,
+    Error,
+    Finished,
+    Heartbeat,
+    Hello,
+    Output,
+    Rejected,
+    TaskSpec,
+    Welcome,
+)
+from protocol.session import (
+    HubSession,
+    RunnerSession,
+    SeqVerdict,
+    SessionRefused,
+    Silent,
+    State,
+    classify_seq,
+)
+from protocol.version import PROTOCOL_VERSION
 
-
-def _ledger_with(*chunks: str, task_id: int = 9) -> OutputLedger:
-    ledger = OutputLedger(task_id)
-    for index, data in enumerate(chunks):
-        ledger.next_frame("stdout", data, float(index))
-    return ledger
-
-
-def _seqs(ledger: OutputLedger) -> list[int]:
-    return [frame.seq for frame in ledger.unacked()]
-
-
-def test_frames_are_numbered_from_one_and_kept():
-    ledger = OutputLedger(9)
-    frames = [ledger.next_frame("stdout", "a\n", 1.0), ledger.next_frame("stderr", "b\n", 2.0),
-              ledger.next_frame("stdout", "c", 3.0)]
-    assert frames == [Output(task_id=9, seq=1, stream="stdout", data="a\n", time=1.0),
-                      Output(task_id=9, seq=2, stream="stderr", data="b\n", time=2.0),
-                      Output(task_id=9, seq=3, stream="stdout", data="c", time=3.0)]
-    assert ledger.last_seq == 3
-    assert ledger.acked_seq == 0
-    assert list(ledger.unacked()) == frames
-    assert not ledger.fully_acked
-
-
-def test_numbering_continues_after_a_resumed_ledger():
-    ledger = OutputLedger(9, last_seq=5, acked_seq=5)
-    assert ledger.fully_acked
-    assert ledger.next_frame("stdout", "x", 0.0).seq == 6
-    assert _seqs(ledger) == [6]
+HELLO = Hello(protocol_version=PROTOCOL_VERSION, runner_version="test", name="r")
+WELCOME = Welcome(protocol_version=PROTOCOL_VERSION, session_id="s", runner_id=7,
+                  heartbeat_interval=5.0, max_frame_bytes=1 << 20, max_output_bytes=1 << 20)
+SPEC = TaskSpec(project_id=1, template_id=1, app="bash", playbook="x.sh")
 
 
-def test_new_ledger_with_nothing_sent_is_fully_acked():
-    ledger = OutputLedger(1)
-    assert ledger.fully_acked
-    assert list(ledger.unacked()) == []
-    assert ledger.unacked_bytes == 0
+def hub_session(now: float = 0.0, **limits: float) -> HubSession:
+    values = {"hello_timeout": 10.0, "silence_limit": 15.0, "accept_timeout": 20.0,
+              "frame_rate": 100.0, "frame_burst": 5.0, **limits}
+    return HubSession(now, **values)
 
 
-@pytest.mark.parametrize(("ack", "left"), [
-    (0, [1, 2, 3, 4]), (1, [2, 3, 4]), (2, [3, 4]), (3, [4]), (4, []),
+def connected(now: float = 0.0, **limits: float) -> tuple[HubSession, RunnerSession]:
+    """A hub session and a runner session through hello and welcome, at `now`."""
+    hub, runner = hub_session(now, **limits), RunnerSession(now, handshake_timeout=10.0)
+    assert hub.receive(encode(HELLO), now) == HELLO
+    assert runner.receive(encode(WELCOME)) == WELCOME
+    assert hub.state is runner.state is State.OPEN
+    return hub, runner
+
+
+def refused(verdict: object, code: str, close_code: int) -> bool:
+    return (isinstance(verdict, ProtocolError) and verdict.code == code
+            and verdict.close_code == close_code)
+
+
+# Hello and welcome.
+
+
+def test_hello_and_welcome_open_both_sides_then_frames_flow_both_ways():
+    hub, runner = connected()
+    assert runner.next_deadline() is None
+    for frame in (Assign(task_id=3, spec=SPEC), Ack(task_id=3, seq=2), Cancel(task_id=3),
+                  Error(code="not_your_task", message="no")):
+        assert runner.receive(encode(frame)) == frame
+    for now, frame in enumerate((Accepted(task_id=3), Heartbeat(time=1.0),
+                                 Output(task_id=3, seq=1, stream="stdout", data="x", time=1.0),
+                                 Finished(task_id=3, status="success", last_seq=1),
+                                 Error(code="x", message="y")), start=1):
+        assert hub.receive(encode(frame), float(now)) == frame
+    assert hub.state is runner.state is State.OPEN
+
+
+@pytest.mark.parametrize("first", [Heartbeat(time=1.0), Accepted(task_id=1),
+                                   Error(code="x", message="y")])
+def test_anything_but_hello_first_is_refused(first):
+    hub = hub_session()
+    verdict = hub.receive(encode(first), 1.0)
+    assert refused(verdict, "hello_expected", 1002)
+    assert type(first).__name__.lower() in verdict.message
+    assert hub.state is State.CLOSED and hub.next_deadline() is None
+
+
+def test_a_version_the_hub_does_not_speak_is_refused_naming_both():
+    hub = hub_session()
+    verdict = hub.receive(encode(Hello(protocol_version=99, runner_version="future")), 1.0)
+    assert refused(verdict, "unsupported_version", 1002)
+    assert "99" in verdict.message and str(PROTOCOL_VERSION) in verdict.message
+
+
+def test_a_second_hello_is_refused():
+    hub, _ = connected()
+    assert refused(hub.receive(encode(HELLO), 1.0), "duplicate_hello", 1002)
+    assert hub.state is State.CLOSED
+
+
+@pytest.mark.parametrize(("payload", "code", "close_code"), [
+    (b"not json", "malformed_frame", 1007),
+    (b'{"type": "teleport"}', "unknown_type", 1002),
+    (b'{"type": "welcome", "protocol_version": 1}', "unknown_type", 1002),
+    (b'{"type": "heartbeat", "time": 1}' + b" " * (1 << 20), "frame_too_big", 1009),
 ])
-def test_cumulative_ack_drops_every_frame_up_to_it(ack, left):
-    ledger = _ledger_with("a", "b", "c", "d")
-    ledger.ack(ack)
-    assert _seqs(ledger) == left
-    assert ledger.acked_seq == ack
-    assert ledger.fully_acked == (not left)
+@pytest.mark.parametrize("opened", [False, True])
+def test_a_message_that_is_no_runner_frame_ends_the_session(payload, code, close_code, opened):
+    hub = connected()[0] if opened else hub_session()
+    assert refused(hub.receive(payload, 1.0), code, close_code)
+    assert hub.state is State.CLOSED
 
 
-@pytest.mark.parametrize("stale", [0, 1, 2, -5])
-def test_stale_ack_is_ignored(stale):
-    ledger = _ledger_with("a", "b", "c", "d")
-    ledger.ack(2)
-    ledger.ack(stale)
-    assert ledger.acked_seq == 2
-    assert _seqs(ledger) == [3, 4]
-    assert ledger.unacked_bytes == 2
+def test_the_hubs_error_in_place_of_the_welcome_is_a_refusal():
+    runner = RunnerSession(0.0, handshake_timeout=10.0)
+    verdict = runner.receive(encode(Error(code="runner_revoked", message="disabled")))
+    assert verdict == SessionRefused("disabled")
+    assert runner.state is State.CLOSED
 
 
-@pytest.mark.parametrize("beyond", [4, 5, 1000])
-def test_ack_beyond_last_seq_is_clamped(beyond):
-    ledger = _ledger_with("a", "b", "c")
-    ledger.ack(beyond)
-    assert ledger.acked_seq == 3
-    assert ledger.fully_acked
-    assert list(ledger.unacked()) == []
-    # The next frame is not covered by the earlier, too large ack.
-    frame = ledger.next_frame("stdout", "d", 4.0)
-    assert frame.seq == 4
-    assert not ledger.fully_acked
-    assert _seqs(ledger) == [4]
-    ledger.ack(4)
-    assert ledger.fully_acked
+@pytest.mark.parametrize("first", [Assign(task_id=1, spec=SPEC), Ack(task_id=1, seq=0)])
+def test_the_runner_wants_the_welcome_first(first):
+    runner = RunnerSession(0.0, handshake_timeout=10.0)
+    verdict = runner.receive(encode(first))
+    assert isinstance(verdict, ProtocolError) and verdict.code == "unexpected_frame"
+    assert runner.state is State.CLOSED
 
 
-def test_unacked_is_oldest_first_and_a_stable_snapshot():
-    ledger = _ledger_with("a", "b", "c", "d")
-    ledger.ack(1)
-    snapshot = ledger.unacked()
-    ledger.ack(3)  # an ack arriving while the runner resends
-    ledger.next_frame("stdout", "e", 5.0)
-    assert [frame.seq for frame in snapshot] == [2, 3, 4]
-    assert [frame.data for frame in ledger.unacked()] == ["d", "e"]
+@pytest.mark.parametrize("opened", [False, True])
+def test_a_message_that_is_no_hub_frame_ends_the_runners_session(opened):
+    runner = connected()[1] if opened else RunnerSession(0.0, handshake_timeout=10.0)
+    verdict = runner.receive(encode(HELLO))  # a runner's frame: unknown to a runner
+    assert refused(verdict, "unknown_type", 1002)
+    assert runner.state is State.CLOSED
 
 
-def test_unacked_bytes_follow_sends_and_acks():
-    ledger = OutputLedger(1)
-    sizes = [5, 0, 17, 3]
-    for size in sizes:
-        ledger.next_frame("stdout", "x" * size, 0.0)
-    assert ledger.unacked_bytes == 25
-    ledger.ack(1)
-    assert ledger.unacked_bytes == 20
-    ledger.ack(1)
-    assert ledger.unacked_bytes == 20
-    ledger.ack(3)
-    assert ledger.unacked_bytes == 3
-    ledger.ack(99)
-    assert ledger.unacked_bytes == 0
+def test_a_second_welcome_is_dropped():
+    _, runner = connected()
+    assert runner.receive(encode(WELCOME)) is None
+    assert runner.state is State.OPEN
+
+
+def test_the_welcome_is_due_within_the_handshake_timeout():
+    runner = RunnerSession(100.0, handshake_timeout=10.0)
+    assert runner.next_deadline() == 110.0
+    runner.receive(encode(WELCOME))
+    assert runner.next_deadline() is None
+
+
+def test_a_closed_session_takes_nothing_more():
+    hub, runner = connected()
+    hub.close()
+    runner.close()
+    assert hub.next_deadline() is None and runner.next_deadline() is None
+    with pytest.raises(RuntimeError):
+        hub.receive(encode(Heartbeat(time=1.0)), 1.0)
+    with pytest.raises(RuntimeError):
+        runner.receive(encode(Ack(task_id=1, seq=1)))
+
+
+# Deadlines, on protocol frames.
+
+
+def test_no_hello_by_the_deadline_is_refused():
+    hub = hub_session(100.0, hello_timeout=2.5)
+    hub.handled(101.0)  # reading again does not move the hello deadline
+    assert hub.next_deadline() == 102.5
+    verdict = hub.expire()
+    assert refused(verdict, "no_hello", 1008) and "2.5 s" in verdict.message
+    assert hub.state is State.CLOSED and hub.next_deadline() is None
+
+
+def test_silence_counts_from_the_last_frame_the_hub_handled():
+    hub, _ = connected(0.0, silence_limit=15.0)
+    assert hub.next_deadline() == 15.0
+    hub.receive(encode(Heartbeat(time=1.0)), 10.0)
+    assert hub.next_deadline() == 25.0
+    hub.handled(18.0)  # the hub's own backpressure held the frame: not the runner's silence
+    assert hub.next_deadline() == 33.0
+    assert hub.expire() == Silent(15.0)
+    assert hub.state is State.CLOSED and hub.next_deadline() is None
+
+
+def test_frames_past_the_rate_end_the_session():
+    hub, _ = connected(0.0, frame_rate=100.0, frame_burst=5.0)
+    beat = encode(Heartbeat(time=1.0))
+    assert all(hub.receive(beat, 1.0) == Heartbeat(time=1.0) for _ in range(5))  # the burst
+    assert refused(hub.receive(beat, 1.0), "rate_limited", 1008)
+
+    hub, _ = connected(0.0, frame_rate=100.0, frame_burst=5.0)
+    for step in range(1000):  # at the rate, never refused
+        assert hub.receive(beat, 1.0 + step / 100) == Heartbeat(time=1.0)
+
+
+def test_the_hello_is_not_counted_against_the_rate():
+    hub = hub_session(frame_burst=1.0)
+    assert hub.receive(encode(HELLO), 0.0) == HELLO
+    assert hub.receive(encode(Heartbeat(time=1.0)), 0.0) == Heartbeat(time=1.0)
+    assert refused(hub.receive(encode(Heartbeat(time=1.0)), 0.0), "rate_limited", 1008)
+
+
+# Assigns are answered in time.
+
+
+def test_an_unanswered_assign_is_overdue_once_then_forgotten():
+    hub, _ = connected(0.0, accept_timeout=20.0)
+    assert hub.next_accept_deadline() is None
+    hub.assigned(1, 1.0)
+    hub.assigned(2, 2.0)
+    hub.assigned(1, 5.0)  # assigned again before an answer: the first deadline holds
+    assert hub.next_accept_deadline() == 21.0
+    assert hub.overdue(20.9) == []
+    assert hub.overdue(21.5) == [1]
+    assert hub.next_accept_deadline() == 22.0
+    assert hub.overdue(30.0) == [2]
+    assert hub.overdue(99.0) == [] and hub.next_accept_deadline() is None
+
+
+@pytest.mark.parametrize("answer", [Accepted(task_id=1), Rejected(task_id=1, reason="busy")])
+def test_an_answer_ends_the_deadline_of_its_assign(answer):
+    hub, _ = connected(0.0, accept_timeout=20.0)
+    hub.assigned(1, 1.0)
+    hub.assigned(2, 2.0)
+    assert hub.receive(encode(answer), 3.0) == answer
+    assert hub.next_accept_deadline() == 22.0
+    assert hub.overdue(50.0) == [2]
+
+
+def test_a_closed_session_has_no_assign_due():
+    hub, _ = connected()
+    hub.assigned(1, 1.0)
+    hub.close()
+    hub.assigned(2, 2.0)
+    assert hub.next_accept_deadline() is None and hub.overdue(99.0) == []
+
+
+def test_a_whole_session_back_to_back():
+    """Hello, welcome, an assign answered, one left unanswered, output, finished, silence."""
+    hub = hub_session(0.0, silence_limit=15.0, accept_timeout=20.0)
+    runner = RunnerSession(0.0, handshake_timeout=10.0)
+    to_runner: list[bytes] = []
+
+    def hub_sends(frame, now: float) -> None:
+        if isinstance(frame, Assign):
+            hub.assigned(frame.task_id, now)
+        to_runner.append(encode(frame))
+
+    assert hub.receive(encode(HELLO), 1.0) == HELLO
+    hub.handled(1.5)
+    hub_sends(WELCOME, 1.5)
+    hub_sends(Assign(task_id=4, spec=SPEC), 2.0)
+    hub_sends(Assign(task_id=5, spec=SPEC), 2.0)
+    received = [runner.receive(data) for data in to_runner]
+    assert received == [WELCOME, Assign(task_id=4, spec=SPEC), Assign(task_id=5, spec=SPEC)]
+    for now, frame in ((3.0, Accepted(task_id=4)),
+                       (4.0, Output(task_id=4, seq=1, stream="stdout", data="hi\n", time=3.5)),
+                       (5.0, Finished(task_id=4, status="success", last_seq=1))):
+        assert hub.receive(encode(frame), now) == frame
+        hub.handled(now)
+    assert hub.next_accept_deadline() == 22.0
+    assert hub.next_deadline() == 20.0  # silence first: the runner went quiet at 5.0
+    assert hub.expire() == Silent(15.0)
+    assert hub.overdue(22.0) == []  # over with the session: detaching settles task 5
+
+
+# Per task: output in seq order.
 
 
 @pytest.mark.parametrize(("stored", "seq", "verdict"), [
@@ -122,95 +276,3 @@ def test_unacked_bytes_follow_sends_and_acks():
 ])
 def test_classify_seq(stored, seq, verdict):
     assert classify_seq(stored, seq) is verdict
-
-
-# A runner ledger wired to a simulated hub over a lossy link that reconnects.
-
-OPS = st.sampled_from(["produce", "produce", "deliver", "deliver", "drop", "deliver_ack",
-                       "drop_ack", "reconnect", "reconnect_with_welcome"])
-
-
-class SimulatedHub:
-    """Stores output only when classify_seq says NEXT; acks cumulatively what it stored."""
-
-    def __init__(self):
-        self.stored: list[Output] = []
-
-    @property
-    def stored_seq(self) -> int:
-        return self.stored[-1].seq if self.stored else 0
-
-    def receive(self, frame: Output) -> int | None:
-        verdict = classify_seq(self.stored_seq, frame.seq)
-        if verdict is SeqVerdict.NEXT:
-            self.stored.append(frame)
-            return self.stored_seq
-        if verdict is SeqVerdict.DUPLICATE:
-            return self.stored_seq
-        return None  # a gap: refused, nothing stored
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.lists(OPS, max_size=120), st.lists(st.text(max_size=8), min_size=1, max_size=40))
-def test_every_seq_is_stored_exactly_once_in_order(ops, chunks):
-    ledger = OutputLedger(3)
-    hub = SimulatedHub()
-    to_hub: list[Output] = []
-    to_runner: list[int] = []
-    produced: list[Output] = []
-    pending = iter(chunks)
-
-    def reconnect(welcome: bool) -> None:
-        to_hub.clear()
-        to_runner.clear()
-        if welcome:  # the welcome frame names what the hub already stored
-            ledger.ack(hub.stored_seq)
-        to_hub.extend(ledger.unacked())
-
-    def check_ledger() -> None:
-        unacked = list(ledger.unacked())
-        assert ledger.unacked_bytes == sum(len(frame.data) for frame in unacked)
-        assert [frame.seq for frame in unacked] == list(
-            range(ledger.acked_seq + 1, ledger.last_seq + 1))
-        assert ledger.acked_seq <= hub.stored_seq <= ledger.last_seq
-
-    for op in ops:
-        if op == "produce":
-            data = next(pending, None)
-            if data is not None:
-                frame = ledger.next_frame("stdout", data, float(len(produced)))
-                produced.append(frame)
-                to_hub.append(frame)
-        elif op == "deliver" and to_hub:
-            ack = hub.receive(to_hub.pop(0))
-            if ack is not None:
-                to_runner.append(ack)
-        elif op == "drop" and to_hub:
-            to_hub.pop(0)
-        elif op == "deliver_ack" and to_runner:
-            ledger.ack(to_runner.pop(0))
-        elif op == "drop_ack" and to_runner:
-            to_runner.pop(0)
-        elif op.startswith("reconnect"):
-            reconnect(welcome=op.endswith("welcome"))
-        check_ledger()
-
-    for data in pending:
-        produced.append(ledger.next_frame("stdout", data, float(len(produced))))
-    # The link settles: reconnect and deliver everything until the runner holds nothing.
-    for _ in range(len(produced) + 2):
-        if ledger.fully_acked:
-            break
-        reconnect(welcome=False)
-        while to_hub:
-            ack = hub.receive(to_hub.pop(0))
-            if ack is not None:
-                ledger.ack(ack)
-        check_ledger()
-
-    assert ledger.fully_acked
-    assert list(ledger.unacked()) == []
-    assert ledger.unacked_bytes == 0
-    assert [frame.seq for frame in hub.stored] == list(range(1, len(chunks) + 1))
-    assert hub.stored == produced
-    assert [frame.data for frame in hub.stored] == chunks
