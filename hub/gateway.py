@@ -7,6 +7,10 @@ session with an error frame and a close code; the hub and every other session go
 
 Every deadline (hello, silence, accept) is measured on protocol frames, never on websocket
 traffic: a peer that only answers pings holds no session and no task.
+
+The rules themselves (hello first, versions, one hello, deadlines, frame rate) are the
+session's, `protocol.session.HubSession`: this module feeds it the socket's messages and the
+time, and acts on what it hands back (a frame to apply, a refusal to send, a timer to arm).
 """
 
 import asyncio
@@ -20,26 +24,25 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from hub.context import HUB, Hub
 from hub.links import RunnerLink
-from hub.ratelimit import TokenBucket
 from hub.reports import NotYourTask
 from hub.security import bearer_token, hash_token
 from hub.store import NotFound
 from hub.store.base import decode_tags
 from hub.store.sqlite import utcnow
-from protocol.codec import CloseCode, ProtocolError, decode_runner_frame, encode
+from protocol.codec import CloseCode, ProtocolError, encode
 from protocol.frames import (
-    Accepted,
     Ack,
     Error,
     Heartbeat,
     Hello,
     HubFrame,
-    Rejected,
+    RunnerFrame,
     TaskSpec,
     Welcome,
 )
 from protocol.limits import MAX_FRAME_BYTES, MISSED_HEARTBEATS_OFFLINE
-from protocol.version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+from protocol.session import HubSession, Silent
+from protocol.version import PROTOCOL_VERSION
 
 log = structlog.get_logger("hub.gateway")
 
@@ -55,42 +58,50 @@ FRAME_BURST = 40000.0  # a reconnect resends up to 32 MiB per task in 16 KiB fra
 
 
 class WebSocketLink(RunnerLink):
-    """A runner reached through its websocket; frames go out in order from one sender task."""
+    """A runner reached through its websocket; frames go out in order from one sender task.
 
-    def __init__(self, ws: web.WebSocketResponse, accept_timeout: float,
+    Its session keeps when each assign is due an answer; one timer, armed at the earliest
+    deadline, hands each overdue task to `on_overdue`.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, session: HubSession,
                  on_overdue: Callable[[int], None], **kwargs):
         super().__init__(**kwargs)
         self.ws = ws
+        self.session = session
         self._outbox: deque[HubFrame] = deque()
         self._acks: dict[int, Ack] = {}
         self._ready = asyncio.Event()
-        self.accept_timeout = accept_timeout
         self._on_overdue = on_overdue
-        self._accept_timers: dict[int, asyncio.TimerHandle] = {}
+        self._accept_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def accept_timeout(self) -> float:
+        return self.session.accept_timeout
 
     def assign(self, task_id: int, spec: TaskSpec, secrets: dict | None = None) -> None:
         super().assign(task_id, spec, secrets)
         # The answer (accepted or rejected) is due within accept_timeout; a timer, not the
         # socket, keeps that time, so a session that is otherwise alive cannot sit on a task.
-        if task_id not in self._accept_timers:
-            self._accept_timers[task_id] = asyncio.get_running_loop().call_later(
-                self.accept_timeout, self._overdue, task_id)
-
-    def answered(self, task_id: int) -> None:
-        """The runner answered an assign: its deadline is off."""
-        timer = self._accept_timers.pop(task_id, None)
-        if timer is not None:
-            timer.cancel()
+        self.session.assigned(task_id, asyncio.get_running_loop().time())
+        if self._accept_timer is None:  # else armed already, for an earlier deadline
+            self._arm()
 
     def drop_deadlines(self) -> None:
         """The session is over: whatever it did not answer, detach settles."""
-        for timer in self._accept_timers.values():
-            timer.cancel()
-        self._accept_timers.clear()
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+            self._accept_timer = None
 
-    def _overdue(self, task_id: int) -> None:
-        self._accept_timers.pop(task_id, None)
-        self._on_overdue(task_id)
+    def _arm(self) -> None:
+        deadline = self.session.next_accept_deadline()
+        self._accept_timer = None if deadline is None else (
+            asyncio.get_running_loop().call_at(deadline, self._overdue))
+
+    def _overdue(self) -> None:
+        for task_id in self.session.overdue(asyncio.get_running_loop().time()):
+            self._on_overdue(task_id)
+        self._arm()
 
     def send(self, frame: HubFrame) -> None:
         self._outbox.append(frame)
@@ -136,12 +147,19 @@ async def runner_websocket(request: web.Request) -> web.StreamResponse:
                                heartbeat=max(hub.config.heartbeat_interval, 1.0),
                                compress=False, decode_text=False)
     await ws.prepare(request)
-    session = RunnerSession(hub, ws, runner, request.remote or "")
-    await session.run()
+    await RunnerSocket(hub, ws, runner, request.remote or "").run()
     return ws
 
 
-class RunnerSession:
+class RunnerSocket:
+    """One runner's websocket on the hub: the I/O shell around its `HubSession`.
+
+    It reads messages with the session's deadline, feeds them to the session, and applies
+    what comes back: the hello opens the runner's link (welcome, reconcile, dispatch), task
+    frames go to the hub's reports, a refusal is sent and closes the socket. However the
+    session ends, the link is detached before the socket is closed.
+    """
+
     def __init__(self, hub: Hub, ws: web.WebSocketResponse, runner: dict, remote: str):
         self.hub = hub
         self.remote = remote
@@ -150,39 +168,33 @@ class RunnerSession:
         self.session_id = uuid.uuid4().hex
         self.log = log.bind(runner_id=runner["id"], session_id=self.session_id)
         self.link: WebSocketLink | None = None
-        self.frames = TokenBucket(FRAME_RATE, FRAME_BURST)
+        self.session = HubSession(
+            asyncio.get_running_loop().time(), hello_timeout=HELLO_TIMEOUT,
+            silence_limit=hub.config.heartbeat_interval * MISSED_HEARTBEATS_OFFLINE,
+            accept_timeout=hub.config.runner_accept_timeout_sec, frame_rate=FRAME_RATE,
+            frame_burst=FRAME_BURST)
+        self._sender: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
     async def run(self) -> None:
-        sender = None
         try:
-            hello = await self._receive_hello()
-            if hello is None:
-                return
-            self.link = link = await self._open_link(hello)
-            reconciliation = await self.hub.tasks.reconcile(link, hello.held_tasks)
-            interval = self.hub.config.heartbeat_interval
-            await self.ws.send_str(encode(Welcome(
-                protocol_version=PROTOCOL_VERSION, session_id=self.session_id,
-                runner_id=self.runner["id"], heartbeat_interval=interval,
-                max_frame_bytes=MAX_FRAME_BYTES,
-                max_output_bytes=self.hub.config.max_task_output_bytes,
-                acked=reconciliation.acked, tags=sorted(link.tags),
-                notice=self._tags_notice(hello.tags, link.tags))).decode())
-            for frame in reconciliation.then_send:
-                link.send(frame)
-            sender = asyncio.create_task(link.run_sender())
-            self.hub.dispatcher.attach(link)
-            self.log.info("runner.connected", name=link.name, remote=self.remote,
-                          held=len(hello.held_tasks), tags=sorted(link.tags))
-            await self._receive_loop(link, interval * MISSED_HEARTBEATS_OFFLINE)
+            verdict = await self._next()
+            if isinstance(verdict, Hello):  # else no hello: refused, or the socket closed
+                verdict = await self._serve(verdict)
+            if isinstance(verdict, ProtocolError):
+                await self._refuse(verdict)
+            elif isinstance(verdict, Silent):
+                # Offline now: detached (below) before the socket is closed, which may take
+                # a moment with a peer that does not answer.
+                self.log.warning("runner.offline", silent_for=verdict.seconds)
         except ProtocolError as exc:
             await self._refuse(exc)
         except ConnectionError:
             pass
         finally:
-            if sender is not None:
-                sender.cancel()
+            self.session.close()
+            if self._sender is not None:
+                self._sender.cancel()
             if self.link is not None:
                 self.link.drop_deadlines()
                 await self.hub.dispatcher.detach(self.link)
@@ -191,7 +203,59 @@ class RunnerSession:
                 await self.ws.close(code=CloseCode.GOING_AWAY)
             self.log.info("runner.disconnected", close_code=self.ws.close_code)
 
-    async def _receive_by(self, deadline: float) -> WSMessage | None:
+    async def _serve(self, hello: Hello) -> ProtocolError | Silent | None:
+        """Welcome the runner, hand it to the dispatcher and apply its frames until the
+        session ends; what ended it."""
+        self.link = link = await self._open_link(hello)
+        reconciliation = await self.hub.tasks.reconcile(link, hello.held_tasks)
+        await self.ws.send_str(encode(Welcome(
+            protocol_version=PROTOCOL_VERSION, session_id=self.session_id,
+            runner_id=self.runner["id"], heartbeat_interval=self.hub.config.heartbeat_interval,
+            max_frame_bytes=MAX_FRAME_BYTES,
+            max_output_bytes=self.hub.config.max_task_output_bytes,
+            acked=reconciliation.acked, tags=sorted(link.tags),
+            notice=self._tags_notice(hello.tags, link.tags))).decode())
+        for order in reconciliation.then_send:
+            link.send(order)
+        self._sender = asyncio.create_task(link.run_sender())
+        self.hub.dispatcher.attach(link)
+        self.log.info("runner.connected", name=link.name, remote=self.remote,
+                      held=len(hello.held_tasks), tags=sorted(link.tags))
+        reports = self.hub.reports
+        while True:
+            frame = await self._next()
+            if frame is None or isinstance(frame, ProtocolError | Silent):
+                return frame
+            link.last_seen = time.time()
+            if isinstance(frame, Heartbeat):
+                self._heartbeat(link, frame)
+            elif isinstance(frame, Error):
+                self.log.warning("runner.error", code=frame.code, message=frame.message)
+            else:
+                try:
+                    await reports.handle(link, frame)
+                except NotYourTask as exc:
+                    self.log.warning("runner.frame.refused", reason=str(exc),
+                                     frame=type(frame).__name__.lower())
+                    link.send(Error(code="not_your_task", message=str(exc)))
+
+    async def _next(self) -> RunnerFrame | ProtocolError | Silent | None:
+        """The next frame the session hands on, or the verdict that ends it; None when the
+        socket closed or failed."""
+        loop = asyncio.get_running_loop()
+        # Silence counts from the last protocol frame the hub has handled (a frame still
+        # queued behind the hub's own backpressure is not the runner's silence).
+        self.session.handled(loop.time())
+        message = await self._receive_by(self.session.next_deadline())
+        if message is None:
+            return self.session.expire()
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if message.type == WSMsgType.ERROR and self.link is not None:
+                self.log.warning("runner.socket.error", error=str(self.ws.exception()))
+            return None
+        return self.session.receive(message.data, loop.time())
+
+    async def _receive_by(self, deadline: float | None) -> WSMessage | None:
         """The next message, or None if none came by `deadline` (event loop time).
 
         The whole receive is bounded, not each read inside it: aiohttp's own receive timeout
@@ -203,24 +267,6 @@ class RunnerSession:
                 return await self.ws.receive()
         except TimeoutError:
             return None
-
-    async def _receive_hello(self) -> Hello | None:
-        message = await self._receive_by(asyncio.get_running_loop().time() + HELLO_TIMEOUT)
-        if message is None:
-            raise ProtocolError("no_hello", f"no hello within {HELLO_TIMEOUT:g} s",
-                                CloseCode.POLICY_VIOLATION)
-        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return None
-        frame = decode_runner_frame(message.data)
-        if not isinstance(frame, Hello):
-            raise ProtocolError("hello_expected", f"the first frame must be hello, got "
-                                f"{type(frame).__name__.lower()}", CloseCode.PROTOCOL_ERROR)
-        if frame.protocol_version not in SUPPORTED_VERSIONS:
-            raise ProtocolError(
-                "unsupported_version", f"runner speaks protocol version "
-                f"{frame.protocol_version}, this hub speaks {sorted(SUPPORTED_VERSIONS)}",
-                CloseCode.PROTOCOL_ERROR)
-        return frame
 
     async def _current_record(self) -> dict:
         """The runner's row as it is now: the hello may come seconds after the upgrade, and an
@@ -256,8 +302,8 @@ class RunnerSession:
                              project_id=runner["project_id"],
                              hint="its tasks run as the runner's own user; keep it "
                                   "bound to one project")
-        return WebSocketLink(self.ws, self.hub.config.runner_accept_timeout_sec,
-                             self._accept_overdue, runner_id=runner["id"], name=name,
+        return WebSocketLink(self.ws, self.session, self._accept_overdue,
+                             runner_id=runner["id"], name=name,
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
                              public_key=runner["public_key"],
@@ -274,45 +320,6 @@ class RunnerSession:
         return (f"this runner's tags are {sorted(tags)}, as the hub holds them; the tags in "
                 f"its hello ({asked}) are not taken: a registered runner's tags change only "
                 f"on the hub (an admin, or the project's owner or manager, edits the runner)")
-
-    async def _receive_loop(self, link: WebSocketLink, silence_limit: float) -> None:
-        reports = self.hub.reports
-        loop = asyncio.get_running_loop()
-        while True:
-            # Silence counts from the last protocol frame the hub has handled (a frame still
-            # queued behind the hub's own backpressure is not the runner's silence).
-            message = await self._receive_by(loop.time() + silence_limit)
-            if message is None:
-                # Offline now: the caller detaches it before closing the socket, which may
-                # take a moment with a peer that does not answer.
-                self.log.warning("runner.offline", silent_for=silence_limit)
-                return
-            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if message.type == WSMsgType.ERROR:
-                    self.log.warning("runner.socket.error", error=str(self.ws.exception()))
-                return
-            if not self.frames.take():
-                raise ProtocolError("rate_limited", f"more than {FRAME_RATE:.0f} frames per "
-                                    f"second (bursts of {FRAME_BURST:.0f})",
-                                    CloseCode.POLICY_VIOLATION)
-            link.last_seen = time.time()
-            frame = decode_runner_frame(message.data)
-            if isinstance(frame, Heartbeat):
-                self._heartbeat(link, frame)
-            elif isinstance(frame, Hello):
-                raise ProtocolError("duplicate_hello", "hello was already received",
-                                    CloseCode.PROTOCOL_ERROR)
-            elif isinstance(frame, Error):
-                self.log.warning("runner.error", code=frame.code, message=frame.message)
-            else:
-                if isinstance(frame, (Accepted, Rejected)):
-                    link.answered(frame.task_id)
-                try:
-                    await reports.handle(link, frame)
-                except NotYourTask as exc:
-                    self.log.warning("runner.frame.refused", reason=str(exc),
-                                     frame=type(frame).__name__.lower())
-                    link.send(Error(code="not_your_task", message=str(exc)))
 
     def _heartbeat(self, link: WebSocketLink, frame: Heartbeat) -> None:
         link.metrics = frame.metrics

@@ -14,7 +14,7 @@ import aiohttp
 import msgspec
 import psutil
 
-from hub import gateway
+from protocol import session as protocol_session
 from protocol.codec import decode_hub_frame, encode
 from protocol.frames import (
     Accepted,
@@ -271,16 +271,16 @@ async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_p
             await asyncio.sleep(0.02)
 
     tally = Tally()
-    # What the hub really read (sent is only what went into the socket): its frame decoder,
-    # counted.
+    # What the hub really read (sent is only what went into the socket): its frame decoder
+    # (the session's), counted.
     decoded = Counter()
-    real_decode = gateway.decode_runner_frame
+    real_decode = protocol_session.decode_runner_frame
 
     def counting_decode(data, *args):
         decoded["frames"] += 1
         return real_decode(data, *args)
 
-    monkeypatch.setattr(gateway, "decode_runner_frame", counting_decode)
+    monkeypatch.setattr(protocol_session, "decode_runner_frame", counting_decode)
 
     async def worker(index: int) -> None:
         fuzzer = Fuzzer(SEED + index, task_id)
