@@ -19,15 +19,13 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.errors import CONFIGURATION_EXIT, RunnerError
+from agent.errors import RunnerError
 from agent.isolation import default_state_folder
 from protocol.validation import describe
 
 
 class RunnerConfigError(RunnerError):
     """The runner configuration cannot be used; the message names the file and the problem."""
-
-    exit_code = CONFIGURATION_EXIT
 
 
 class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):

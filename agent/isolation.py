@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import structlog
 
-from agent.errors import CONFIGURATION_EXIT, RunnerError
+from agent.errors import RunnerError
 
 log = structlog.get_logger("agent.isolation")
 
@@ -32,8 +32,6 @@ SHARED_SYSTEM_USERS = frozenset({"nobody", "daemon", "bin", "sys", "www-data", "
 
 class IsolationError(RunnerError):
     """The runner's identity or folders are unsafe; the message says what to change."""
-
-    exit_code = CONFIGURATION_EXIT
 
 
 @dataclass(frozen=True)

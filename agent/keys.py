@@ -9,14 +9,12 @@ import nacl.exceptions
 import nacl.public
 
 from agent.config import write_private_file
-from agent.errors import CONFIGURATION_EXIT, RunnerError
+from agent.errors import RunnerError
 from protocol.frames import TaskSecrets
 
 
 class RunnerKeyError(RunnerError):
     """The runner's private key cannot be read or does not open a task's secrets."""
-
-    exit_code = CONFIGURATION_EXIT
 
 
 def create_key_pair(path: Path) -> str:
