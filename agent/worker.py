@@ -32,6 +32,7 @@ from protocol.frames import (
     HubFrame,
     Rejected,
     RunnerFrame,
+    TaskSecrets,
     TaskSpec,
 )
 from protocol.ledger import OutputLedger
@@ -117,7 +118,7 @@ class TaskWorker:
                 self._emit(finished)
             return
         reason = self._refusal(spec)
-        secrets: dict = {}
+        secrets = TaskSecrets()
         if not reason and spec.sealed_secrets:
             try:
                 secrets = self.opener.open(spec.sealed_secrets)
@@ -130,7 +131,7 @@ class TaskWorker:
         spool = DiskFrames(self.work_root / "spool" / f"task_{task_id}")
         ledger = OutputLedger(task_id, store=spool)
         sink = OutputCoalescer(ledger, self._emit, max_output=self.max_output_bytes,
-                               masks=secret_values(secrets))
+                               masks=secrets.values())
         identity = self._free_users.pop(0) if self.separate_users else self._free_users[0]
         execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
                                   self.max_duration_sec, secrets,
@@ -283,14 +284,6 @@ class TaskWorker:
         state.done.set()
         if not self.tasks:
             self._idle.set()
-
-
-def secret_values(secrets: dict) -> list[str]:
-    """Every secret value a task's output must never show."""
-    values = list(secrets.get("env", {}).values())
-    key = secrets.get("ssh_key") or {}
-    values += [key.get("private_key", ""), key.get("passphrase", "")]
-    return [value for value in values if value]
 
 
 def _record_process(spool: DiskFrames, pid: int) -> None:

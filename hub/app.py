@@ -13,6 +13,7 @@ from hub.context import HUB, Hub
 from hub.crypto import SecretCipher
 from hub.dispatcher import Dispatcher
 from hub.events import EventBus
+from hub.lifecycle import TaskLifecycle
 from hub.local_runner import LocalLink
 from hub.output_writer import OutputWriter
 from hub.reports import RunnerReports
@@ -57,11 +58,12 @@ def _hub_context(config: HubConfig):
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
         await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
-        dispatcher = Dispatcher(store, events, config.runner_lost_timeout)
         writer = OutputWriter(store)
-        reports = RunnerReports(store, dispatcher, writer, events, config.max_task_output_bytes)
-        tasks = TaskService(store, dispatcher, writer, events, config, cipher)
-        hub = Hub(config, store, events, dispatcher, writer, reports, tasks, cipher)
+        lifecycle = TaskLifecycle(store, events, writer)
+        dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
+        reports = RunnerReports(lifecycle, writer, config.max_task_output_bytes)
+        tasks = TaskService(store, lifecycle, dispatcher, writer, config, cipher)
+        hub = Hub(config, store, events, lifecycle, dispatcher, writer, reports, tasks, cipher)
         app[HUB] = hub
         writer.start()
         await tasks.restore()

@@ -26,9 +26,8 @@ from hub.context import HUB, Hub
 from hub.links import RunnerLink
 from hub.reports import NotYourTask
 from hub.security import bearer_token, hash_token
-from hub.store import NotFound
+from hub.store import NotFound, utcnow
 from hub.store.base import decode_tags
-from hub.store.sqlite import utcnow
 from protocol.codec import CloseCode, ProtocolError, encode
 from protocol.frames import (
     Ack,
@@ -37,6 +36,7 @@ from protocol.frames import (
     Hello,
     HubFrame,
     RunnerFrame,
+    TaskSecrets,
     TaskSpec,
     Welcome,
 )
@@ -79,7 +79,7 @@ class WebSocketLink(RunnerLink):
     def accept_timeout(self) -> float:
         return self.session.accept_timeout
 
-    def assign(self, task_id: int, spec: TaskSpec, secrets: dict | None = None) -> None:
+    def assign(self, task_id: int, spec: TaskSpec, secrets: TaskSecrets | None = None) -> None:
         super().assign(task_id, spec, secrets)
         # The answer (accepted or rejected) is due within accept_timeout; a timer, not the
         # socket, keeps that time, so a session that is otherwise alive cannot sit on a task.
@@ -336,20 +336,10 @@ class RunnerSocket:
         """An assign this runner did not answer in time: it is told to drop the task, which
         goes back to waiting for another runner. Whatever it says about the task later is
         refused as not its own."""
-        link, dispatcher = self.link, self.hub.dispatcher
-        task = dispatcher.tasks.get(task_id)
-        if link is None or task is None or task.runner_id != link.runner_id or task.started_at:
+        if self.link is None:
             return
-        timeout = link.accept_timeout
-        self.log.warning("task.accept.timeout", task_id=task_id, timeout=timeout)
-        link.cancel(task_id, f"not accepted within {timeout:g} s; given to another runner")
         try:
-            if task.status == "stopping":
-                # Stopped before this runner accepted it: it never ran.
-                await dispatcher.end(task, "stopped", "stopped before it started")
-            elif task.status == "starting":
-                await self.hub.reports.give_back(
-                    link, task, f"runner `{link.name}` did not accept it within {timeout:g} s")
+            await self.hub.tasks.not_accepted(self.link, task_id, self.link.accept_timeout)
         except Exception:
             self.log.exception("task.accept.timeout.failed", task_id=task_id)
 

@@ -186,7 +186,7 @@ async def _runner_in_scope(request: web.Request) -> tuple[dict, int | None]:
 
 
 def _show(request: web.Request, row: dict) -> dict:
-    link = hub_of(request).dispatcher.links.get(row["id"])
+    link = hub_of(request).dispatcher.link(row["id"])
     return runner_json(row, link is not None, link)
 
 
@@ -220,9 +220,7 @@ async def update_runner(request: web.Request) -> web.Response:
     await hub.store.update_runner(runner["id"], {
         "name": body.name, "tags": json.dumps(_tags(body)), "webhook": body.webhook,
         "max_parallel_tasks": body.max_parallel_tasks, "active": int(body.active)})
-    link = hub.dispatcher.links.get(runner["id"])
-    if link is not None:
-        link.name, link.tags = body.name or link.name, frozenset(_tags(body))
+    hub.dispatcher.relabel(runner["id"], body.name, _tags(body))
     await _apply_active(hub, runner["id"], body.active)
     return no_content()
 
@@ -263,27 +261,9 @@ def _tags(body: RunnerRequest) -> list[str]:
 async def _apply_active(hub, runner_id: int, active: bool) -> None:
     """A disabled runner's live session ends now; it gets no task after this."""
     if not active:
-        await _revoke(hub, runner_id, "disabled")
+        await hub.tasks.revoke_runner(runner_id, "disabled")
 
 
 async def _delete(hub, runner_id: int) -> None:
-    await _revoke(hub, runner_id, "deleted")
+    await hub.tasks.revoke_runner(runner_id, "deleted")
     await hub.store.delete_runner(runner_id)
-
-
-async def _revoke(hub, runner_id: int, what: str) -> None:
-    """Cut a runner off now: its tasks are cancelled on it and ended here (it could no longer
-    report them), tasks it never accepted go to another runner, and its session closes."""
-    dispatcher = hub.dispatcher
-    link = dispatcher.links.get(runner_id)
-    for task in [t for t in dispatcher.tasks.values() if t.runner_id == runner_id]:
-        if task.status == "starting":
-            await hub.store.update_task(task.task_id, {"status": "waiting", "runner_id": None})
-            dispatcher.requeue(task, f"its runner was {what} before accepting it")
-            continue
-        if link is not None:
-            link.cancel(task.task_id, f"runner {what}")
-        await dispatcher.end(task, "error", f"runner {what} while the task ran")
-    if link is not None:
-        link.close(1008, f"runner {what}")
-        await dispatcher.detach(link)
