@@ -38,8 +38,13 @@ async def process_exit(proc: asyncio.subprocess.Process) -> int:
     except (AttributeError, OSError):
         pidfd = None  # no pidfd (old kernel) or already reaped: poll the return code
     if pidfd is not None:
-        exited = loop.create_future()
-        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
         try:
             await exited
         finally:
@@ -248,6 +253,7 @@ class TaskExecution:
         if self.on_process is not None:
             self.on_process(proc.pid)
         self.log.info("task.process.started", pid=proc.pid, argv=argv[:2])
+        assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
         pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
                                pump_pipe(proc.stderr, "stderr", self.sink))
         waiter = asyncio.ensure_future(process_exit(proc))
@@ -266,7 +272,7 @@ class TaskExecution:
             pumps.cancel()
             # Close our ends of the pipes (asyncio has no public call for this); the leftover
             # process is not ours to kill once the task's own process has exited.
-            proc._transport.close()
+            proc._transport.close()  # type: ignore[attr-defined]
             await self._say("(output pipes still held open by a leftover process; "
                             "stopped reading)\n")
         self._proc = None

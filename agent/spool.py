@@ -15,6 +15,7 @@ import shutil
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from protocol.codec import ProtocolError, decode_runner_frame, encode
 from protocol.frames import Finished, Output
@@ -122,14 +123,16 @@ class DiskFrames:
 
     def frames(self) -> list[Output]:
         frames = []
-        handles: dict[int, object] = {}
+        handles: dict[int, BinaryIO] = {}
         try:
             for _seq, segment, offset, size in self._index:
                 if segment not in handles:
                     handles[segment] = open(self._path(segment), "rb")
                 handle = handles[segment]
                 handle.seek(offset)
-                frames.append(decode_runner_frame(handle.read(size)))
+                frame = decode_runner_frame(handle.read(size))
+                assert isinstance(frame, Output)  # the spool holds output frames only
+                frames.append(frame)
         finally:
             for handle in handles.values():
                 handle.close()

@@ -141,7 +141,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def load_config(path: str | os.PathLike | None = None,
-                environ: dict[str, str] | None = None) -> HubConfig:
+                environ: Mapping[str, str] | None = None) -> HubConfig:
     """Read the file (if any), lay the environment over it, and validate the result."""
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}

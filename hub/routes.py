@@ -1,5 +1,7 @@
 """The hub's whole URL surface, on one screen."""
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from hub import gateway
@@ -8,7 +10,9 @@ from hub.api import projects, resources, runners, session, system, tasks, users
 P = "/api/project/{project_id:\\d+}"
 RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
 
-ROUTES: list[tuple[str, str, object]] = [
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/ping", system.ping),
     ("GET", "/api/info", system.info),
     # Sessions and API tokens.

@@ -353,7 +353,7 @@ class HubSite(web.BaseSite):
     @property
     def port(self) -> int:
         """The bound port (the one asked for until started; useful with port 0)."""
-        if self._server is not None and self._server.sockets:
+        if isinstance(self._server, asyncio.Server) and self._server.sockets:
             return self._server.sockets[0].getsockname()[1]
         return self._port
 

@@ -5,6 +5,7 @@ layer never has to guess why a frame was refused.
 """
 
 from enum import IntEnum
+from typing import TypeVar
 
 import msgspec
 
@@ -38,9 +39,11 @@ class ProtocolError(Exception):
         return f"ProtocolError({self.code!r}, {self.message!r}, close_code={self.close_code})"
 
 
+_F = TypeVar("_F")
+
 _encoder = msgspec.json.Encoder()
-_runner_decoder = msgspec.json.Decoder(RunnerFrame)
-_hub_decoder = msgspec.json.Decoder(HubFrame)
+_runner_decoder: msgspec.json.Decoder[RunnerFrame] = msgspec.json.Decoder(RunnerFrame)
+_hub_decoder: msgspec.json.Decoder[HubFrame] = msgspec.json.Decoder(HubFrame)
 
 
 def encode(frame: msgspec.Struct) -> bytes:
@@ -58,7 +61,7 @@ def decode_hub_frame(data: bytes | str, max_bytes: int = MAX_FRAME_BYTES) -> Hub
     return _decode(_hub_decoder, data, max_bytes)
 
 
-def _decode(decoder: msgspec.json.Decoder, data: bytes | str, max_bytes: int):
+def _decode(decoder: "msgspec.json.Decoder[_F]", data: bytes | str, max_bytes: int) -> _F:
     if not isinstance(data, bytes | bytearray | memoryview | str):
         raise ProtocolError("invalid_frame",
                             f"frame must be text or bytes, not {type(data).__name__}")

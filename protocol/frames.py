@@ -112,7 +112,7 @@ class TaskAck(msgspec.Struct, frozen=True):
 # Runner -> hub.
 
 
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, tag="hello", frozen=True):
     protocol_version: Version
     runner_version: str
     name: str = ""
@@ -126,23 +126,23 @@ class Hello(_Frame, tag="hello"):
     shared_identity: bool = True
 
 
-class Heartbeat(_Frame, tag="heartbeat"):
+class Heartbeat(_Frame, tag="heartbeat", frozen=True):
     time: UnixTime
     running: list[Id] = []
     metrics: Metrics = Metrics()
     draining: bool = False
 
 
-class Accepted(_Frame, tag="accepted"):
+class Accepted(_Frame, tag="accepted", frozen=True):
     task_id: Id
 
 
-class Rejected(_Frame, tag="rejected"):
+class Rejected(_Frame, tag="rejected", frozen=True):
     task_id: Id
     reason: str
 
 
-class Output(_Frame, tag="output"):
+class Output(_Frame, tag="output", frozen=True):
     task_id: Id
     seq: OutputSeq
     stream: Stream
@@ -150,7 +150,7 @@ class Output(_Frame, tag="output"):
     time: UnixTime
 
 
-class Finished(_Frame, tag="finished"):
+class Finished(_Frame, tag="finished", frozen=True):
     task_id: Id
     status: TaskStatus
     last_seq: Seq
@@ -163,7 +163,7 @@ class Finished(_Frame, tag="finished"):
 # Hub -> runner.
 
 
-class Welcome(_Frame, tag="welcome"):
+class Welcome(_Frame, tag="welcome", frozen=True):
     protocol_version: Version
     session_id: str
     runner_id: Id
@@ -177,12 +177,12 @@ class Welcome(_Frame, tag="welcome"):
     notice: str = ""
 
 
-class Assign(_Frame, tag="assign"):
+class Assign(_Frame, tag="assign", frozen=True):
     task_id: int
     spec: TaskSpec
 
 
-class Ack(_Frame, tag="ack"):
+class Ack(_Frame, tag="ack", frozen=True):
     """Output up to `seq` is durably stored; `finished`: the finished frame is stored too."""
 
     task_id: Id
@@ -190,7 +190,7 @@ class Ack(_Frame, tag="ack"):
     finished: bool = False
 
 
-class Cancel(_Frame, tag="cancel"):
+class Cancel(_Frame, tag="cancel", frozen=True):
     task_id: int
     reason: str = ""
 
@@ -198,7 +198,7 @@ class Cancel(_Frame, tag="cancel"):
 # Either direction.
 
 
-class Error(_Frame, tag="error"):
+class Error(_Frame, tag="error", frozen=True):
     code: str
     message: str
 

@@ -46,7 +46,7 @@ class _AddComponent:
         return event
 
 
-class _StructlogHandler(logging.StreamHandler):
+class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler configure_logging puts on the root logger (a second call replaces it)."""
 
 

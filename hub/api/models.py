@@ -15,7 +15,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Id = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
-APPS = ("ansible", "terraform", "tofu", "bash", "python", "powershell", "pulumi")
+App = Literal["ansible", "terraform", "tofu", "bash", "python", "powershell", "pulumi"]
 
 
 class Login(msgspec.Struct):
@@ -85,7 +85,7 @@ class EnvironmentRequest(msgspec.Struct):
 
 class TemplateRequest(msgspec.Struct):
     name: Name
-    app: Literal[APPS] = "ansible"
+    app: App = "ansible"
     playbook: str = ""
     arguments: str | None = "[]"
     description: str = ""

@@ -111,7 +111,7 @@ def _resource(request: web.Request) -> Resource:
 
 async def _values(request: web.Request, resource: Resource, project_id: int,
                   creating: bool) -> tuple[dict, Any]:
-    body = await read_body(request, resource.model)
+    body: Any = await read_body(request, resource.model)
     values = resource.to_values(body, hub_of(request), creating)
     store = hub_of(request).store
     for field, table in resource.references:

@@ -48,6 +48,7 @@ async def save_env_secrets(hub: Hub, environment_id: int, body: EnvironmentReque
     """Apply the create/update/delete operations of an environment's `secrets` list."""
     for item in body.secrets:
         if item.operation == "delete":
+            assert item.id is not None  # checked before anything was stored
             await hub.store.delete_env_secret(environment_id, item.id)
             continue
         await hub.store.put_env_secret(environment_id, item.id if item.operation == "update"

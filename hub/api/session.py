@@ -3,6 +3,7 @@
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -36,11 +37,11 @@ _DUMMY_HASH = hash_password("no such user")
 #   wait of 15 s doubling with each further failure up to 15 min; forgotten after an hour
 #   without failures; cleared by a success. One address gets ~13 guesses at an account in
 #   its first hour, ~4 an hour after that: ~105 a day.
-LOGIN_PAIR = {"free": 5, "base": 15.0, "cap": 900.0, "forget": 3600.0}
+LOGIN_PAIR: dict[str, Any] = {"free": 5, "base": 15.0, "cap": 900.0, "forget": 3600.0}
 # - one client address, whatever the names (spraying one password over many accounts): 20
 #   free, then 5 s doubling up to 5 min. Behind a proxy every client shares its address, so
 #   this stays short.
-LOGIN_ADDRESS = {"free": 20, "base": 5.0, "cap": 300.0, "forget": 3600.0}
+LOGIN_ADDRESS: dict[str, Any] = {"free": 20, "base": 5.0, "cap": 300.0, "forget": 3600.0}
 # - one login name from every address together (distributed guessing): at most 100 failures
 #   in any hour and 300 in any day; past either only addresses the user has logged in from
 #   (within the last 30 days, since the hub started) may try the name. One address cannot

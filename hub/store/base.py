@@ -190,7 +190,7 @@ class Store(abc.ABC):
     async def delete_task(self, task_id: int, project_id: int) -> None: ...
     @abc.abstractmethod
     async def write_output(self, chunks: Sequence[OutputChunk],
-                           task_updates: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
+                           task_updates: Iterable[TaskUpdate] = ()) -> None:
         """Store output and task changes in one transaction. Each task's chunks come in seq
         order; a chunk at or below the task's last stored seq is a resend and is dropped."""
     @abc.abstractmethod

@@ -109,7 +109,7 @@ class SqliteConnection:
             else:
                 await db.execute("BEGIN")
                 await migration(db)
-            broken = await db.execute_fetchall("PRAGMA foreign_key_check")
+            broken = list(await db.execute_fetchall("PRAGMA foreign_key_check"))
             if broken:
                 table, rowid, parent, _ = broken[0]
                 raise StoreError(f"migration {number} of {self.path} would leave "
@@ -131,11 +131,11 @@ class SqliteConnection:
     # Reads take one round trip to the database thread (execute_fetchall), not three.
 
     async def _one_value(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = await self.db.execute_fetchall(sql, params)
+        rows = list(await self.db.execute_fetchall(sql, params))
         return rows[0] if rows else None
 
     async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.db.execute_fetchall(sql, params)
+        rows = list(await self.db.execute_fetchall(sql, params))
         return dict(rows[0]) if rows else None
 
     async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -156,6 +156,7 @@ class SqliteConnection:
                 f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
+        assert cursor.lastrowid is not None  # an INSERT that succeeded made a row
         return cursor.lastrowid
 
     async def _insert_returning(self, table: str, values: dict[str, Any]) -> Row:
@@ -164,9 +165,9 @@ class SqliteConnection:
         marks = ", ".join("?" for _ in values)
         try:
             async with self._write_lock:
-                rows = await self.db.execute_fetchall(
+                rows = list(await self.db.execute_fetchall(
                     f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING *",
-                    tuple(values.values()))
+                    tuple(values.values())))
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
         return dict(rows[0])

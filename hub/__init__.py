@@ -1,0 +1,1 @@
+"""The hub: REST API, dashboard, runner gateway and the task core, over one store."""
