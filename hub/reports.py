@@ -12,9 +12,9 @@ from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
 from hub.links import RunnerLink
 from hub.output_writer import OutputWriter
 from hub.store.base import OutputChunk
-from protocol.codec import CloseCode, ProtocolError
+from protocol.codec import ProtocolError
 from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
-from protocol.session import SeqVerdict, classify_seq
+from protocol.session import ReportVerdict, judge_report
 
 log = structlog.get_logger("hub.reports")
 
@@ -35,28 +35,38 @@ class RunnerReports:
 
     async def handle(self, link: RunnerLink, frame: RunnerFrame) -> None:
         """Apply one task frame; raises NotYourTask or ProtocolError when it cannot be."""
-        if isinstance(frame, Output):
-            await self._output(link, frame)
+        if not isinstance(frame, Accepted | Rejected | Output | Finished):
+            return
+        task = self.lifecycle.get(frame.task_id)
+        verdict = judge_report(frame, link.runner_id, task)
+        if isinstance(verdict, ProtocolError):
+            raise verdict
+        if isinstance(frame, Finished) and verdict is not ReportVerdict.APPLY:
+            # Ended by the hub meanwhile (stopped, runner lost) or given to another runner
+            # since: nothing is applied, but the runner may forget it (else it would hold it,
+            # and resend it, forever).
+            link.ack(frame.task_id, frame.last_seq, finished=True)
+        if verdict is ReportVerdict.NOT_YOURS:
+            raise NotYourTask(f"task {frame.task_id} is not assigned to this runner")
+        if task is None:  # gone
+            return
+        if verdict is ReportVerdict.DUPLICATE:  # output resent after a reconnect
+            if isinstance(frame, Output) and frame.seq <= task.stored_seq:
+                link.ack(task.task_id, task.stored_seq)
+        elif isinstance(frame, Output):
+            await self._output(link, task, frame)
         elif isinstance(frame, Finished):
-            await self._finished(link, frame)
+            await self._finished(link, task, frame)
         elif isinstance(frame, Accepted):
-            await self._accepted(link, frame)
-        elif isinstance(frame, Rejected):
-            await self._rejected(link, frame)
+            await self._accepted(task)
+        else:
+            await self._rejected(link, task, frame)
 
-    def _owned(self, link: RunnerLink, task_id: int) -> ActiveTask:
-        task = self.lifecycle.get(task_id)
-        if task is None or task.runner_id != link.runner_id:
-            raise NotYourTask(f"task {task_id} is not assigned to this runner")
-        return task
-
-    async def _accepted(self, link: RunnerLink, frame: Accepted) -> None:
-        task = self._owned(link, frame.task_id)
+    async def _accepted(self, task: ActiveTask) -> None:
         if task.status == TaskState.STARTING:  # else a repeated assign answered again
             await self.lifecycle.run(task)
 
-    async def _rejected(self, link: RunnerLink, frame: Rejected) -> None:
-        task = self._owned(link, frame.task_id)
+    async def _rejected(self, link: RunnerLink, task: ActiveTask, frame: Rejected) -> None:
         if task.status != TaskState.STARTING:
             return
         log.info("task.rejected", task_id=task.task_id, runner_id=link.runner_id,
@@ -65,16 +75,7 @@ class RunnerReports:
         await self.lifecycle.requeue(task, f"runner `{link.name}` rejected it: {frame.reason}",
                                      refused_by=link.runner_id)
 
-    async def _output(self, link: RunnerLink, frame: Output) -> None:
-        task = self._owned(link, frame.task_id)
-        verdict = classify_seq(task.received_seq, frame.seq)
-        if verdict is SeqVerdict.DUPLICATE:
-            if frame.seq <= task.stored_seq:
-                link.ack(task.task_id, task.stored_seq)
-            return
-        if verdict is SeqVerdict.GAP:
-            raise ProtocolError("seq_gap", f"task {task.task_id}: output seq {frame.seq} "
-                                f"after {task.received_seq}", CloseCode.PROTOCOL_ERROR)
+    async def _output(self, link: RunnerLink, task: ActiveTask, frame: Output) -> None:
         task.received_seq = frame.seq
         data = self._within_limit(task, frame.data)
         seq = frame.seq
@@ -101,20 +102,7 @@ class RunnerReports:
         return (data[:max(keep, 0)] + f"\n[output cut: the task printed more than "
                 f"{self.max_output_bytes} bytes; the rest is not stored]\n")
 
-    async def _finished(self, link: RunnerLink, frame: Finished) -> None:
-        task = self.lifecycle.get(frame.task_id)
-        if task is None or task.runner_id != link.runner_id:
-            # Ended by the hub meanwhile (stopped, runner lost) or given to another runner
-            # since: nothing is applied, but the runner may forget it (else it would hold it,
-            # and resend it, forever).
-            link.ack(frame.task_id, frame.last_seq, finished=True)
-            if task is not None:
-                raise NotYourTask(f"task {frame.task_id} is not assigned to this runner")
-            return
-        if frame.last_seq > task.received_seq:
-            raise ProtocolError("seq_gap", f"task {task.task_id} finished at seq "
-                                f"{frame.last_seq} but output stopped at {task.received_seq}",
-                                CloseCode.PROTOCOL_ERROR)
+    async def _finished(self, link: RunnerLink, task: ActiveTask, frame: Finished) -> None:
         message = frame.message if frame.status != "success" else ""
         values = {"status_message": message, "exit_code": frame.exit_code}
         if frame.commit_hash:

@@ -12,14 +12,26 @@ at most `frame_rate` frames a second (bursts of `frame_burst`); no silence longe
 `silence_limit`, counted on protocol frames from the last one the hub handled; every assign
 answered (accepted or rejected) within `accept_timeout`. The runner's side (`RunnerSession`):
 the welcome first, within the handshake timeout, or the hub's refusal in its place. Per task,
-on the hub: output in seq order (`classify_seq`).
+on the hub (`judge_report`): a runner speaks only for the tasks assigned to it, and its output
+comes in seq order (`classify_seq`).
 """
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from protocol.codec import CloseCode, ProtocolError, decode_hub_frame, decode_runner_frame
-from protocol.frames import Accepted, Error, Hello, HubFrame, Rejected, RunnerFrame, Welcome
+from protocol.frames import (
+    Accepted,
+    Error,
+    Finished,
+    Hello,
+    HubFrame,
+    Output,
+    Rejected,
+    RunnerFrame,
+    Welcome,
+)
 from protocol.version import SUPPORTED_VERSIONS
 
 
@@ -232,3 +244,48 @@ def classify_seq(stored_seq: int, seq: int) -> SeqVerdict:
     if seq == stored_seq + 1:
         return SeqVerdict.NEXT
     return SeqVerdict.GAP
+
+
+TaskReport = Accepted | Rejected | Output | Finished
+
+
+class Assignment(Protocol):
+    """What the hub holds of a task that has not ended (hub.lifecycle's ActiveTask)."""
+
+    @property
+    def runner_id(self) -> int | None: ...  # the runner it is assigned to (None: waiting)
+    @property
+    def received_seq(self) -> int: ...  # the last output seq taken from that runner
+
+
+class ReportVerdict(Enum):
+    APPLY = "apply"          # the runner's own task, in seq order: apply it
+    DUPLICATE = "duplicate"  # output received already: ack what is stored, apply nothing
+    NOT_YOURS = "not_yours"  # about a task not assigned to this runner: refused, not applied
+    GONE = "gone"            # how a task the hub has ended (or never had) ended: not applied
+
+
+def judge_report(frame: TaskReport, runner_id: int,
+                 task: Assignment | None) -> ReportVerdict | ProtocolError:
+    """Hub side: whether runner `runner_id` may report `frame` about `task` (None: the hub
+    holds no such task), or the error that ends its session (a seq it skipped).
+
+    A finished frame that is `GONE` or `NOT_YOURS` is still acked, so that the runner forgets
+    the task instead of holding and resending it forever.
+    """
+    if task is None and isinstance(frame, Finished):
+        return ReportVerdict.GONE
+    if task is None or task.runner_id != runner_id:
+        return ReportVerdict.NOT_YOURS
+    if isinstance(frame, Output):
+        seq = classify_seq(task.received_seq, frame.seq)
+        if seq is SeqVerdict.DUPLICATE:
+            return ReportVerdict.DUPLICATE
+        if seq is SeqVerdict.GAP:
+            return ProtocolError("seq_gap", f"task {frame.task_id}: output seq {frame.seq} "
+                                 f"after {task.received_seq}", CloseCode.PROTOCOL_ERROR)
+    if isinstance(frame, Finished) and frame.last_seq > task.received_seq:
+        return ProtocolError("seq_gap", f"task {frame.task_id} finished at seq "
+                             f"{frame.last_seq} but output stopped at {task.received_seq}",
+                             CloseCode.PROTOCOL_ERROR)
+    return ReportVerdict.APPLY

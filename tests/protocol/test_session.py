@@ -1,6 +1,8 @@
 """The session rules, both sides back to back: bytes from one session's peer into the other,
 the time as a number, no socket and no event loop."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from protocol.codec import ProtocolError, encode
@@ -20,12 +22,14 @@ from protocol.frames import (
 )
 from protocol.session import (
     HubSession,
+    ReportVerdict,
     RunnerSession,
     SeqVerdict,
     SessionRefused,
     Silent,
     State,
     classify_seq,
+    judge_report,
 )
 from protocol.version import PROTOCOL_VERSION
 
@@ -260,7 +264,7 @@ def test_a_whole_session_back_to_back():
     assert hub.overdue(22.0) == []  # over with the session: detaching settles task 5
 
 
-# Per task: output in seq order.
+# Per task: a runner speaks for its own tasks, output in seq order.
 
 
 @pytest.mark.parametrize(("stored", "seq", "verdict"), [
@@ -276,3 +280,51 @@ def test_a_whole_session_back_to_back():
 ])
 def test_classify_seq(stored, seq, verdict):
     assert classify_seq(stored, seq) is verdict
+
+
+@dataclass
+class Held:
+    """What the hub holds of a task (hub.lifecycle's ActiveTask, as far as the rules look)."""
+
+    runner_id: int | None
+    received_seq: int = 0
+
+
+def output(seq: int, task_id: int = 4) -> Output:
+    return Output(task_id=task_id, seq=seq, stream="stdout", data="x", time=1.0)
+
+
+@pytest.mark.parametrize(("frame", "task", "verdict"), [
+    # Its own task, in order.
+    (Accepted(task_id=4), Held(7), ReportVerdict.APPLY),
+    (Rejected(task_id=4, reason="busy"), Held(7), ReportVerdict.APPLY),
+    (output(3), Held(7, received_seq=2), ReportVerdict.APPLY),
+    (output(2), Held(7, received_seq=2), ReportVerdict.DUPLICATE),
+    (output(1), Held(7, received_seq=2), ReportVerdict.DUPLICATE),
+    (Finished(task_id=4, status="success", last_seq=2), Held(7, received_seq=2),
+     ReportVerdict.APPLY),
+    (Finished(task_id=4, status="error", last_seq=0), Held(7, received_seq=2),
+     ReportVerdict.APPLY),
+    # Another runner's task, or one waiting for a runner.
+    (Accepted(task_id=4), Held(8), ReportVerdict.NOT_YOURS),
+    (output(1), Held(8), ReportVerdict.NOT_YOURS),
+    (output(1), Held(None), ReportVerdict.NOT_YOURS),
+    (output(9), Held(8), ReportVerdict.NOT_YOURS),  # not a gap: not its task at all
+    (Finished(task_id=4, status="success", last_seq=0), Held(8), ReportVerdict.NOT_YOURS),
+    # A task the hub does not hold (ended, or never there).
+    (Accepted(task_id=4), None, ReportVerdict.NOT_YOURS),
+    (Rejected(task_id=4, reason="no"), None, ReportVerdict.NOT_YOURS),
+    (output(1), None, ReportVerdict.NOT_YOURS),
+    (Finished(task_id=4, status="success", last_seq=5), None, ReportVerdict.GONE),
+])
+def test_a_runner_speaks_only_for_its_own_tasks(frame, task, verdict):
+    assert judge_report(frame, 7, task) is verdict
+
+
+@pytest.mark.parametrize(("frame", "words"), [
+    (output(4), "output seq 4 after 2"),
+    (Finished(task_id=4, status="success", last_seq=3), "finished at seq 3"),
+])
+def test_a_skipped_seq_ends_the_session(frame, words):
+    verdict = judge_report(frame, 7, Held(7, received_seq=2))
+    assert refused(verdict, "seq_gap", 1002) and words in verdict.message
