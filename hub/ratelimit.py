@@ -1,7 +1,7 @@
-"""In-memory rate limits: a sliding window of failures per key, failures with exponential
-backoff per key, and a token bucket. What each limits, and how a client is told, lives with
-what it limits (the login's in hub/api/session.py, registration's in hub/api/runners.py, a
-session's frame rate in hub/gateway.py)."""
+"""In-memory rate limits: a sliding window of failures per key, and failures with exponential
+backoff per key. What each limits, and how a client is told, lives with what it limits (the
+login's in hub/api/session.py, registration's in hub/api/runners.py; a runner session's frame
+rate is a session rule, in protocol/session.py)."""
 
 import time
 import weakref
@@ -161,26 +161,6 @@ class Remembered:
     def __contains__(self, key: str) -> bool:
         seen = self._seen.get(key)
         return seen is not None and seen + self.ttl > self.clock()
-
-
-class TokenBucket:
-    """`rate` events per second on average, with bursts of up to `burst`."""
-
-    def __init__(self, rate: float, burst: float, clock: Clock = time.monotonic):
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._tokens = burst
-        self._stamp = clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 # Limiter state lives as long as its application (a test's hub starts with fresh counters);

@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from hub.ratelimit import SlidingWindow, TokenBucket
+from hub.ratelimit import SlidingWindow
 from hub.security import hash_password, hash_token
 from protocol.codec import decode_hub_frame, encode
 from protocol.frames import Error, Heartbeat, Hello, Welcome
@@ -137,7 +137,7 @@ async def test_shared_token_can_change_without_touching_registered_runners(tmp_p
 # Rate limits.
 
 
-def test_sliding_window_and_token_bucket_with_a_fake_clock():
+def test_sliding_window_with_a_fake_clock():
     now = [1000.0]
     window = SlidingWindow(limit=3, window=60, clock=lambda: now[0], max_keys=4)
     for _ in range(3):
@@ -154,10 +154,6 @@ def test_sliding_window_and_token_bucket_with_a_fake_clock():
     for key in "bcdefg":  # past max_keys the oldest keys go: memory stays bounded
         window.hit(key)
     assert len(window._events) <= 4
-    bucket = TokenBucket(rate=10, burst=5, clock=lambda: now[0])
-    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
-    now[0] += 0.25
-    assert [bucket.take() for _ in range(3)] == [True, True, False]
 
 
 async def test_login_is_rate_limited_per_login_name(hub):

@@ -193,6 +193,19 @@ def test_frames_past_the_rate_end_the_session():
         assert hub.receive(beat, 1.0 + step / 100) == Heartbeat(time=1.0)
 
 
+def test_the_frame_rate_refills_with_time():
+    beat = encode(Heartbeat(time=1.0))
+    for late in (False, True):
+        hub, _ = connected(1000.0, frame_rate=10.0, frame_burst=5.0)
+        assert [hub.receive(beat, 1000.0) for _ in range(5)] == [Heartbeat(time=1.0)] * 5
+        if not late:
+            assert refused(hub.receive(beat, 1000.0), "rate_limited", 1008)
+            continue
+        # A quarter of a second at 10 a second: two and a half frames more.
+        assert [hub.receive(beat, 1000.25) for _ in range(2)] == [Heartbeat(time=1.0)] * 2
+        assert refused(hub.receive(beat, 1000.25), "rate_limited", 1008)
+
+
 def test_the_hello_is_not_counted_against_the_rate():
     hub = hub_session(frame_burst=1.0)
     assert hub.receive(encode(HELLO), 0.0) == HELLO
