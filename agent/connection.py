@@ -208,8 +208,8 @@ class RunnerConnection:
     def send_heartbeat(self) -> None:
         """A heartbeat now (e.g. to tell the hub at once that this runner is draining)."""
         self.outbox.emit(Heartbeat(time=time.time(), running=self.worker.running_ids,
-                            metrics=read_metrics(self.disk_path),
-                            draining=self.worker.draining))
+                                   metrics=read_metrics(self.disk_path),
+                                   draining=self.worker.draining))
 
     async def _heartbeat_loop(self, ws: ClientConnection, interval: float) -> None:
         while True:
