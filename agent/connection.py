@@ -10,6 +10,7 @@ import platform
 import random
 import ssl
 import time
+from typing import Any
 
 import structlog
 import websockets
@@ -77,7 +78,7 @@ class RunnerConnection:
         self.url = url
         # websockets refuses any ssl argument (even None) for ws:// URLs, and ssl=None for
         # wss://; without a context of our own, wss:// uses the system trust store.
-        self._tls: dict[str, ssl.SSLContext] = (
+        self._tls: dict[str, Any] = (
             {"ssl": ssl_context} if ssl_context is not None and url.startswith("wss:") else {})
         self.token = token
         self.worker = worker
@@ -164,8 +165,8 @@ class RunnerConnection:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
 
     async def _handshake(self, ws: ClientConnection) -> tuple[RunnerSession, Welcome]:
         hello = Hello(protocol_version=PROTOCOL_VERSION, runner_version=PACKAGE_VERSION,
