@@ -10,13 +10,14 @@ from hub.api.middleware import auth_middleware, errors_middleware, last_resort_m
 from hub.api.secrets import seal_environment_passwords
 from hub.config import HubConfig
 from hub.context import HUB, Hub
+from hub.core.dispatcher import Dispatcher
+from hub.core.events import EventBus
+from hub.core.lifecycle import TaskLifecycle
+from hub.core.local_runner import LocalLink
+from hub.core.output_writer import OutputWriter
+from hub.core.reports import RunnerReports
+from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
-from hub.dispatcher import Dispatcher
-from hub.events import EventBus
-from hub.lifecycle import TaskLifecycle
-from hub.local_runner import LocalLink
-from hub.output_writer import OutputWriter
-from hub.reports import RunnerReports
 from hub.routes import add_routes
 from hub.serving import (
     CONNECTIONS,
@@ -25,7 +26,6 @@ from hub.serving import (
     count_out_websockets,
 )
 from hub.store import open_store
-from hub.tasks import TaskService
 
 log = structlog.get_logger("hub.app")
 

@@ -5,14 +5,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hub.config import HubConfig
+from hub.core.dispatcher import Dispatcher
+from hub.core.events import EventBus
+from hub.core.lifecycle import TaskLifecycle
+from hub.core.output_writer import OutputWriter
+from hub.core.reports import RunnerReports
+from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
-from hub.dispatcher import Dispatcher
-from hub.events import EventBus
-from hub.lifecycle import TaskLifecycle
-from hub.output_writer import OutputWriter
-from hub.reports import RunnerReports
 from hub.store import Store
-from hub.tasks import TaskService
 
 
 @dataclass

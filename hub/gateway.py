@@ -23,8 +23,8 @@ import structlog
 from aiohttp import WSMessage, WSMsgType, web
 
 from hub.context import HUB, Hub
-from hub.links import RunnerLink
-from hub.reports import NotYourTask
+from hub.core.links import RunnerLink
+from hub.core.reports import NotYourTask
 from hub.security import bearer_token, hash_token
 from hub.store import NotFound, utcnow
 from hub.store.base import decode_tags
@@ -307,9 +307,7 @@ class RunnerSocket:
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
                              public_key=runner["public_key"],
-                             last_seen=time.time(),
-                             info={"platform": hello.platform, "version": hello.runner_version,
-                                   "shared_identity": hello.shared_identity})
+                             last_seen=time.time())
 
     def _tags_notice(self, asked: list[str], tags: frozenset[str]) -> str:
         """What the welcome tells a runner whose hello asked for tags other than the ones the

@@ -118,7 +118,7 @@ def test_imports_go_one_way():
 
 def test_layers_as_the_test_reads_them():
     assert [layer_of(m) for m in ("protocol.frames", "agent.worker", "hub.store.sqlite",
-                                  "hub.dispatcher", "hub.ratelimit", "hub.api.common",
+                                  "hub.core.dispatcher", "hub.ratelimit", "hub.api.common",
                                   "hub.api.middleware", "hub.gateway", "hub.cli")] == [
         0, 1, 2, 2, 2, 3, 3, 3, 3]
     assert imports_of("hub.routes", ROOT / "hub" / "routes.py", set(project_modules())) >= {

@@ -9,10 +9,10 @@ from yarl import URL
 
 from hub.api.common import ApiError
 from hub.context import HUB, USER
+from hub.core.spec import SpecError
 from hub.crypto import SecretsUnavailable
 from hub.security import SESSION_COOKIE, bearer_token, hash_token
 from hub.serving import describe_exception
-from hub.spec import SpecError
 from hub.store import NotFound, StoreError
 
 log = structlog.get_logger("hub.http")

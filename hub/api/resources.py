@@ -36,7 +36,7 @@ from hub.api.secrets import (
     save_env_secrets,
 )
 from hub.context import Hub
-from hub.spec import SpecError, check_playbook, parse_arguments, parse_env
+from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_env
 from hub.store import NotFound
 
 

@@ -22,7 +22,7 @@ from hub.api.common import (
 from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
 from hub.context import PROJECT
-from hub.spec import SpecError, check_playbook, parse_arguments, parse_vars
+from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_vars
 from hub.store import NotFound
 
 log = structlog.get_logger("hub.api.tasks")

@@ -199,7 +199,7 @@ async def test_hub_ends_a_task_whose_runner_ignores_its_timeout(tmp_path):
 
 
 async def test_hub_cuts_output_of_a_runner_that_ignores_the_limit(tmp_path):
-    from hub.reports import OUTPUT_LIMIT_SLACK
+    from hub.core.reports import OUTPUT_LIMIT_SLACK
     from protocol.frames import Accepted, Assign
     from tests.hubkit import start_hub
 

@@ -5,7 +5,7 @@ import asyncio
 
 import structlog
 
-from hub.lifecycle import FINAL, TRANSITIONS, TaskState
+from hub.core.lifecycle import FINAL, TRANSITIONS, TaskState
 from hub.store import open_store
 from tests.hubkit import start_hub, write_script
 

@@ -2,7 +2,6 @@
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
@@ -25,7 +24,6 @@ class RunnerLink(abc.ABC):
     public_key: str = ""  # base64; a task's secrets are sealed to it
     metrics: Metrics = field(default_factory=Metrics)
     last_seen: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_free_slot(self) -> bool:

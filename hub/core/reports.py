@@ -8,9 +8,9 @@ about any other task is refused and logged, never applied.
 
 import structlog
 
-from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
-from hub.links import RunnerLink
-from hub.output_writer import OutputWriter
+from hub.core.lifecycle import ActiveTask, TaskLifecycle, TaskState
+from hub.core.links import RunnerLink
+from hub.core.output_writer import OutputWriter
 from hub.store.base import OutputChunk
 from protocol.codec import ProtocolError
 from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame

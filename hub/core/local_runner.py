@@ -13,8 +13,8 @@ import structlog
 
 from agent.keys import SecretOpener
 from agent.worker import TaskWorker
-from hub.links import LOCAL_RUNNER_ID, RunnerLink
-from hub.reports import RunnerReports
+from hub.core.links import LOCAL_RUNNER_ID, RunnerLink
+from hub.core.reports import RunnerReports
 from protocol.frames import HubFrame, RunnerFrame
 
 log = structlog.get_logger("hub.local_runner")

@@ -21,8 +21,8 @@ from typing import Any
 
 import structlog
 
-from hub.events import EventBus
-from hub.output_writer import OutputWriter
+from hub.core.events import EventBus
+from hub.core.output_writer import OutputWriter
 from hub.store import Row, Store, utcnow
 from protocol.frames import TaskSecrets, TaskSpec
 

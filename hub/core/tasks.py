@@ -1,6 +1,6 @@
 """What the hub does with tasks: create, stop, restore after a restart, reconcile a hello.
 
-Each is a few moves of the life cycle (`hub/lifecycle.py`), which alone changes a status. The
+Each is a few moves of the life cycle (`hub/core/lifecycle.py`), which alone changes a status. The
 database is the truth about tasks, the runner the truth about its processes: when a runner
 (re)connects, its hello lists what it holds and `reconcile` settles every difference.
 """
@@ -13,12 +13,12 @@ from typing import Any
 import structlog
 
 from hub.config import HubConfig
+from hub.core.dispatcher import Dispatcher
+from hub.core.lifecycle import ActiveTask, TaskLifecycle, TaskState
+from hub.core.links import LOCAL_RUNNER_ID, RunnerLink
+from hub.core.output_writer import OutputWriter
+from hub.core.spec import SpecError, resolve_task
 from hub.crypto import SecretCipher, SecretsUnavailable
-from hub.dispatcher import Dispatcher
-from hub.lifecycle import ActiveTask, TaskLifecycle, TaskState
-from hub.links import LOCAL_RUNNER_ID, RunnerLink
-from hub.output_writer import OutputWriter
-from hub.spec import SpecError, resolve_task
 from hub.store import Row, Store
 from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck, TaskSecrets, TaskSpec
 

@@ -1,7 +1,7 @@
 """Pushes waiting tasks to runners the moment a slot exists; no polling anywhere.
 
 The dispatcher keeps the queue of waiting tasks and every connected runner (`RunnerLink`)
-with its slots. Status changes are the life cycle's (`hub/lifecycle.py`): the dispatcher
+with its slots. Status changes are the life cycle's (`hub/core/lifecycle.py`): the dispatcher
 asks for them (a task given to a runner, a runner gone) and follows them, as the life
 cycle's listener, in its queue and slots. One loop does all assigning, woken by an event, so
 two assigns never race for one slot.
@@ -12,9 +12,9 @@ import time
 
 import structlog
 
-from hub.events import EventBus
-from hub.lifecycle import FINAL, ActiveTask, TaskLifecycle, TaskState
-from hub.links import LOCAL_RUNNER_ID, RunnerLink
+from hub.core.events import EventBus
+from hub.core.lifecycle import FINAL, ActiveTask, TaskLifecycle, TaskState
+from hub.core.links import LOCAL_RUNNER_ID, RunnerLink
 
 log = structlog.get_logger("hub.dispatcher")
 
