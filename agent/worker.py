@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -51,7 +51,6 @@ class HeldTaskState:
     spool: DiskFrames
     runner: asyncio.Task | None = None
     finished: Finished | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class TaskWorker:
@@ -281,7 +280,6 @@ class TaskWorker:
     def _forget(self, state: HeldTaskState) -> None:
         self.tasks.pop(state.task_id, None)
         state.spool.remove()
-        state.done.set()
         if not self.tasks:
             self._idle.set()
 
