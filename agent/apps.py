@@ -3,6 +3,7 @@
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from protocol.frames import TaskSpec
 
@@ -11,8 +12,9 @@ class UnsupportedApp(Exception):
     """The runner cannot run this app (unknown, or its program is not installed here)."""
 
 
-# app -> (program, whether the playbook is its first argument)
+# app -> the program that runs it
 APP_PROGRAMS: dict[str, str] = {
+    "ansible": "ansible-playbook",
     "bash": "bash",
     "python": "python3",
     "powershell": "pwsh",
@@ -37,11 +39,47 @@ def check_app(spec: TaskSpec) -> str:
     return program
 
 
-def build_command(spec: TaskSpec, script: Path) -> list[str]:
-    """As Semaphore runs a script: the script, the template's arguments, the extra vars as
-    `name=value` words, then the task's own arguments. Every word reaches the script as data
-    in its argv (no shell reads it); the script is an absolute path, so no word can be taken
-    for an interpreter option."""
+def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
+                  inventory: Path | None = None) -> list[str]:
+    """The task's argv. Every word reaches the program as data in its argv (no shell reads
+    it); the script is an absolute path, so no word can be taken for an option."""
+    if spec.app == "ansible":
+        return _ansible_command(spec, script, task_id, inventory)
+    # As Semaphore runs a script: the script, the template's arguments, the extra vars as
+    # `name=value` words, then the task's own arguments.
     words = [f"{name}={value if isinstance(value, str) else json.dumps(value)}"
              for name, value in spec.extra_vars.items() if name != "semaphore_vars"]
     return [check_app(spec), str(script), *spec.arguments, *words, *spec.task_arguments]
+
+
+def ansible_extra_vars(spec: TaskSpec, task_id: int) -> dict[str, Any]:
+    """Semaphore's --extra-vars: the environment's (and the task's) extra vars, with
+    `semaphore_vars.task_details` set by the runner (a task cannot forge it)."""
+    details: dict[str, Any] = {"id": task_id}
+    if spec.message:
+        details["message"] = spec.message
+    details["username"] = spec.username
+    details["url"] = (f"{spec.web_host}/project/{spec.project_id}/history?t={task_id}"
+                      if spec.web_host else "")
+    return {**spec.extra_vars, "semaphore_vars": {"task_details": details}}
+
+
+def _ansible_command(spec: TaskSpec, playbook: Path, task_id: int,
+                     inventory: Path | None) -> list[str]:
+    """As Semaphore's getPlaybookArgs: -i, the task's flags, one --extra-vars JSON, the
+    template's arguments, the task's arguments and --limit, then the playbook last."""
+    argv = [check_app(spec)]
+    if inventory is not None:
+        argv += ["-i", str(inventory)]
+    if spec.debug:
+        argv.append("-vvvv")
+    if spec.diff:
+        argv.append("--diff")
+    if spec.dry_run:
+        argv.append("--check")
+    argv += ["--extra-vars", json.dumps(ansible_extra_vars(spec, task_id))]
+    argv += [*spec.arguments, *spec.task_arguments]
+    if spec.limit:
+        argv.append(f"--limit={spec.limit}")
+    argv.append(str(playbook))
+    return argv

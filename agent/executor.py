@@ -17,7 +17,12 @@ import structlog
 from agent.apps import UnsupportedApp, build_command, check_app
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
-from agent.taskenv import PlaybookError, resolve_playbook, task_environment
+from agent.taskenv import (
+    PlaybookError,
+    install_inventory,
+    resolve_playbook,
+    task_environment,
+)
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
 log = structlog.get_logger("agent.executor")
@@ -117,7 +122,11 @@ class TaskExecution:
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
         try:
-            command = build_command(self.spec, resolve_playbook(cwd, self.spec.playbook))
+            playbook = resolve_playbook(cwd, self.spec.playbook)
+            inventory = (install_inventory(self.spec.inventory, cwd, self.work_dir,
+                                           self.identity)
+                         if self.spec.app == "ansible" else None)
+            command = build_command(self.spec, playbook, self.task_id, inventory)
         except (UnsupportedApp, PlaybookError) as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))

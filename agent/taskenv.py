@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from agent.isolation import TaskIdentity
-from protocol.frames import TaskSecrets, TaskSpec
+from protocol.frames import InventorySpec, TaskSecrets, TaskSpec
 
 # Taken from the runner's environment when present: what programs need to find themselves,
 # speak the right language and reach the network the way this host does.
@@ -39,6 +39,14 @@ def task_environment(spec: TaskSpec | None, secrets: TaskSecrets, identity: Task
     env.update(HOME=str(work_dir), PWD=str(work_dir), USER=identity.name,
                LOGNAME=identity.name, TMPDIR=str(work_dir / "tmp"))
     refused: list[str] = []
+    if spec is not None and spec.app == "ansible":
+        # As Semaphore's AnsiblePlaybook.makeCmd, before the environment object's (which may
+        # change them). Host keys are not checked: HOME is new for every task, so no host
+        # would ever be known. Ansible refuses to start without a UTF-8 locale.
+        env.update(PYTHONUNBUFFERED="1", ANSIBLE_FORCE_COLOR="True",
+                   ANSIBLE_HOST_KEY_CHECKING="False")
+        if "LANG" not in env and "LC_ALL" not in env:
+            env["LANG"] = "C.UTF-8"
     if spec is not None:
         chosen = {**spec.environment, **secrets.env}
         for name, value in chosen.items():
@@ -50,21 +58,45 @@ def task_environment(spec: TaskSpec | None, secrets: TaskSecrets, identity: Task
     return env, refused
 
 
-def resolve_playbook(checkout: Path, playbook: str) -> Path:
+def resolve_playbook(checkout: Path, playbook: str, what: str = "playbook") -> Path:
     """The playbook as an absolute path inside the checkout. Absolute paths, `..` out of the
     checkout and symbolic links that lead out of it are refused: a task may run only code
     that is in its repository."""
     if not playbook or "\0" in playbook:
-        raise PlaybookError("the playbook must name a file in the repository")
+        raise PlaybookError(f"the {what} must name a file in the repository")
     relative = Path(playbook)
     if relative.is_absolute():
-        raise PlaybookError(f"playbook {playbook!r} must be a path inside the repository, "
+        raise PlaybookError(f"{what} {playbook!r} must be a path inside the repository, "
                             "not an absolute path")
     root = checkout.resolve()
     target = (root / relative).resolve()
     if not target.is_relative_to(root):
-        raise PlaybookError(f"playbook {playbook!r} leads out of the repository "
+        raise PlaybookError(f"{what} {playbook!r} leads out of the repository "
                             "(through `..` or a symbolic link); refused")
-    if not target.is_file():
-        raise PlaybookError(f"playbook {playbook!r} is not a file in the repository")
+    if not target.exists():
+        raise PlaybookError(f"{what} {playbook!r} is not a file in the repository")
+    if what == "playbook" and not target.is_file():
+        raise PlaybookError(f"{what} {playbook!r} is not a file in the repository")
     return target
+
+
+def install_inventory(inventory: InventorySpec | None, checkout: Path, work_dir: Path,
+                      identity: TaskIdentity) -> Path | None:
+    """The file `-i` names: a `file` inventory inside the checkout (a file or a folder, as
+    ansible allows), or the static text written to a private file (0600, the task user's)
+    in the task's own folder, removed with it when the task ends."""
+    if inventory is None:
+        return None
+    if inventory.type == "file":
+        return resolve_playbook(checkout, inventory.path, "inventory")
+    if inventory.type not in ("static", "static-yaml"):
+        raise PlaybookError(f"inventory type {inventory.type!r} is not supported by this "
+                            "runner (static, static-yaml or file)")
+    # ansible's yaml plugin reads only .yml/.yaml/.json names; the ini plugin reads any.
+    path = work_dir / ("inventory.yml" if inventory.type == "static-yaml" else "inventory")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(inventory.content)
+    if identity.separate:  # ansible runs as the task's user and must read it
+        os.chown(path, identity.uid, identity.gid)
+    return path

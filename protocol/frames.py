@@ -81,6 +81,15 @@ class RepositorySpec(msgspec.Struct, frozen=True):
     branch: str = ""
 
 
+class InventorySpec(msgspec.Struct, frozen=True):
+    """A template's Ansible inventory: `static` (INI) or `static-yaml` text the runner writes
+    to a private file for the run, or `file`: a path inside the repository's checkout."""
+
+    type: str = "static"
+    content: str = ""  # static, static-yaml
+    path: str = ""  # file
+
+
 class TaskSpec(msgspec.Struct, frozen=True):
     """Everything a runner needs to run a task, resolved by the hub at dispatch time."""
 
@@ -102,6 +111,16 @@ class TaskSpec(msgspec.Struct, frozen=True):
     commit_hash: str = ""
     timeout_sec: Size = 0  # 0: no limit
     message: str = ""
+    # Ansible: the inventory, the task's flags (-vvvv, --diff, --check, --limit) and what
+    # Semaphore's semaphore_vars.task_details names (who started the task; the hub's web
+    # address, to which the runner adds the task's page).
+    inventory: InventorySpec | None = None
+    debug: bool = False
+    diff: bool = False
+    dry_run: bool = False
+    limit: str = ""
+    username: str = ""
+    web_host: str = ""
 
 
 class TaskAck(msgspec.Struct, frozen=True):

@@ -57,7 +57,7 @@ async def create_task(request: web.Request) -> web.Response:
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
     await _check_overrides(request, project_id, body, template)
-    params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff")}
+    params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff", "limit")}
     values = {key: value for key, value in msgspec.structs.asdict(body).items()
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
                          "inventory_id")}

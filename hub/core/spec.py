@@ -10,7 +10,14 @@ from hub.crypto import SecretCipher
 from hub.jsontext import JsonTextError, excerpt, load_json_text
 from hub.store import NotFound, Store
 from protocol.codec import encode
-from protocol.frames import Assign, RepositorySpec, SshKeySecret, TaskSecrets, TaskSpec
+from protocol.frames import (
+    Assign,
+    InventorySpec,
+    RepositorySpec,
+    SshKeySecret,
+    TaskSecrets,
+    TaskSpec,
+)
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.numbers import INT64_MAX
 
@@ -66,13 +73,13 @@ def parse_env(raw: str | None, what: str) -> dict[str, str]:
 
 async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
                        template: dict[str, Any], max_task_duration_sec: int = 0,
-                       ) -> tuple[TaskSpec, TaskSecrets | None]:
+                       web_host: str = "") -> tuple[TaskSpec, TaskSecrets | None]:
     """The task's spec, and what the runner must get sealed with it: environment secrets (as
     environment variables) and the repository's ssh key ({} when there are none). Each row
     is read once: this runs for every task created."""
     repo = (await _referenced(store, template, "repository")
             if template.get("repository_id") else None)
-    spec = await _spec(store, task, template, repo, max_task_duration_sec)
+    spec = await _spec(store, task, template, repo, max_task_duration_sec, web_host)
     env: dict[str, str] = {}
     ssh_key = None
     if template.get("environment_id"):
@@ -100,7 +107,8 @@ def _check_fits_a_frame(spec: TaskSpec, secrets: TaskSecrets | None) -> None:
 
 
 async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
-                repo: dict[str, Any] | None, max_task_duration_sec: int) -> TaskSpec:
+                repo: dict[str, Any] | None, max_task_duration_sec: int,
+                web_host: str = "") -> TaskSpec:
     project_id = task["project_id"]
     repository = None
     if repo is not None:
@@ -122,6 +130,15 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
     task_arguments = (parse_arguments(task.get("arguments"), "task `arguments`")
                       if template.get("allow_override_args_in_task") else [])
     limits = [t for t in (template.get("timeout_sec") or 0, max_task_duration_sec) if t > 0]
+    params = _task_params(task.get("params"))
+    limit = params["limit"] if isinstance(params.get("limit"), str) else ""
+    _refuse_nul(limit, "task `limit`")
+    username = ""
+    if task.get("user_id"):
+        try:
+            username = (await store.get_user(task["user_id"]))["username"]
+        except NotFound:
+            pass  # the user was deleted since: task_details.username stays empty
     return TaskSpec(project_id=project_id, template_id=template["id"], app=template["app"],
                     playbook=task.get("playbook") or template["playbook"],
                     arguments=parse_arguments(template.get("arguments"),
@@ -129,7 +146,38 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
                     task_arguments=task_arguments, environment=environment,
                     extra_vars=extra_vars, repository=repository,
                     timeout_sec=min(limits) if limits else 0,
-                    message=task.get("message") or "")
+                    message=task.get("message") or "",
+                    inventory=await _inventory(store, template),
+                    debug=params.get("debug") is True, diff=params.get("diff") is True,
+                    dry_run=params.get("dry_run") is True,
+                    limit=limit,
+                    username=username, web_host=web_host.rstrip("/"))
+
+
+def _task_params(raw: str | None) -> dict[str, Any]:
+    """The task's stored flags (debug, diff, dry_run, limit), written by the API."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def _inventory(store: Store, template: dict[str, Any]) -> InventorySpec | None:
+    """The template's inventory. A task's own `inventory_id` is not used: our templates have
+    no `allow_override_inventory` (Semaphore's task_params) to allow it."""
+    if not template.get("inventory_id") or template.get("app", "ansible") != "ansible":
+        return None
+    row = await _referenced(store, template, "inventory")
+    kind = row["type"]
+    if kind in ("static", "static-yaml"):
+        _refuse_nul(row["inventory"], f"inventory {row['id']}")
+        return InventorySpec(type=kind, content=row["inventory"])
+    if kind == "file":
+        check_playbook(row["inventory"], f"inventory {row['id']} (type file) path")
+        return InventorySpec(type=kind, path=row["inventory"])
+    raise SpecError(f"inventory {row['id']} has type {kind!r}, which an ansible template "
+                    "cannot use (static, static-yaml or file)")
 
 
 def parse_vars(raw: str | None, what: str) -> dict[str, Any]:

@@ -56,7 +56,8 @@ class TaskService:
                 template = await self.store.get_row("template", row["project_id"],
                                                     row["template_id"])
                 spec, secrets = await resolve_task(self.store, self.cipher, row, template,
-                                                   self.config.max_task_duration_sec)
+                                                   self.config.max_task_duration_sec,
+                                                   self.config.web_host)
             except (SpecError, SecretsUnavailable) as exc:
                 await self.lifecycle.end_unloaded(row, TaskState.ERROR, str(exc))
                 continue
@@ -80,9 +81,10 @@ class TaskService:
                      values: dict[str, Any], user_id: int | None) -> dict[str, Any]:
         """Store a new task and queue it; raises SpecError if it could never run."""
         project_id = project["id"]
-        draft = {**values, "project_id": project_id}
+        draft = {**values, "project_id": project_id, "user_id": user_id}
         spec, secrets = await resolve_task(self.store, self.cipher, draft, template,
-                                           self.config.max_task_duration_sec)
+                                           self.config.max_task_duration_sec,
+                                           self.config.web_host)
         return await self.lifecycle.create(
             {**values, "project_id": project_id, "template_id": template["id"],
              "user_id": user_id},
