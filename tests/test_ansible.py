@@ -109,6 +109,11 @@ async def test_playbook_runs_with_extra_vars_semaphore_vars_and_a_masked_secret(
     assert re.search(r"alpha\s+: ok=1 ", output) and re.search(r"beta\s+: ok=1 ", output)
     assert f"greeting=hello-from-env id={task['id']} user=admin check=False" in output
     assert SECRET not in output and "token=********" in output
+    # The task's folder, with the inventory file in it, is gone with the task.
+    assert (tmp_path / "runner-r").is_dir()
+    runner_files = [p.name for p in (tmp_path / "runner-r").rglob("*")]
+    assert not [name for name in runner_files
+                if name.startswith(("task_", "inventory"))], runner_files
 
 
 async def test_a_failing_play_ends_error(hub, api, tmp_path, project):
