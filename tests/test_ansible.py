@@ -154,3 +154,14 @@ async def test_a_file_inventory_is_read_inside_the_checkout_only(hub, api, tmp_p
     task, output = await run(api, project, template)
     assert task["status"] == "error"
     assert "leads out of the repository" in output
+
+
+async def test_a_task_cannot_choose_another_inventory(hub, api, tmp_path, project):
+    repo = playbook_repo(tmp_path / "repo")
+    template = await ansible_template(api, project, repo)
+    other = (await api.ok("POST", f"/api/project/{project}/inventory",
+                          {"name": "other", "inventory": "evil ansible_host=10.0.0.1"},
+                          201))["id"]
+    status, body = await api.request("POST", f"/api/project/{project}/tasks",
+                                     {"template_id": template, "inventory_id": other})
+    assert status == 400 and "`inventory_id`" in body["error"]

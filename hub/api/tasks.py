@@ -78,6 +78,11 @@ async def _check_overrides(request: web.Request, project_id: int, body: TaskRequ
             and not template["allow_override_branch_in_task"]):
         raise ApiError(400, f"field `git_branch`: template {template['id']} does not allow "
                             "the branch to be chosen per task (allow_override_branch_in_task)")
+    if body.inventory_id is not None and body.inventory_id != template["inventory_id"]:
+        # Semaphore allows it only with the template's allow_override_inventory, which our
+        # templates do not have yet: refused rather than silently run with another one.
+        raise ApiError(400, f"field `inventory_id`: template {template['id']} does not allow "
+                            "the inventory to be chosen per task (allow_override_inventory)")
     if body.playbook and body.playbook != template["playbook"]:
         user = current_user(request)
         role = None if user["admin"] else await hub_of(request).store.project_role(
