@@ -1,7 +1,9 @@
 """Which program runs a template's playbook, by Semaphore's `app` name, and with what argv."""
 
+import functools
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,28 @@ APP_PROGRAMS: dict[str, str] = {
 
 def supported_apps() -> list[str]:
     return sorted(APP_PROGRAMS)
+
+
+@functools.cache
+def available_apps() -> dict[str, str]:
+    """The apps this runner can run (their program is on its PATH), each with the first line
+    its program prints for `--version`; found once per process, said in every hello."""
+    found = {}
+    for app, program in APP_PROGRAMS.items():
+        path = shutil.which(program)
+        if path is not None:
+            found[app] = _version(path)
+    return found
+
+
+def _version(path: str) -> str:
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def check_app(spec: TaskSpec) -> str:

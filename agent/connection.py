@@ -174,7 +174,7 @@ class RunnerConnection:
                       max_parallel_tasks=self.worker.max_parallel_tasks,
                       platform=f"{platform.system().lower()}/{platform.machine()}",
                       held_tasks=self.worker.held_tasks(),
-                      shared_identity=self.worker.shared_identity)
+                      shared_identity=self.worker.shared_identity, apps=self.worker.apps)
         await ws.send(encode(hello).decode())
         session = RunnerSession(asyncio.get_running_loop().time(),
                                 handshake_timeout=HANDSHAKE_TIMEOUT)

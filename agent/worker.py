@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import structlog
 
-from agent.apps import UnsupportedApp, check_app
+from agent.apps import UnsupportedApp, available_apps, check_app
 from agent.executor import Outcome, TaskExecution
 from agent.isolation import TaskIdentity, kill_user_processes, prepare_private_folder
 from agent.keys import RunnerKeyError, SecretOpener
@@ -91,6 +91,7 @@ class TaskWorker:
         # True when tasks run as the runner's own user (no separate task user): a task could
         # then read the runner's token and key, so the hub is told (hello) and shows it.
         self.shared_identity = not self.separate_users
+        self.apps = available_apps()  # said in every hello: the hub sends only these
         self._idle = asyncio.Event()
         self._idle.set()
 

@@ -307,7 +307,7 @@ class RunnerSocket:
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
                              public_key=runner["public_key"],
-                             last_seen=time.time())
+                             last_seen=time.time(), apps=hello.apps)
 
     def _tags_notice(self, asked: list[str], tags: frozenset[str]) -> str:
         """What the welcome tells a runner whose hello asked for tags other than the ones the

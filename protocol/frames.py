@@ -143,6 +143,9 @@ class Hello(_Frame, tag="hello", frozen=True):
     # token, key and spool. The hub records it and warns; it grants nothing. An older runner
     # that does not say has no task user: it defaults to true.
     shared_identity: bool = True
+    # The apps it can run (app -> the program's version line), found when it started. None:
+    # an older runner that does not say (it runs bash, python and powershell if it can).
+    apps: dict[str, str] | None = None
 
 
 class Heartbeat(_Frame, tag="heartbeat", frozen=True):

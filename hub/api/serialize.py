@@ -85,6 +85,7 @@ def runner_json(row: Row, online: bool, link: Any = None) -> Row:
            "shared_identity": bool(row["shared_identity"])}
     if link is not None:
         out["running_tasks"] = sorted(link.assigned)
+        out["apps"] = link.apps if link.apps is not None else {}
         out["draining"] = link.draining
         out["metrics"] = {"cpu_percent": link.metrics.cpu_percent,
                           "memory_used": link.metrics.memory_used,

@@ -208,13 +208,16 @@ class Dispatcher:
         """The project's runners before global ones, then the least loaded; records why if
         none. This runs for every dispatch and a hub serves thousands of runners, so it looks
         only at the task's scopes and stops at the first idle runner (none is less loaded)."""
-        busy = 0
-        tag = task.runner_tag
+        busy = cannot_run = 0
+        tag, app = task.runner_tag, task.spec.app
         for scope in (self._by_scope.get(task.project_id, {}), self._by_scope[None]):
             best: RunnerLink | None = None
             best_load = 0.0
             for link in scope.values():
                 if tag and not link.any_tag and tag not in link.tags:
+                    continue
+                if not link.can_run(app):
+                    cannot_run += 1
                     continue
                 if ((task.secrets is not None and not link.public_key)
                         or link.runner_id in task.rejected_by):
@@ -230,7 +233,9 @@ class Dispatcher:
             if best is not None:
                 return best
         tag = f" with tag `{task.runner_tag}`" if task.runner_tag else ""
-        if not busy:
+        if not busy and cannot_run and not task.rejected_by:
+            task.reason = f"no online runner{tag} can run `{app}`"
+        elif not busy:
             keys = (" that can receive secrets (registered with a key pair)"
                     if task.secrets is not None else "")
             task.reason = task.reason if task.rejected_by else f"no online runner{tag}{keys}"

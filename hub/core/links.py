@@ -9,6 +9,8 @@ from hub.crypto import seal_for_runner
 from protocol.frames import Ack, Assign, Cancel, HubFrame, Metrics, TaskSecrets, TaskSpec
 
 LOCAL_RUNNER_ID = 0  # the hub's embedded runner (use_remote_runner off); NULL in the database
+# What a runner that does not list its apps (older than the apps field) can run.
+LEGACY_APPS = frozenset({"bash", "python", "powershell"})
 
 
 @dataclass(eq=False)
@@ -24,6 +26,12 @@ class RunnerLink(abc.ABC):
     public_key: str = ""  # base64; a task's secrets are sealed to it
     metrics: Metrics = field(default_factory=Metrics)
     last_seen: float = 0.0
+    # The apps it runs (app -> version), from its hello; None: an older runner that did not
+    # say, which runs the shell apps.
+    apps: dict[str, str] | None = None
+
+    def can_run(self, app: str) -> bool:
+        return app in (self.apps if self.apps is not None else LEGACY_APPS)
 
     @property
     def has_free_slot(self) -> bool:

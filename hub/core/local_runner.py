@@ -35,6 +35,7 @@ class LocalLink(RunnerLink):
                                  opener=SecretOpener(private_key))
         self.worker.clear_spool()  # the hub ended at start whatever ran here before
         self.worker.max_output_bytes = reports.max_output_bytes
+        self.apps = self.worker.apps
         self._frames: asyncio.Queue[RunnerFrame] = asyncio.Queue()
         self._pump: asyncio.Task | None = None
 

@@ -40,10 +40,11 @@ RUNNER_GOLDEN = [
     (Hello(protocol_version=1, runner_version="1.2.3", name="web-1", tags=["prod", "eu"],
            max_parallel_tasks=2, platform="linux/amd64",
            held_tasks=[HeldTask(task_id=7, state="running", last_seq=3)],
-           shared_identity=False),
+           shared_identity=False, apps={"bash": "GNU bash, version 5.2.15"}),
      b'{"type":"hello","protocol_version":1,"runner_version":"1.2.3","name":"web-1",'
      b'"tags":["prod","eu"],"max_parallel_tasks":2,"platform":"linux/amd64",'
-     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}],"shared_identity":false}'),
+     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}],"shared_identity":false,'
+     b'"apps":{"bash":"GNU bash, version 5.2.15"}}'),
     (Heartbeat(time=1700000000.5, running=[7, 8],
                metrics=Metrics(cpu_percent=12.5, memory_used=1024, memory_total=4096,
                                disk_free=2048, load1=0.25), draining=True),
