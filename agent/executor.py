@@ -1,6 +1,7 @@
 """Runs one task as real processes: checkout, then the app's program, streaming its output."""
 
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -14,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from agent.apps import UnsupportedApp, build_command, check_app
+from agent.apps import UnsupportedApp, ansible_extra_vars, build_command, check_app
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.taskenv import (
@@ -22,6 +23,7 @@ from agent.taskenv import (
     install_inventory,
     resolve_playbook,
     task_environment,
+    write_private_file,
 )
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
@@ -126,7 +128,14 @@ class TaskExecution:
             inventory = (install_inventory(self.spec.inventory, cwd, self.work_dir,
                                            self.identity)
                          if self.spec.app == "ansible" else None)
-            command = build_command(self.spec, playbook, self.task_id, inventory)
+            vars_file = None
+            if self.spec.app == "ansible" and self.secrets.vars:
+                # Secret values never on a command line, which any local user can read.
+                vars_file = write_private_file(
+                    self.work_dir / "extra_vars.json",
+                    json.dumps(ansible_extra_vars(self.spec, self.task_id, self.secrets.vars)),
+                    self.identity)
+            command = build_command(self.spec, playbook, self.task_id, inventory, vars_file)
         except (UnsupportedApp, PlaybookError) as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))

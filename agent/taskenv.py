@@ -80,6 +80,17 @@ def resolve_playbook(checkout: Path, playbook: str, what: str = "playbook") -> P
     return target
 
 
+def write_private_file(path: Path, text: str, identity: TaskIdentity) -> Path:
+    """A new file only the task's user can read (0600), in the task's own folder: removed
+    with it when the task ends, however it ends."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    if identity.separate:  # the task's program runs as the task's user and must read it
+        os.chown(path, identity.uid, identity.gid)
+    return path
+
+
 def install_inventory(inventory: InventorySpec | None, checkout: Path, work_dir: Path,
                       identity: TaskIdentity) -> Path | None:
     """The file `-i` names: a `file` inventory inside the checkout (a file or a folder, as
@@ -94,9 +105,4 @@ def install_inventory(inventory: InventorySpec | None, checkout: Path, work_dir:
                             "runner (static, static-yaml or file)")
     # ansible's yaml plugin reads only .yml/.yaml/.json names; the ini plugin reads any.
     path = work_dir / ("inventory.yml" if inventory.type == "static-yaml" else "inventory")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(inventory.content)
-    if identity.separate:  # ansible runs as the task's user and must read it
-        os.chown(path, identity.uid, identity.gid)
-    return path
+    return write_private_file(path, inventory.content, identity)

@@ -65,10 +65,13 @@ class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
     env: dict[str, str] = {}  # environment secrets, as process environment variables
     ssh_key: SshKeySecret | None = None  # the repository's key, for the clone
+    # Environment secrets of type `var` for an ansible task: merged into its extra vars,
+    # which then reach ansible-playbook in a private file, never on its command line.
+    vars: dict[str, str] = {}
 
     def values(self) -> list[str]:
         """Every secret value a task's output must never show."""
-        found = list(self.env.values())
+        found = [*self.env.values(), *self.vars.values()]
         if self.ssh_key is not None:
             found += [self.ssh_key.private_key, self.ssh_key.passphrase]
         return [value for value in found if value]

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from agent import apps
 from tests.gitkit import git
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SECRET = "s3cr3t-value-91f2"
+VAR_SECRET = "var-s3cr3t-77ab"
 
 PLAYBOOK = """\
 - hosts: all
@@ -27,7 +29,7 @@ PLAYBOOK = """\
           id={{ semaphore_vars.task_details.id }}
           user={{ semaphore_vars.task_details.username }}
           check={{ ansible_check_mode }} host={{ inventory_hostname }}
-          token={{ lookup('env', 'TOKEN') }}
+          token={{ lookup('env', 'TOKEN') }} pw={{ db_password | default('none') }}
     - name: fail when asked
       fail:
         msg: "failing as asked"
@@ -56,6 +58,13 @@ def ansible_on_path(monkeypatch):
     if shutil.which("ansible-playbook") is None:
         monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
     assert shutil.which("ansible-playbook") is not None
+    # What the runner found on its PATH may be remembered from an earlier test's PATH.
+    cache_clear = getattr(getattr(apps, "available_apps", None), "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+    yield
+    if cache_clear is not None:
+        cache_clear()
 
 
 @pytest.fixture
@@ -102,13 +111,16 @@ async def test_playbook_runs_with_extra_vars_semaphore_vars_and_a_masked_secret(
     repo = playbook_repo(tmp_path / "repo")
     template = await ansible_template(api, project, repo, environment={
         "json": json.dumps({"greeting": "hello-from-env"}),
-        "secrets": [{"name": "TOKEN", "secret": SECRET, "type": "env"}]})
+        "secrets": [{"name": "TOKEN", "secret": SECRET, "type": "env"},
+                    {"name": "db_password", "secret": VAR_SECRET, "type": "var"}]})
     task, output = await run(api, project, template, message="deploy it")
     assert task["status"] == "success", output
     assert "PLAY RECAP" in output
     assert re.search(r"alpha\s+: ok=1 ", output) and re.search(r"beta\s+: ok=1 ", output)
     assert f"greeting=hello-from-env id={task['id']} user=admin check=False" in output
     assert SECRET not in output and "token=********" in output
+    # A `var` secret is an extra var (given in a private file, not on the command line).
+    assert VAR_SECRET not in output and "pw=********" in output
     # The task's folder, with the inventory file in it, is gone with the task.
     assert (tmp_path / "runner-r").is_dir()
     runner_files = [p.name for p in (tmp_path / "runner-r").rglob("*")]

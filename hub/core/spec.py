@@ -81,15 +81,21 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
             if template.get("repository_id") else None)
     spec = await _spec(store, task, template, repo, max_task_duration_sec, web_host)
     env: dict[str, str] = {}
+    extra_vars: dict[str, str] = {}
     ssh_key = None
     if template.get("environment_id"):
         rows = await store.list_env_secrets(template["environment_id"])
-        env = {row["name"]: cipher.decrypt(row["secret"]) for row in rows}
+        for row in rows:
+            # As Semaphore: an ansible task gets `var` secrets as extra vars. Other apps
+            # get every secret as process environment, as before.
+            into = extra_vars if row["type"] == "var" and spec.app == "ansible" else env
+            into[row["name"]] = cipher.decrypt(row["secret"])
     if repo is not None and repo["ssh_key_id"]:
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
             ssh_key = msgspec.json.decode(cipher.decrypt(key["secret"]), type=SshKeySecret)
-    secrets = TaskSecrets(env=env, ssh_key=ssh_key) if env or ssh_key else None
+    secrets = (TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars)
+               if env or ssh_key or extra_vars else None)
     _check_fits_a_frame(spec, secrets)
     return spec, secrets
 

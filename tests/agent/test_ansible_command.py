@@ -37,3 +37,9 @@ def test_a_task_cannot_forge_semaphore_vars_and_no_flags_by_default():
     assert argv[:2] == ["ansible-playbook", "--extra-vars"] and argv[3:] == ["/c/site.yml"]
     assert json.loads(argv[2])["semaphore_vars"]["task_details"] == {
         "id": 17, "username": "", "url": ""}
+
+
+def test_with_secret_vars_the_extra_vars_are_a_file():
+    spec = TaskSpec(project_id=3, template_id=4, app="ansible", playbook="site.yml")
+    argv = build_command(spec, Path("/c/site.yml"), 17, None, Path("/t/extra_vars.json"))
+    assert argv == ["ansible-playbook", "--extra-vars", "@/t/extra_vars.json", "/c/site.yml"]
