@@ -42,9 +42,11 @@ def task_environment(spec: TaskSpec | None, secrets: TaskSecrets, identity: Task
     if spec is not None and spec.app == "ansible":
         # As Semaphore's AnsiblePlaybook.makeCmd, before the environment object's (which may
         # change them). Host keys are not checked: HOME is new for every task, so no host
-        # would ever be known. Ansible refuses to start without a UTF-8 locale.
+        # would ever be known. Beyond Semaphore: an inventory ansible cannot parse ends the
+        # task `error` (by default ansible only warns, and plays on the implicit localhost).
+        # Ansible refuses to start without a UTF-8 locale.
         env.update(PYTHONUNBUFFERED="1", ANSIBLE_FORCE_COLOR="True",
-                   ANSIBLE_HOST_KEY_CHECKING="False")
+                   ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_INVENTORY_UNPARSED_FAILED="True")
         if "LANG" not in env and "LC_ALL" not in env:
             env["LANG"] = "C.UTF-8"
     if spec is not None:

@@ -168,6 +168,15 @@ async def test_a_file_inventory_is_read_inside_the_checkout_only(hub, api, tmp_p
     assert "leads out of the repository" in output
 
 
+async def test_an_inventory_ansible_cannot_parse_ends_error(hub, api, tmp_path, project):
+    repo = playbook_repo(tmp_path / "repo")
+    broken = {"type": "static-yaml", "inventory": "all:\n  hosts: [1, 2\n"}
+    template = await ansible_template(api, project, repo, broken)
+    task, output = await run(api, project, template)
+    assert task["status"] == "error"
+    assert "Unable to parse" in output and "No inventory was parsed" in output
+
+
 async def test_a_task_cannot_choose_another_inventory(hub, api, tmp_path, project):
     repo = playbook_repo(tmp_path / "repo")
     template = await ansible_template(api, project, repo)
