@@ -140,9 +140,11 @@ async def test_a_failing_play_ends_error(hub, api, tmp_path, project):
 async def test_check_and_limit_and_a_yaml_inventory(hub, api, tmp_path, project):
     repo = playbook_repo(tmp_path / "repo")
     template = await ansible_template(api, project, repo)
-    task, output = await run(api, project, template, dry_run=True, limit="beta")
+    task, output = await run(api, project, template, dry_run=True, limit="beta", debug=True,
+                             diff=True)
     assert task["status"] == "success", output
     assert "check=True host=beta" in output and "host=alpha" not in output
+    assert "ansible-playbook [core " in output  # -vvvv starts with the version
     yaml_template = await ansible_template(
         api, project, repo, {"type": "static-yaml", "inventory": YAML.format(
             python=sys.executable)})
