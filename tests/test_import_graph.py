@@ -23,7 +23,10 @@ PROTOCOL_MODULES = sorted(f"protocol.{p.stem}" for p in (ROOT / "protocol").glob
 SHARED_LOGGING = "protocol.logs"
 WIRE_MODULES = [m for m in PROTOCOL_MODULES if m != SHARED_LOGGING]
 # typing_extensions comes with msgspec itself.
-WIRE_ALLOWED = {"protocol", "msgspec", "typing_extensions", "_distutils_hack", "__main__"}
+# Besides protocol and msgspec: what the interpreter itself loads at start-up (Debian's
+# python3 has a sitecustomize; setuptools' _distutils_hack comes with virtual environments).
+WIRE_ALLOWED = {"protocol", "msgspec", "typing_extensions", "_distutils_hack", "__main__",
+                "sitecustomize", "usercustomize"}
 
 # The layers, lowest first: a module may import from its own layer and the ones below it,
 # never from one above. The hub's web shell (HTTP and websocket faces, the commands) is listed;
