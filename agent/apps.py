@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from agent.config import AppSetting
 from protocol.frames import TaskSpec
 
 
@@ -23,17 +24,40 @@ APP_PROGRAMS: dict[str, str] = {
 }
 
 
+# Semaphore's `apps` setting, from the runner's config: another program (a path or a name on
+# PATH) and its own arguments per app, e.g. {"python": {"app_path": "/usr/bin/python3.12"}}.
+_settings: dict[str, AppSetting] = {}
+
+
+def configure_apps(settings: dict[str, AppSetting]) -> None:
+    """Use the config's `apps` for the rest of this process (the runner's start)."""
+    _settings.clear()
+    _settings.update(settings)
+    available_apps.cache_clear()
+
+
 def supported_apps() -> list[str]:
     return sorted(APP_PROGRAMS)
 
 
+def _wanted(app: str) -> str:
+    """The program the config names for `app`, else the usual one."""
+    setting = _settings.get(app)
+    return setting.app_path if setting is not None and setting.app_path else APP_PROGRAMS[app]
+
+
+def program_of(app: str) -> str | None:
+    """Where the program that runs `app` is, or None if it is not there."""
+    return shutil.which(_wanted(app))
+
+
 @functools.cache
 def available_apps() -> dict[str, str]:
-    """The apps this runner can run (their program is on its PATH), each with the first line
-    its program prints for `--version`; found once per process, said in every hello."""
+    """The apps this runner can run (their program is found), each with the first line its
+    program prints for `--version`; found once per process, said in every hello."""
     found = {}
-    for app, program in APP_PROGRAMS.items():
-        path = shutil.which(program)
+    for app in APP_PROGRAMS:
+        path = program_of(app)
         if path is not None:
             found[app] = _version(path)
     return found
@@ -51,13 +75,13 @@ def _version(path: str) -> str:
 
 def check_app(spec: TaskSpec) -> str:
     """The program that runs the task's app here, or UnsupportedApp saying why not."""
-    program = APP_PROGRAMS.get(spec.app)
-    if program is None:
+    if spec.app not in APP_PROGRAMS:
         raise UnsupportedApp(f"app {spec.app!r} is not supported by this runner "
                              f"(supported: {', '.join(supported_apps())})")
-    if shutil.which(program) is None:
+    program = _wanted(spec.app)
+    if program_of(spec.app) is None:
         raise UnsupportedApp(f"app {spec.app!r} needs {program!r}, which is not on this "
-                             f"runner's PATH")
+                             f"runner's PATH (or not executable)")
     if not spec.playbook:
         raise UnsupportedApp(f"app {spec.app!r} needs a playbook (the script to run)")
     return program
@@ -75,7 +99,10 @@ def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
     # `name=value` words, then the task's own arguments.
     words = [f"{name}={value if isinstance(value, str) else json.dumps(value)}"
              for name, value in spec.extra_vars.items() if name != "semaphore_vars"]
-    return [check_app(spec), str(script), *spec.arguments, *words, *spec.task_arguments]
+    setting = _settings.get(spec.app)
+    app_args = setting.app_args if setting is not None and setting.app_args is not None else []
+    return [check_app(spec), *app_args, str(script), *spec.arguments, *words,
+            *spec.task_arguments]
 
 
 def ansible_extra_vars(spec: TaskSpec, task_id: int,

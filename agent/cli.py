@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 
+from agent.apps import available_apps, configure_apps
 from agent.config import (
     RunnerConfig,
     RunnerConfigError,
@@ -120,7 +121,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     web_host = answer(args.web_host, "Hub address (e.g. http://hub:3000)", existing.web_host)
     tags = answer(args.tags, "Tags (comma-separated)", ",".join(section.tags))
-    config = RunnerConfig(web_host=web_host, runner=RunnerSection(
+    config = RunnerConfig(web_host=web_host, apps=existing.apps, runner=RunnerSection(
         registration_token=answer(args.registration_token, "Registration token",
                                   section.registration_token),
         token=section.token,
@@ -231,6 +232,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     token = _require_token(config, path)
     # Everything the runner writes (spool, checkouts) is its own; tasks get their own folder.
     os.umask(0o077)
+    configure_apps(config.apps)
     identities = resolve_task_identities(config.task_users, config.runner.allow_root_tasks,
                                          config.runner.max_parallel_tasks)
     forbid_inspection()
@@ -306,7 +308,8 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
 
     drainer = asyncio.create_task(stop_when_drained())
     log.info("runner.starting", url=connection.url, name=config.display_name,
-             tags=config.runner.tags, max_parallel_tasks=config.runner.max_parallel_tasks)
+             tags=config.runner.tags, max_parallel_tasks=config.runner.max_parallel_tasks,
+             apps=sorted(available_apps()))
     try:
         await connection.run(stop)
     finally:

@@ -52,9 +52,19 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     allow_root_tasks: bool = False
 
 
+class AppSetting(msgspec.Struct, forbid_unknown_fields=False):
+    """Semaphore's per-app setting (its other keys, such as `title` or `icon`, are for its UI
+    and ignored here)."""
+
+    app_path: str = ""  # the program to run, a path or a name on PATH
+    app_args: list[str] | None = None  # its own arguments, before the script
+
+
 class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
     web_host: str = ""
     runner: RunnerSection = msgspec.field(default_factory=RunnerSection)
+    # Semaphore's `apps`: another program per app, e.g. {"python": {"app_path": "python3.12"}}.
+    apps: dict[str, AppSetting] = {}
 
     @property
     def display_name(self) -> str:
