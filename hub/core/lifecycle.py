@@ -45,7 +45,6 @@ class TaskState(StrEnum):
 
 
 FINAL = frozenset({TaskState.STOPPED, TaskState.SUCCESS, TaskState.ERROR})
-_ENDS = FINAL
 
 # The moves a task may make, written once. A runner's report of how a task ended may arrive
 # for a task the hub still thinks is starting (the hub restarted between its accept and its
@@ -53,14 +52,14 @@ _ENDS = FINAL
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.WAITING: frozenset({TaskState.STARTING, TaskState.STOPPED, TaskState.ERROR}),
     TaskState.STARTING: frozenset({TaskState.WAITING, TaskState.RUNNING, TaskState.STOPPING,
-                                   *_ENDS}),
+                                   *FINAL}),
     TaskState.RUNNING: frozenset({TaskState.STOPPING, TaskState.WAITING_CONFIRMATION,
-                                  *_ENDS}),
+                                  *FINAL}),
     TaskState.WAITING_CONFIRMATION: frozenset({TaskState.CONFIRMED, TaskState.REJECTED,
-                                               TaskState.STOPPING, *_ENDS}),
-    TaskState.CONFIRMED: frozenset({TaskState.RUNNING, TaskState.STOPPING, *_ENDS}),
+                                               TaskState.STOPPING, *FINAL}),
+    TaskState.CONFIRMED: frozenset({TaskState.RUNNING, TaskState.STOPPING, *FINAL}),
     TaskState.REJECTED: frozenset({TaskState.STOPPED, TaskState.ERROR}),
-    TaskState.STOPPING: frozenset(_ENDS),
+    TaskState.STOPPING: FINAL,
     TaskState.STOPPED: frozenset(),
     TaskState.SUCCESS: frozenset(),
     TaskState.ERROR: frozenset(),

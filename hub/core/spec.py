@@ -58,17 +58,9 @@ def _has_nul(value: Any) -> bool:
 
 
 def parse_env(raw: str | None, what: str) -> dict[str, str]:
-    if raw in (None, ""):
-        return {}
-    try:
-        value = load_json_text(raw)  # size and nesting capped: this is a client's text
-    except JsonTextError as exc:
-        raise SpecError(f"{what} must be a JSON object; it {exc}") from None
-    if not isinstance(value, dict):
-        raise SpecError(f"{what} must be a JSON object, got {excerpt(raw)}")
-    _refuse_nul(value, what)
+    """Environment variables: a JSON object, values other than strings as their JSON text."""
     return {str(key): item if isinstance(item, str) else json.dumps(item)
-            for key, item in value.items()}
+            for key, item in parse_vars(raw, what).items()}
 
 
 async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],

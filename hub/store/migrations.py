@@ -250,8 +250,8 @@ MIGRATIONS: list[Migration] = [
     # email must not be another user's username, nor a username another user's email
     # (compared case-insensitively, stricter than the lookup itself). The hub's API and
     # `semaphore user add` both get the message as a 400 naming the field.
-    """
-    CREATE TRIGGER user_login_names_insert AFTER INSERT ON user BEGIN
+    "".join(f"""
+    CREATE TRIGGER user_login_names_{when} AFTER {event} ON user BEGIN
         SELECT RAISE(ABORT, 'field `email`: another user logs in with it as their username')
         WHERE EXISTS (SELECT 1 FROM user AS other
                       WHERE other.id != NEW.id AND lower(other.username) = lower(NEW.email));
@@ -259,15 +259,7 @@ MIGRATIONS: list[Migration] = [
         WHERE EXISTS (SELECT 1 FROM user AS other
                       WHERE other.id != NEW.id AND lower(other.email) = lower(NEW.username));
     END;
-    CREATE TRIGGER user_login_names_update AFTER UPDATE OF username, email ON user BEGIN
-        SELECT RAISE(ABORT, 'field `email`: another user logs in with it as their username')
-        WHERE EXISTS (SELECT 1 FROM user AS other
-                      WHERE other.id != NEW.id AND lower(other.username) = lower(NEW.email));
-        SELECT RAISE(ABORT, 'field `username`: another user logs in with it as their email')
-        WHERE EXISTS (SELECT 1 FROM user AS other
-                      WHERE other.id != NEW.id AND lower(other.email) = lower(NEW.username));
-    END;
-    """,
+    """ for when, event in (("insert", "INSERT"), ("update", "UPDATE OF username, email"))),
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
