@@ -59,6 +59,13 @@ class SshKeySecret(msgspec.Struct, frozen=True):
     passphrase: str = ""
 
 
+class LoginPasswordSecret(msgspec.Struct, frozen=True):
+    """A `login_password` access key: an ssh password login or a become user."""
+
+    login: str = ""
+    password: str = ""
+
+
 class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """What travels sealed in `TaskSpec.sealed_secrets` (JSON, a NaCl SealedBox to the
     runner's key): never in the clear, never stored by the runner."""
@@ -68,12 +75,24 @@ class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     # Environment secrets of type `var` for an ansible task: merged into its extra vars,
     # which then reach ansible-playbook in a private file, never on its command line.
     vars: dict[str, str] = {}
+    # Ansible, from the template's inventory: its `ssh` key (loaded into a private ssh-agent
+    # for the run) or its `login_password` key (answered at `--ask-pass`), and its become
+    # key (answered at `--ask-become-pass`).
+    inventory_ssh_key: SshKeySecret | None = None
+    inventory_login: LoginPasswordSecret | None = None
+    become: LoginPasswordSecret | None = None
+    # Ansible: the template's `password` vaults, vault id -> password.
+    vault_passwords: dict[str, str] = {}
 
     def values(self) -> list[str]:
         """Every secret value a task's output must never show."""
-        found = [*self.env.values(), *self.vars.values()]
-        if self.ssh_key is not None:
-            found += [self.ssh_key.private_key, self.ssh_key.passphrase]
+        found = [*self.env.values(), *self.vars.values(), *self.vault_passwords.values()]
+        for key in (self.ssh_key, self.inventory_ssh_key):
+            if key is not None:
+                found += [key.private_key, key.passphrase]
+        for login in (self.inventory_login, self.become):
+            if login is not None:
+                found.append(login.password)
         return [value for value in found if value]
 
 
@@ -124,6 +143,9 @@ class TaskSpec(msgspec.Struct, frozen=True):
     limit: str = ""
     username: str = ""
     web_host: str = ""
+    # Ansible: the template's `script` vaults, vault id -> a script inside the checkout that
+    # prints the password (its `password` vaults travel sealed, in TaskSecrets).
+    vault_scripts: dict[str, str] = {}
 
 
 class TaskAck(msgspec.Struct, frozen=True):

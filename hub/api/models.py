@@ -83,6 +83,17 @@ class EnvironmentRequest(msgspec.Struct):
     secrets: list[EnvironmentSecretRequest] = []
 
 
+class TemplateVault(msgspec.Struct):
+    """Semaphore's TemplateVault: a vault password from an access key (`password`), or a
+    script in the repository that prints it (`script`)."""
+
+    id: Id | None = None
+    name: str = ""  # the vault id; empty: `default`
+    type: Literal["password", "script"] = "password"
+    vault_key_id: Id | None = None
+    script: str = ""
+
+
 class TemplateRequest(msgspec.Struct):
     name: Name
     app: App = "ansible"
@@ -98,6 +109,7 @@ class TemplateRequest(msgspec.Struct):
     type: Literal["", "build", "deploy"] = ""
     runner_tag: str = ""
     timeout_sec: Count = 0  # beyond Semaphore: the task is ended `error` after this long
+    vaults: list[TemplateVault] | None = None
 
 
 class TaskRequest(msgspec.Struct):

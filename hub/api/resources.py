@@ -35,6 +35,7 @@ from hub.api.secrets import (
     environment_password_values,
     save_env_secrets,
 )
+from hub.api.vaults import check_vault_keys, vaults_column
 from hub.context import Hub
 from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_env
 from hub.store import NotFound
@@ -55,6 +56,8 @@ class Resource:
     after_save: Callable[[Hub, int, Any], Awaitable[None]] | None = None
     # Fields shown that are not columns of the row.
     extra: Callable[[Hub, dict], Awaitable[dict]] | None = None
+    # Checks that read the store (references inside a field), before anything is stored.
+    check: Callable[[Hub, int, Any], Awaitable[None]] | None = None
 
 
 def _environment_values(body: EnvironmentRequest, hub: Hub, creating: bool) -> dict:
@@ -84,6 +87,11 @@ def _template_values(body: TemplateRequest, hub: Hub, creating: bool) -> dict:
     values["arguments"] = body.arguments or "[]"
     values["allow_override_args_in_task"] = int(body.allow_override_args_in_task)
     values["allow_override_branch_in_task"] = int(body.allow_override_branch_in_task)
+    values.pop("vaults")
+    if body.vaults is not None:
+        values["vaults"] = vaults_column(body.vaults)
+    elif creating:
+        values["vaults"] = "[]"
     return values
 
 
@@ -101,7 +109,8 @@ RESOURCES = {
                             after_save=save_env_secrets, extra=_environment_extra),
     "templates": Resource("template", TemplateRequest, serialize.template_json, "template_id",
                           (("repository_id", "repository"), ("inventory_id", "inventory"),
-                           ("environment_id", "environment")), to_values=_template_values),
+                           ("environment_id", "environment")), to_values=_template_values,
+                          check=check_vault_keys),
 }
 
 
@@ -114,6 +123,8 @@ async def _values(request: web.Request, resource: Resource, project_id: int,
     body: Any = await read_body(request, resource.model)
     values = resource.to_values(body, hub_of(request), creating)
     store = hub_of(request).store
+    if resource.check is not None:
+        await resource.check(hub_of(request), project_id, body)
     for field, table in resource.references:
         ref = values.get(field)
         if ref is not None:

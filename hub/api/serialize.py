@@ -4,6 +4,7 @@ import json
 import time
 from typing import Any
 
+from hub.core.spec import stored_vaults
 from hub.store.base import decode_tags
 from protocol.numbers import UNIX_TIME_MAX
 
@@ -58,7 +59,8 @@ def template_json(row: Row) -> Row:
     out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
     out["allow_override_branch_in_task"] = bool(row["allow_override_branch_in_task"])
     out["survey_vars"] = []
-    out["vaults"] = []
+    out["vaults"] = [{**vault, "template_id": row["id"]}
+                     for vault in stored_vaults(row.get("vaults"))]
     return out
 
 

@@ -13,6 +13,7 @@ from protocol.codec import encode
 from protocol.frames import (
     Assign,
     InventorySpec,
+    LoginPasswordSecret,
     RepositorySpec,
     SshKeySecret,
     TaskSecrets,
@@ -86,10 +87,74 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
             ssh_key = msgspec.json.decode(cipher.decrypt(key["secret"]), type=SshKeySecret)
-    secrets = (TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars)
-               if env or ssh_key or extra_vars else None)
+    ansible = (await _ansible_secrets(store, cipher, template) if spec.app == "ansible"
+               else TaskSecrets())
+    found = TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars,
+                        inventory_ssh_key=ansible.inventory_ssh_key,
+                        inventory_login=ansible.inventory_login, become=ansible.become,
+                        vault_passwords=ansible.vault_passwords)
+    secrets = None if found == TaskSecrets() else found
     _check_fits_a_frame(spec, secrets)
     return spec, secrets
+
+
+async def _access_key(store: Store, cipher: SecretCipher, template: dict[str, Any],
+                      key_id: int, what: str) -> tuple[str, dict[str, Any]]:
+    """An access key's type and its decrypted secret ({} for none)."""
+    try:
+        row = await store.get_row("access_key", template["project_id"], key_id)
+    except NotFound:
+        raise SpecError(f"template {template['id']}: {what} access key {key_id} not "
+                        "found") from None
+    secret = json.loads(cipher.decrypt(row["secret"])) if row["secret"] else {}
+    return row["type"], secret if isinstance(secret, dict) else {}
+
+
+async def _ansible_secrets(store: Store, cipher: SecretCipher,
+                           template: dict[str, Any]) -> TaskSecrets:
+    """As Semaphore's getPlaybookArgs: the inventory's ssh key (`ssh`: through an agent;
+    `login_password`: the ssh password) and become key (`login_password`), and the
+    template's `password` vaults. Only an ansible task gets them."""
+    ssh_key = login = become = None
+    if template.get("inventory_id"):
+        inventory = await _referenced(store, template, "inventory")
+        if inventory["ssh_key_id"]:
+            kind, secret = await _access_key(store, cipher, template,
+                                             inventory["ssh_key_id"], "inventory ssh")
+            if kind == "ssh":
+                ssh_key = msgspec.convert(secret, SshKeySecret)
+            elif kind == "login_password":
+                login = msgspec.convert(secret, LoginPasswordSecret)
+            elif kind != "none":
+                raise SpecError(f"inventory {inventory['id']}: its ssh key has type "
+                                f"{kind!r}, which cannot log in to hosts")
+        if inventory["become_key_id"]:
+            kind, secret = await _access_key(store, cipher, template,
+                                             inventory["become_key_id"], "inventory become")
+            if kind == "login_password":
+                become = msgspec.convert(secret, LoginPasswordSecret)
+            elif kind != "none":
+                raise SpecError(f"inventory {inventory['id']}: its become key has type "
+                                f"{kind!r}; a become key is a `login_password` key")
+    passwords: dict[str, str] = {}
+    for vault in stored_vaults(template.get("vaults")):
+        if vault.get("type") != "password" or not vault.get("vault_key_id"):
+            continue
+        _, secret = await _access_key(store, cipher, template, vault["vault_key_id"],
+                                      f"vault {vault['name']!r}")
+        passwords[vault["name"]] = str(secret.get("password") or "")
+    return TaskSecrets(inventory_ssh_key=ssh_key, inventory_login=login, become=become,
+                       vault_passwords=passwords)
+
+
+def stored_vaults(raw: str | None) -> list[dict[str, Any]]:
+    """A template's vaults as the API stored them (an older row: none)."""
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [vault for vault in value if isinstance(vault, dict)] if isinstance(
+        value, list) else []
 
 
 def _check_fits_a_frame(spec: TaskSpec, secrets: TaskSecrets | None) -> None:
@@ -149,7 +214,15 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
                     debug=params.get("debug") is True, diff=params.get("diff") is True,
                     dry_run=params.get("dry_run") is True,
                     limit=limit,
-                    username=username, web_host=web_host.rstrip("/"))
+                    username=username, web_host=web_host.rstrip("/"),
+                    vault_scripts=_vault_scripts(template))
+
+
+def _vault_scripts(template: dict[str, Any]) -> dict[str, str]:
+    if template.get("app", "ansible") != "ansible":
+        return {}
+    return {vault["name"]: vault["script"] for vault in stored_vaults(template.get("vaults"))
+            if vault.get("type") == "script" and vault.get("script")}
 
 
 def _task_params(raw: str | None) -> dict[str, Any]:

@@ -260,6 +260,12 @@ MIGRATIONS: list[Migration] = [
                       WHERE other.id != NEW.id AND lower(other.email) = lower(NEW.username));
     END;
     """ for when, event in (("insert", "INSERT"), ("update", "UPDATE OF username, email"))),
+    # 8: Semaphore's template `vaults` (ansible vault passwords from access keys, or a vault
+    # password script in the repository): a JSON list of {id, name, type, vault_key_id,
+    # script}, checked by the API, resolved into the task's sealed secrets at dispatch.
+    """
+    ALTER TABLE template ADD COLUMN vaults TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
