@@ -5,8 +5,8 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
+from agent.ansible import ansible_command
 from agent.config import AppSetting
 from protocol.frames import TaskSpec
 
@@ -94,7 +94,8 @@ def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
     it); the script is an absolute path, so no word can be taken for an option. With
     extra_vars_file (ansible, when secret vars are among them), `--extra-vars @file`."""
     if spec.app == "ansible":
-        return _ansible_command(spec, script, task_id, inventory, extra_vars_file)
+        return ansible_command(check_app(spec), spec, script, task_id, inventory,
+                               extra_vars_file)
     # As Semaphore runs a script: the script, the template's arguments, the extra vars as
     # `name=value` words, then the task's own arguments.
     words = [f"{name}={value if isinstance(value, str) else json.dumps(value)}"
@@ -103,40 +104,3 @@ def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
     app_args = setting.app_args if setting is not None and setting.app_args is not None else []
     return [check_app(spec), *app_args, str(script), *spec.arguments, *words,
             *spec.task_arguments]
-
-
-def ansible_extra_vars(spec: TaskSpec, task_id: int,
-                       secret_vars: dict[str, str] | None = None) -> dict[str, Any]:
-    """Semaphore's --extra-vars: the environment's (and the task's) extra vars, the
-    environment's `var` secrets over them, and `semaphore_vars.task_details` set by the
-    runner (a task cannot forge it)."""
-    details: dict[str, Any] = {"id": task_id}
-    if spec.message:
-        details["message"] = spec.message
-    details["username"] = spec.username
-    details["url"] = (f"{spec.web_host}/project/{spec.project_id}/history?t={task_id}"
-                      if spec.web_host else "")
-    return {**spec.extra_vars, **(secret_vars or {}),
-            "semaphore_vars": {"task_details": details}}
-
-
-def _ansible_command(spec: TaskSpec, playbook: Path, task_id: int, inventory: Path | None,
-                     extra_vars_file: Path | None) -> list[str]:
-    """As Semaphore's getPlaybookArgs: -i, the task's flags, one --extra-vars JSON, the
-    template's arguments, the task's arguments and --limit, then the playbook last."""
-    argv = [check_app(spec)]
-    if inventory is not None:
-        argv += ["-i", str(inventory)]
-    if spec.debug:
-        argv.append("-vvvv")
-    if spec.diff:
-        argv.append("--diff")
-    if spec.dry_run:
-        argv.append("--check")
-    argv += ["--extra-vars", f"@{extra_vars_file}" if extra_vars_file is not None
-             else json.dumps(ansible_extra_vars(spec, task_id))]
-    argv += [*spec.arguments, *spec.task_arguments]
-    if spec.limit:
-        argv.append(f"--limit={spec.limit}")
-    argv.append(str(playbook))
-    return argv

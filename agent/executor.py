@@ -1,7 +1,6 @@
 """Runs one task as real processes: checkout, then the app's program, streaming its output."""
 
 import asyncio
-import json
 import os
 import shlex
 import shutil
@@ -15,16 +14,13 @@ from typing import Any
 
 import structlog
 
-from agent.apps import UnsupportedApp, ansible_extra_vars, build_command, check_app
+from agent.ansible import prepare_play
+from agent.apps import UnsupportedApp, build_command, check_app
+from agent.galaxy import GalaxyRequirements
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
-from agent.taskenv import (
-    PlaybookError,
-    install_inventory,
-    resolve_playbook,
-    task_environment,
-    write_private_file,
-)
+from agent.prompts import PromptTerminal
+from agent.taskenv import PlaybookError, resolve_playbook, task_environment
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
 log = structlog.get_logger("agent.executor")
@@ -123,19 +119,15 @@ class TaskExecution:
             return outcome
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
+        answers: dict[str, str] = {}
         try:
             playbook = resolve_playbook(cwd, self.spec.playbook)
-            inventory = (install_inventory(self.spec.inventory, cwd, self.work_dir,
-                                           self.identity)
-                         if self.spec.app == "ansible" else None)
-            vars_file = None
-            if self.spec.app == "ansible" and self.secrets.vars:
-                # Secret values never on a command line, which any local user can read.
-                vars_file = write_private_file(
-                    self.work_dir / "extra_vars.json",
-                    json.dumps(ansible_extra_vars(self.spec, self.task_id, self.secrets.vars)),
-                    self.identity)
-            command = build_command(self.spec, playbook, self.task_id, inventory, vars_file)
+            if self.spec.app == "ansible":  # its files and flags: agent/ansible.py
+                play = prepare_play(check_app(self.spec), self.spec, self.secrets,
+                                    self.task_id, playbook, cwd, self.work_dir, self.identity)
+                command, answers = play.argv, play.answers
+            else:
+                command = build_command(self.spec, playbook, self.task_id)
         except (UnsupportedApp, PlaybookError) as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))
@@ -143,8 +135,13 @@ class TaskExecution:
                                         self.task_id)
         for name in refused:
             await self._say(f"environment variable {name!r} ignored: not a valid name\n")
+        if self.spec.app == "ansible":
+            failed = await self._galaxy_requirements(cwd, playbook, env)
+            if failed is not None:
+                return failed
         started = time.monotonic()
-        exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout)
+        exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout,
+                                                      answers)
         outcome.exit_code = exit_code
         if ended_by == "stop":
             outcome.status, outcome.message = "stopped", self._stop_reason
@@ -157,6 +154,43 @@ class TaskExecution:
         self.log.info("task.process.ended", exit_code=exit_code, status=outcome.status,
                       seconds=round(time.monotonic() - started, 3))
         return outcome
+
+    async def _galaxy_requirements(self, cwd: Path, playbook: Path,
+                                   env: dict[str, str]) -> Outcome | None:
+        """Install the repository's galaxy requirements (agent/galaxy.py), or reuse what
+        this runner installed from the same files; an Outcome when that failed."""
+        program = Path(check_app(self.spec))
+        galaxy = (str(program.with_name("ansible-galaxy"))
+                  if program.with_name("ansible-galaxy").is_file()
+                  else shutil.which("ansible-galaxy") or "ansible-galaxy")
+        repository = self.spec.repository.url if self.spec.repository else ""
+        requirements = GalaxyRequirements(self.work_dir.parent.parent / "galaxy",
+                                          self.spec.project_id, repository, cwd, playbook,
+                                          self.work_dir, galaxy)
+        if not requirements.files:
+            return None
+        owner = ((self.identity.uid, self.identity.gid) if self.identity.separate
+                 else (None, None))
+        async with requirements.lock:
+            if requirements.unchanged():
+                await self._say("Galaxy requirements unchanged since their last install on "
+                                "this runner: galaxy skipped\n")
+                await asyncio.to_thread(requirements.use_cached, *owner)
+                return None
+            for argv in requirements.commands():
+                await self._say(f"Installing {argv[1]} requirements from "
+                                f"{Path(argv[4]).relative_to(cwd.resolve())}\n")
+                code, ended_by = await self._run_process(argv, cwd, env, self.timeout)
+                if ended_by == "stop":
+                    return Outcome("stopped", message=self._stop_reason)
+                if code != 0 or ended_by != "exit":
+                    requirements.forget()
+                    message = f"ansible-galaxy {argv[1]} install failed" + (
+                        f" with exit code {code}" if ended_by == "exit" else " (timed out)")
+                    await self._say(message + "\n")
+                    return Outcome("error", exit_code=code, message=message)
+            await asyncio.to_thread(requirements.remember)
+        return None
 
     def _make_work_dir(self) -> None:
         """The task's own folder, new (a leftover of an earlier run is removed first) and
@@ -257,23 +291,39 @@ class TaskExecution:
             outcome.commit_hash, outcome.commit_message = commit_hash, message.strip()
 
     async def _run_process(self, argv: list[str], cwd: Path, env: dict[str, str],
-                           timeout: float | None) -> tuple[int | None, str]:
-        """Run argv in its own process group, streaming output; returns (exit code, why)."""
+                           timeout: float | None,
+                           answers: dict[str, str] | None = None) -> tuple[int | None, str]:
+        """Run argv in its own process group, streaming output; returns (exit code, why).
+        With `answers` (prompt -> password), on a pty whose prompts are answered."""
+        terminal = PromptTerminal(answers) if answers else None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, **self._as_task_user())
+            if terminal is not None:
+                proc = await asyncio.create_subprocess_exec(
+                    *terminal.argv(argv), cwd=cwd, env=env, stdin=terminal.slave,
+                    stdout=terminal.slave, stderr=terminal.slave, start_new_session=False,
+                    **self._as_task_user())
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True, **self._as_task_user())
         except (OSError, ValueError) as exc:  # ValueError: a NUL in argv or environment
+            if terminal is not None:
+                terminal.close()
             await self._say(f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}\n")
             return 127, "exit"
         self._proc = proc
         if self.on_process is not None:
             self.on_process(proc.pid)
         self.log.info("task.process.started", pid=proc.pid, argv=argv[:2])
-        assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
-        pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
-                               pump_pipe(proc.stderr, "stderr", self.sink))
+        pumps: asyncio.Future[Any]
+        if terminal is not None:
+            terminal.started()
+            pumps = asyncio.gather(pump_pipe(terminal.reader, "stdout", self.sink))
+        else:
+            assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
+            pumps = asyncio.gather(pump_pipe(proc.stdout, "stdout", self.sink),
+                                   pump_pipe(proc.stderr, "stderr", self.sink))
         waiter = asyncio.ensure_future(process_exit(proc))
         stopper = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout,
@@ -293,6 +343,8 @@ class TaskExecution:
             proc._transport.close()  # type: ignore[attr-defined]
             await self._say("(output pipes still held open by a leftover process; "
                             "stopped reading)\n")
+        if terminal is not None:
+            terminal.close()
         self._proc = None
         return proc.returncode, ended_by
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from agent.isolation import TaskIdentity
-from protocol.frames import InventorySpec, TaskSecrets, TaskSpec
+from protocol.frames import TaskSecrets, TaskSpec
 
 # Taken from the runner's environment when present: what programs need to find themselves,
 # speak the right language and reach the network the way this host does.
@@ -91,20 +91,3 @@ def write_private_file(path: Path, text: str, identity: TaskIdentity) -> Path:
     if identity.separate:  # the task's program runs as the task's user and must read it
         os.chown(path, identity.uid, identity.gid)
     return path
-
-
-def install_inventory(inventory: InventorySpec | None, checkout: Path, work_dir: Path,
-                      identity: TaskIdentity) -> Path | None:
-    """The file `-i` names: a `file` inventory inside the checkout (a file or a folder, as
-    ansible allows), or the static text written to a private file (0600, the task user's)
-    in the task's own folder, removed with it when the task ends."""
-    if inventory is None:
-        return None
-    if inventory.type == "file":
-        return resolve_playbook(checkout, inventory.path, "inventory")
-    if inventory.type not in ("static", "static-yaml"):
-        raise PlaybookError(f"inventory type {inventory.type!r} is not supported by this "
-                            "runner (static, static-yaml or file)")
-    # ansible's yaml plugin reads only .yml/.yaml/.json names; the ini plugin reads any.
-    path = work_dir / ("inventory.yml" if inventory.type == "static-yaml" else "inventory")
-    return write_private_file(path, inventory.content, identity)

@@ -1,0 +1,153 @@
+"""What an ansible-playbook run needs besides the checkout, and its command line.
+
+As Semaphore's LocalJob (getPlaybookArgs, installInventory, installVaultKeyFiles): the
+inventory (static text written to a private file, or a file of the repository), the extra vars
+(with `var` secrets: in a private file), the inventory's keys (an ssh key through the task's
+ssh-agent and `--user`; a login_password key as `--user` and `--ask-pass`; a become key as
+`--become-user` and `--ask-become-pass`, the passwords typed at ansible's prompts on a pty),
+and the template's vaults (`--vault-id name@file`, each password in a private file; a script
+of the repository as `--vault-id name@script`). Every file is the task user's, 0600, in the
+task's own folder: removed with it when the task ends, however it ends.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.isolation import TaskIdentity
+from agent.taskenv import PlaybookError, resolve_playbook, write_private_file
+from protocol.frames import InventorySpec, TaskSecrets, TaskSpec
+
+# ansible's prompts (CLI.ask_passwords) and the key whose password answers each. The become
+# prompt is `BECOME password` (AGNOSTIC_BECOME_PROMPT, the default) or the method's name.
+SSH_PROMPT = "SSH password:"
+BECOME_PROMPTS = ("BECOME password", "SUDO password")
+
+
+@dataclass
+class AnsiblePlay:
+    """The play's argv, the passwords to type at its prompts, and environment to add."""
+
+    argv: list[str]
+    answers: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def prepare_play(program: str, spec: TaskSpec, secrets: TaskSecrets, task_id: int,
+                 playbook: Path, checkout: Path, work_dir: Path,
+                 identity: TaskIdentity) -> AnsiblePlay:
+    """Write the play's private files and build its command line; PlaybookError when the
+    inventory or a vault script is not usable."""
+    inventory = install_inventory(spec.inventory, checkout, work_dir, identity)
+    vars_file = None
+    if secrets.vars:
+        # Secret values never on a command line, which any local user can read.
+        vars_file = write_private_file(
+            work_dir / "extra_vars.json",
+            json.dumps(ansible_extra_vars(spec, task_id, secrets.vars)), identity)
+    access, answers = access_flags(secrets)
+    vaults = install_vaults(spec, secrets, checkout, work_dir, identity)
+    argv = ansible_command(program, spec, playbook, task_id, inventory, vars_file, access,
+                           vaults)
+    return AnsiblePlay(argv, answers)
+
+
+def access_flags(secrets: TaskSecrets) -> tuple[list[str], dict[str, str]]:
+    """As Semaphore: `--user` from the inventory's key, `--ask-pass` for its password and
+    `--become-user` / `--ask-become-pass` for the become key; the passwords as answers to
+    the prompts those flags make ansible show."""
+    flags: list[str] = []
+    answers: dict[str, str] = {}
+    if secrets.inventory_ssh_key is not None and secrets.inventory_ssh_key.login:
+        flags.append(f"--user={secrets.inventory_ssh_key.login}")
+    login = secrets.inventory_login
+    if login is not None:
+        if login.login:
+            flags.append(f"--user={login.login}")
+        if login.password:
+            flags.append("--ask-pass")
+            answers[SSH_PROMPT] = login.password
+    become = secrets.become
+    if become is not None:
+        if become.login:
+            flags.append(f"--become-user={become.login}")
+        if become.password:
+            flags.append("--ask-become-pass")
+            for prompt in BECOME_PROMPTS:
+                answers[prompt] = become.password
+    return flags, answers
+
+
+def install_vaults(spec: TaskSpec, secrets: TaskSecrets, checkout: Path, work_dir: Path,
+                   identity: TaskIdentity) -> list[str]:
+    """`--vault-id` per vault: a password in its own private file (not executable, so ansible
+    reads it rather than runs it), or a script inside the checkout (resolved as the
+    playbook is: no absolute path, nothing out of the repository)."""
+    flags = []
+    for index, (name, password) in enumerate(sorted(secrets.vault_passwords.items())):
+        path = write_private_file(work_dir / f"vault_{index}", password + "\n", identity)
+        flags.append(f"--vault-id={name}@{path}")
+    for name, script in sorted(spec.vault_scripts.items()):
+        path = resolve_playbook(checkout, script, f"vault {name!r} script")
+        flags.append(f"--vault-id={name}@{path}")
+    return flags
+
+
+def install_inventory(inventory: InventorySpec | None, checkout: Path, work_dir: Path,
+                      identity: TaskIdentity) -> Path | None:
+    """The file `-i` names: a `file` inventory inside the checkout (a file or a folder, as
+    ansible allows), or the static text written to a private file (0600, the task user's)
+    in the task's own folder, removed with it when the task ends."""
+    if inventory is None:
+        return None
+    if inventory.type == "file":
+        return resolve_playbook(checkout, inventory.path, "inventory")
+    if inventory.type not in ("static", "static-yaml"):
+        raise PlaybookError(f"inventory type {inventory.type!r} is not supported by this "
+                            "runner (static, static-yaml or file)")
+    # ansible's yaml plugin reads only .yml/.yaml/.json names; the ini plugin reads any.
+    path = work_dir / ("inventory.yml" if inventory.type == "static-yaml" else "inventory")
+    return write_private_file(path, inventory.content, identity)
+
+
+def ansible_extra_vars(spec: TaskSpec, task_id: int,
+                       secret_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    """Semaphore's --extra-vars: the environment's (and the task's) extra vars, the
+    environment's `var` secrets over them, and `semaphore_vars.task_details` set by the
+    runner (a task cannot forge it)."""
+    details: dict[str, Any] = {"id": task_id}
+    if spec.message:
+        details["message"] = spec.message
+    details["username"] = spec.username
+    details["url"] = (f"{spec.web_host}/project/{spec.project_id}/history?t={task_id}"
+                      if spec.web_host else "")
+    return {**spec.extra_vars, **(secret_vars or {}),
+            "semaphore_vars": {"task_details": details}}
+
+
+def ansible_command(program: str, spec: TaskSpec, playbook: Path, task_id: int,
+                    inventory: Path | None, extra_vars_file: Path | None,
+                    access: list[str] | None = None,
+                    vaults: list[str] | None = None) -> list[str]:
+    """As Semaphore's getPlaybookArgs: -i, the keys' flags, the task's flags, the vaults, one
+    --extra-vars JSON, the template's arguments, the task's arguments and --limit, then the
+    playbook last."""
+    argv = [program]
+    if inventory is not None:
+        argv += ["-i", str(inventory)]
+    argv += access or []
+    if spec.debug:
+        argv.append("-vvvv")
+    if spec.diff:
+        argv.append("--diff")
+    if spec.dry_run:
+        argv.append("--check")
+    argv += vaults or []
+    argv += ["--extra-vars", f"@{extra_vars_file}" if extra_vars_file is not None
+             else json.dumps(ansible_extra_vars(spec, task_id))]
+    argv += [*spec.arguments, *spec.task_arguments]
+    if spec.limit:
+        argv.append(f"--limit={spec.limit}")
+    argv.append(str(playbook))
+    return argv

@@ -1,0 +1,144 @@
+"""Ansible Galaxy requirements of a repository, installed before the play (as Semaphore's
+AnsibleApp.InstallRequirements) and skipped when unchanged since the last install here.
+
+The files: `requirements.yml` (roles and collections), `roles/requirements.yml` and
+`collections/requirements.yml`, beside the playbook and at the repository's root. They are
+installed with `ansible-galaxy ... install -r FILE -p DIR --force`, as the task's user, into
+the task's own `~/.ansible/roles` and `~/.ansible/collections` (HOME is the task's folder;
+those are in ansible's default search paths), so nothing the task can write outlives it.
+
+Skipping: after a successful install the runner copies what was installed into its own state
+folder (`<tmp_path>/galaxy/<project and repository>/`, 0700, the runner's, never readable
+or writable by a task user), with the hash of each requirements file. A later task of the same
+project and repository whose files hash the same gets a copy of that content in its own folder
+instead of running galaxy. The copy is made by the runner after galaxy and every process of
+the task user have ended (symbolic links copied as links, never followed), so a task cannot
+change another's content, and one project never sees another's roles.
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+# (galaxy's kind, file) in Semaphore's order: collections before roles; the shared file
+# may hold both, so it is given to both.
+KINDS = ("collection", "role")
+SUBDIRS = {"collection": "collections", "role": "roles"}
+
+_locks: dict[str, asyncio.Lock] = {}
+
+
+def requirement_files(checkout: Path, playbook: Path) -> list[tuple[str, Path]]:
+    """The requirements files present, each with the kind of galaxy install it gets."""
+    root = checkout.resolve()
+    bases = [playbook.parent]
+    if root != playbook.parent:
+        bases.append(root)
+    found: list[tuple[str, Path]] = []
+    for kind in KINDS:
+        for base in bases:
+            for path in (base / SUBDIRS[kind] / "requirements.yml", base / "requirements.yml"):
+                resolved = path.resolve()
+                # Inside the checkout only (a link out of it is not the repository's file).
+                if resolved.is_relative_to(root) and resolved.is_file() and (
+                        kind, resolved) not in found:
+                    found.append((kind, resolved))
+    return found
+
+
+class GalaxyRequirements:
+    """One task's requirements: the galaxy commands to run, or the cached content to use."""
+
+    def __init__(self, state_dir: Path, project_id: int, repository: str, checkout: Path,
+                 playbook: Path, home: Path, galaxy: str):
+        self.files = requirement_files(checkout, playbook)
+        self.checkout = checkout.resolve()
+        self.home = home
+        self.galaxy = galaxy
+        key = hashlib.sha256(f"{project_id}\0{repository}".encode()).hexdigest()[:32]
+        self.state_dir = state_dir
+        self.cache = state_dir / key
+        self.lock = _locks.setdefault(key, asyncio.Lock())
+        self.hashes = {f"{kind}:{path.relative_to(self.checkout)}":
+                       hashlib.sha256(path.read_bytes()).hexdigest()
+                       for kind, path in self.files}
+
+    def target(self, kind: str) -> Path:
+        return self.home / ".ansible" / SUBDIRS[kind]
+
+    def commands(self) -> list[list[str]]:
+        return [[self.galaxy, kind, "install", "-r", str(path), "-p", str(self.target(kind)),
+                 "--force"] for kind, path in self.files]
+
+    def unchanged(self) -> bool:
+        """Installed here before from files hashing the same."""
+        try:
+            stored = json.loads((self.cache / "hashes.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return stored == self.hashes and (self.cache / "content").is_dir()
+
+    def use_cached(self, uid: int | None, gid: int | None) -> None:
+        """A copy of the cached content in the task's own folder, the task user's."""
+        content = self.cache / "content"
+        for kind in KINDS:
+            source = content / SUBDIRS[kind]
+            if source.is_dir():
+                _copy(source, self.target(kind), uid, gid)
+
+    def remember(self) -> None:
+        """After a successful install: its content and hashes become the cache (replaced
+        whole, never changed in place)."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        fresh = self.cache.with_name(self.cache.name + ".new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(mode=0o700)
+        for kind in KINDS:
+            source = self.target(kind)
+            if source.is_dir() and not source.is_symlink():
+                _copy(source, fresh / "content" / SUBDIRS[kind], None, None)
+        (fresh / "content").mkdir(mode=0o700, exist_ok=True)
+        (fresh / "hashes.json").write_text(json.dumps(self.hashes))
+        old = self.cache.with_name(self.cache.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.cache.exists():
+            self.cache.rename(old)
+        fresh.rename(self.cache)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def forget(self) -> None:
+        """A failed install: what was cached is no longer what the files say."""
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+def _copy(source: Path, target: Path, uid: int | None, gid: int | None) -> None:
+    """Copy a tree, links as links; owned by uid/gid when given (else the runner's)."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True,
+                    copy_function=_copy_regular)
+    if uid is None or gid is None:
+        return
+    os.chown(target.parent, uid, gid)
+    for folder, dirs, files in os.walk(target):
+        os.chown(folder, uid, gid)
+        for name in (*dirs, *files):
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+
+def _copy_regular(source: str, target: str) -> None:
+    """Regular files only: a FIFO or device among a task's files would block or leak."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        with open(target, "wb") as out, os.fdopen(os.dup(fd), "rb") as data:
+            shutil.copyfileobj(data, out)
+        os.chmod(target, stat.S_IMODE(info.st_mode) & 0o755)
+    finally:
+        os.close(fd)
