@@ -1,0 +1,355 @@
+"""Ansible's keys and vaults on a real runner connection with a real ansible-playbook: vault
+passwords from access keys (a private file) and from a repository script, a become password
+typed at ansible's `--ask-become-pass` prompt on a pty (checked by a fake sudo-like become
+plugin of the repository's `become_plugins/`, which runs the command only when the password's
+hash matches), galaxy requirements installed from a local git repository and skipped when
+unchanged, and nothing of the task left in the runner's folder."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.gitkit import git
+from tests.test_ansible import INI, ansible_on_path, run  # noqa: F401 (a fixture)
+
+VAULT_PASSWORD = "vault-pw-5c1e9a"
+SCRIPT_VAULT_PASSWORD = "script-vault-pw-7d3b"
+BECOME_PASSWORD = "become-pw-0b8f2e"
+ENV_SECRET = "env-s3cr3t-4417"
+
+PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  vars_files:
+    - vaulted.yml
+  tasks:
+    - name: show
+      debug:
+        msg: "first={{ first_secret }} second={{ second_secret }} env={{ lookup('env', 'TOKEN') }}"
+"""
+
+BECOME_PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  become: true
+  become_method: checkpw
+  tasks:
+    - name: as the become user
+      command: echo became-fine
+      register: out
+    - debug:
+        msg: "{{ out.stdout }}"
+"""
+
+# A sudo-like become method: asks for a password, runs the command only when its hash is the
+# expected one (the password itself is not in the repository).
+BECOME_PLUGIN = '''\
+from __future__ import annotations
+
+import shlex
+
+from ansible.plugins.become import BecomeBase
+
+DOCUMENTATION = """
+name: checkpw
+short_description: test become method that checks its password
+description:
+  - Prompts like sudo; runs the command only when the password's sha256 matches.
+author: tests
+options:
+  become_user:
+    description: the user
+    default: root
+    vars:
+      - name: ansible_become_user
+    keyword:
+      - name: become_user
+  become_pass:
+    description: the password
+    required: false
+    vars:
+      - name: ansible_become_password
+      - name: ansible_become_pass
+"""
+
+EXPECTED = "{sha}"
+
+
+class BecomeModule(BecomeBase):
+    name = "checkpw"
+    fail = ("wrong become password",)
+
+    def build_become_command(self, cmd, shell):
+        super().build_become_command(cmd, shell)
+        if not cmd:
+            return cmd
+        self.prompt = "[checkpw via ansible, key=%s] password:" % self._id
+        inner = self._build_success_command(cmd, shell)
+        script = ("printf '%s\\\\n' " + shlex.quote(self.prompt) + "; IFS= read -r pw; "
+                  'if [ "$(printf %s "$pw" | sha256sum | cut -d" " -f1)" = ' + EXPECTED
+                  + " ]; then exec " + inner + "; else echo 'wrong become password'; "
+                  "exit 1; fi")
+        return "/bin/sh -c " + shlex.quote(script)
+'''
+
+
+@pytest.fixture
+async def project(hub, api, tmp_path):
+    await hub.start_runner(tmp_path)
+    return await api.project()
+
+
+def encrypt(vault_id: str, password: str, value: str, name: str, folder: Path) -> str:
+    """`ansible-vault encrypt_string`, as a user makes a vaulted variable."""
+    secret_file = folder / f".pw-{vault_id}"
+    secret_file.write_text(password)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+         "--vault-id", f"{vault_id}@{secret_file}", "--encrypt-vault-id", vault_id, value,
+         "--name", name], capture_output=True, text=True, check=True)
+    secret_file.unlink()
+    return done.stdout
+
+
+def vault_repo(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    git(folder, "init", "-q", "-b", "main")
+    (folder / "site.yml").write_text(PLAYBOOK)
+    (folder / "vaulted.yml").write_text(
+        encrypt("first", VAULT_PASSWORD, "decrypted-one", "first_secret", folder.parent)
+        + encrypt("second", SCRIPT_VAULT_PASSWORD, "decrypted-two", "second_secret",
+                  folder.parent))
+    script = folder / "vault-pass.sh"
+    script.write_text(f"#!/bin/sh\necho {SCRIPT_VAULT_PASSWORD}\n")
+    script.chmod(0o755)
+    git(folder, "add", ".")
+    git(folder, "commit", "-q", "-m", "vaulted")
+    return folder
+
+
+async def key(api, project_id: int, password: str, login: str = "") -> int:
+    return (await api.ok("POST", f"/api/project/{project_id}/keys", {
+        "name": f"k-{password[:6]}", "type": "login_password",
+        "login_password": {"login": login, "password": password}}, 201))["id"]
+
+
+async def template(api, project_id: int, repo: Path, playbook: str = "site.yml",
+                   inventory: dict | None = None, environment: dict | None = None,
+                   **extra) -> int:
+    body = {"name": "play", "app": "ansible", "playbook": playbook, **extra}
+    body["repository_id"] = (await api.ok("POST", f"/api/project/{project_id}/repositories",
+                                          {"name": "r", "git_url": f"file://{repo}"},
+                                          201))["id"]
+    body["inventory_id"] = (await api.ok(
+        "POST", f"/api/project/{project_id}/inventory",
+        {"name": "i", "type": "static", "inventory": INI.format(python=sys.executable),
+         **(inventory or {})}, 201))["id"]
+    if environment is not None:
+        body["environment_id"] = (await api.ok(
+            "POST", f"/api/project/{project_id}/environment", {"name": "e", **environment},
+            201))["id"]
+    return (await api.ok("POST", f"/api/project/{project_id}/templates", body, 201))["id"]
+
+
+def runner_leftovers(tmp_path: Path) -> list[str]:
+    """What the runner's folder holds of tasks: nothing once they ended (the galaxy cache
+    and the spool of acknowledged output are the runner's own)."""
+    root = tmp_path / "runner-r"
+    assert root.is_dir()
+    return [str(path.relative_to(root)) for path in root.rglob("*")
+            if path.name.startswith(("task_", "vault_", "inventory", "extra_vars"))
+            or path.relative_to(root).parts[0] == "tasks" and path.parent != root]
+
+
+async def test_two_vaults_decrypt_and_an_env_secret_is_masked(hub, api, tmp_path, project,
+                                                               capsys):
+    repo = vault_repo(tmp_path / "repo")
+    vaults = [{"name": "first", "type": "password",
+               "vault_key_id": await key(api, project, VAULT_PASSWORD)},
+              {"name": "second", "type": "script", "script": "vault-pass.sh"}]
+    tpl = await template(api, project, repo, vaults=vaults, environment={
+        "secrets": [{"name": "TOKEN", "secret": ENV_SECRET, "type": "env"}]})
+    shown = await api.ok("GET", f"/api/project/{project}/templates/{tpl}")
+    assert [(v["name"], v["type"], v["script"]) for v in shown["vaults"]] == [
+        ("first", "password", ""), ("second", "script", "vault-pass.sh")]
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output
+    assert "first=decrypted-one second=decrypted-two env=********" in output
+    logs = capsys.readouterr()
+    for secret in (VAULT_PASSWORD, SCRIPT_VAULT_PASSWORD, ENV_SECRET):
+        assert secret not in output and secret not in logs.out + logs.err
+    assert runner_leftovers(tmp_path) == []
+
+
+async def test_a_wrong_vault_password_ends_error_with_ansibles_message(hub, api, tmp_path,
+                                                                       project, capsys):
+    repo = vault_repo(tmp_path / "repo")
+    wrong = "wrong-vault-pw-99"
+    vaults = [{"name": "first", "type": "password", "vault_key_id": await key(api, project,
+                                                                              wrong)},
+              {"name": "second", "type": "script", "script": "vault-pass.sh"}]
+    task, output = await run(api, project, await template(api, project, repo, vaults=vaults))
+    assert task["status"] == "error"
+    assert "Decryption failed" in output or "no vault secrets were found" in output, output
+    logs = capsys.readouterr()
+    assert wrong not in output and wrong not in logs.out + logs.err
+    assert runner_leftovers(tmp_path) == []
+
+
+async def test_a_vault_script_must_be_inside_the_repository(hub, api, tmp_path, project):
+    repo = vault_repo(tmp_path / "repo")
+    (repo / "out.sh").symlink_to("/bin/true")
+    git(repo, "add", "out.sh")
+    git(repo, "commit", "-q", "-m", "escape")
+    vaults = [{"name": "second", "type": "script", "script": "out.sh"}]
+    task, output = await run(api, project, await template(api, project, repo, vaults=vaults))
+    assert task["status"] == "error"
+    assert "vault 'second' script 'out.sh' leads out of the repository" in output
+
+
+async def test_template_vaults_are_checked(api, project):
+    other = await api.project("Other")
+    foreign = await key(api, other, "x-password")
+    ssh = (await api.ok("POST", f"/api/project/{project}/keys", {
+        "name": "s", "type": "ssh", "ssh": {"private_key": "k"}}, 201))["id"]
+    base = {"name": "t", "app": "ansible", "playbook": "site.yml"}
+    cases = [([{"type": "password", "vault_key_id": foreign}], "`vaults[0]`.vault_key_id"),
+             ([{"type": "password", "vault_key_id": 999}], "`vaults[0]`.vault_key_id"),
+             ([{"type": "password", "vault_key_id": ssh}], "`vaults[0]`.vault_key_id"),
+             ([{"type": "password"}], "`vaults[0]`.vault_key_id"),
+             ([{"type": "script", "script": "/etc/x"}], "`vaults[0]`.script"),
+             ([{"type": "script", "script": "a.sh"}, {"type": "script", "script": "b.sh"}],
+              "`vaults[1]`.name"),
+             ([{"type": "script", "name": "a@b", "script": "a.sh"}], "`vaults[0]`.name")]
+    for vaults, field in cases:
+        status, body = await api.request("POST", f"/api/project/{project}/templates",
+                                         {**base, "vaults": vaults})
+        assert status == 400 and field in body["error"], (vaults, body)
+
+
+def become_repo(folder: Path, password: str) -> Path:
+    folder.mkdir(parents=True)
+    git(folder, "init", "-q", "-b", "main")
+    (folder / "site.yml").write_text(BECOME_PLAYBOOK)
+    # The tests run as root and become root: ansible skips becoming the same user unless told.
+    (folder / "ansible.cfg").write_text("[privilege_escalation]\nbecome_allow_same_user = True\n")
+    (folder / "become_plugins").mkdir()
+    (folder / "become_plugins" / "checkpw.py").write_text(
+        BECOME_PLUGIN.replace("{sha}", hashlib.sha256(password.encode()).hexdigest()))
+    git(folder, "add", ".")
+    git(folder, "commit", "-q", "-m", "become")
+    return folder
+
+
+async def test_the_become_password_is_typed_at_ansibles_prompt(hub, api, tmp_path, project,
+                                                                capsys):
+    repo = become_repo(tmp_path / "repo", BECOME_PASSWORD)
+    become = await key(api, project, BECOME_PASSWORD, login="root")
+    tpl = await template(api, project, repo, inventory={"become_key_id": become})
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output
+    assert "BECOME password" in output and "became-fine" in output
+    logs = capsys.readouterr()
+    assert BECOME_PASSWORD not in output and BECOME_PASSWORD not in logs.out + logs.err
+    assert runner_leftovers(tmp_path) == []
+    # A wrong one reaches the plugin too, and is refused there.
+    wrong = await key(api, project, "not-the-become-pw", login="root")
+    tpl = await template(api, project, repo, inventory={"become_key_id": wrong})
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "error", output
+    assert "wrong become password" in output or "Incorrect become password" in output, output
+    assert "not-the-become-pw" not in output
+
+
+ROLE_PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  roles:
+    - localrole
+"""
+
+
+def role_source(folder: Path, word: str) -> Path:
+    """A role in a git repository of its own, installed by galaxy with `git+file://`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    git(folder, "init", "-q", "-b", "main")
+    (folder / "tasks").mkdir(exist_ok=True)
+    (folder / "tasks" / "main.yml").write_text(
+        f"- debug:\n    msg: role-says-{word}\n")
+    (folder / "meta").mkdir(exist_ok=True)
+    (folder / "meta" / "main.yml").write_text(
+        "galaxy_info:\n  author: t\n  description: t\n  license: MIT\n"
+        "  min_ansible_version: '2.9'\n  platforms: []\n")
+    git(folder, "add", ".")
+    git(folder, "commit", "-q", "-m", word)
+    return folder
+
+
+def requirements_repo(folder: Path, requirements: str) -> Path:
+    folder.mkdir(parents=True)
+    git(folder, "init", "-q", "-b", "main")
+    (folder / "site.yml").write_text(ROLE_PLAYBOOK)
+    (folder / "roles").mkdir()
+    (folder / "roles" / "requirements.yml").write_text(requirements)
+    git(folder, "add", ".")
+    git(folder, "commit", "-q", "-m", "requirements")
+    return folder
+
+
+async def test_galaxy_requirements_installed_then_skipped_when_unchanged(hub, api, tmp_path,
+                                                                         project):
+    role = role_source(tmp_path / "role-src", "one")
+    repo = requirements_repo(tmp_path / "repo", f"- src: git+file://{role}\n"
+                                                "  name: localrole\n")
+    tpl = await template(api, project, repo)
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output
+    assert "Installing role requirements from roles/requirements.yml" in output
+    assert "role-says-one" in output
+    # Unchanged: galaxy does not run, the role installed the first time is used (the role's
+    # own repository moved on, and is not fetched again).
+    role_source(role, "two")
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output
+    assert "galaxy skipped" in output and "Installing" not in output
+    assert "role-says-one" in output
+    # Changed: installed again.
+    (repo / "roles" / "requirements.yml").write_text(
+        f"- src: git+file://{role}\n  name: localrole\n  version: main\n")
+    git(repo, "commit", "-q", "-am", "pin")
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output
+    assert "Installing role requirements" in output and "role-says-two" in output
+    assert runner_leftovers(tmp_path) == []
+    cache = tmp_path / "runner-r" / "galaxy"
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+
+
+async def test_failing_requirements_end_error_with_galaxys_message(hub, api, tmp_path,
+                                                                   project):
+    repo = requirements_repo(tmp_path / "repo", f"- src: git+file://{tmp_path}/nowhere\n"
+                                                "  name: missing\n")
+    task, output = await run(api, project, await template(api, project, repo))
+    assert task["status"] == "error"
+    assert "ansible-galaxy role install failed" in output
+    assert "nowhere" in output and "PLAY" not in output, output
+    assert runner_leftovers(tmp_path) == []
+
+
+def test_secrets_values_hold_every_key_and_vault_password():
+    from protocol.frames import LoginPasswordSecret, SshKeySecret, TaskSecrets
+
+    secrets = TaskSecrets(inventory_ssh_key=SshKeySecret("KEY", "u", "PHRASE"),
+                          inventory_login=LoginPasswordSecret("u", "SSHPW"),
+                          become=LoginPasswordSecret("r", "BECOMEPW"),
+                          vault_passwords={"a": "VAULTPW"})
+    assert sorted(secrets.values()) == sorted(["KEY", "PHRASE", "SSHPW", "BECOMEPW",
+                                               "VAULTPW"])
+    assert json.dumps(secrets.values())  # plain strings
