@@ -11,6 +11,8 @@ task's own folder: removed with it when the task ends, however it ends.
 """
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ from protocol.frames import InventorySpec, TaskSecrets, TaskSpec
 # prompt is `BECOME password` (AGNOSTIC_BECOME_PROMPT, the default) or the method's name.
 SSH_PROMPT = "SSH password:"
 BECOME_PROMPTS = ("BECOME password", "SUDO password")
+# ssh's ControlPath is a unix socket (at most 107 bytes) named <dir>/<10-character hash>, and
+# ssh adds a 17-character suffix while it creates it: a longer folder cannot hold it.
+MAX_CONTROL_DIR = 75
 
 
 @dataclass
@@ -51,6 +56,19 @@ def prepare_play(program: str, spec: TaskSpec, secrets: TaskSecrets, task_id: in
     argv = ansible_command(program, spec, playbook, task_id, inventory, vars_file, access,
                            vaults)
     return AnsiblePlay(argv, answers)
+
+
+def control_path_dir(work_dir: Path, identity: TaskIdentity) -> Path | None:
+    """ansible's ssh ControlPath folder is ~/.ansible/cp, in the task's folder. When that path
+    is too long for a socket, a short private folder in the system's temporary folder (0700,
+    the task user's) for the run, given as ANSIBLE_SSH_CONTROL_PATH_DIR; None when not
+    needed. The caller removes it when the task ends."""
+    if len(str(work_dir / ".ansible" / "cp")) <= MAX_CONTROL_DIR:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="semaphore-cp-", dir="/tmp"))
+    if identity.separate:
+        os.chown(folder, identity.uid, identity.gid)
+    return folder
 
 
 def access_flags(secrets: TaskSecrets) -> tuple[list[str], dict[str, str]]:

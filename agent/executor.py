@@ -14,12 +14,13 @@ from typing import Any
 
 import structlog
 
-from agent.ansible import prepare_play
+from agent.ansible import control_path_dir, prepare_play
 from agent.apps import UnsupportedApp, build_command, check_app
 from agent.galaxy import GalaxyRequirements
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.prompts import PromptTerminal
+from agent.sshagent import SshAgent, SshKeyError
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
@@ -92,6 +93,8 @@ class TaskExecution:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._agent: SshAgent | None = None  # the inventory's ssh key, for an ansible play
+        self._control_dir: Path | None = None  # ansible's ssh ControlPath, when moved
         self.log = log.bind(task_id=task_id)
 
     def stop(self, reason: str = "stopped by user") -> None:
@@ -102,6 +105,10 @@ class TaskExecution:
         try:
             return await self._run()
         finally:
+            if self._agent is not None:
+                await self._agent.close()
+            if self._control_dir is not None:
+                shutil.rmtree(self._control_dir, ignore_errors=True)
             await self._end_leftovers()
             await self.sink.close()
             _remove_tree(self.work_dir, self.log)
@@ -136,7 +143,8 @@ class TaskExecution:
         for name in refused:
             await self._say(f"environment variable {name!r} ignored: not a valid name\n")
         if self.spec.app == "ansible":
-            failed = await self._galaxy_requirements(cwd, playbook, env)
+            failed = (await self._inventory_agent(env)
+                      or await self._galaxy_requirements(cwd, playbook, env))
             if failed is not None:
                 return failed
         started = time.monotonic()
@@ -154,6 +162,27 @@ class TaskExecution:
         self.log.info("task.process.ended", exit_code=exit_code, status=outcome.status,
                       seconds=round(time.monotonic() - started, 3))
         return outcome
+
+    async def _inventory_agent(self, env: dict[str, str]) -> Outcome | None:
+        """The inventory's ssh key in a private ssh-agent (agent/sshagent.py) for the play,
+        stopped when the task ends (run()); an Outcome when the key could not be loaded.
+        And a short ssh ControlPath folder when the task's own is too long for a socket."""
+        self._control_dir = control_path_dir(self.work_dir, self.identity)
+        if self._control_dir is not None:
+            env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(self._control_dir)
+        key = self.secrets.inventory_ssh_key
+        if key is None or not key.private_key:
+            return None
+        self._agent = SshAgent(self.work_dir, self.identity, self.work_dir.parent.parent,
+                               self.on_process)
+        try:
+            await self._agent.start()
+            await self._agent.add(key, "inventory's ssh key")
+        except SshKeyError as exc:
+            await self._say(f"{exc}\n")
+            return Outcome("error", message=str(exc))
+        env.update(self._agent.environment)
+        return None
 
     async def _galaxy_requirements(self, cwd: Path, playbook: Path,
                                    env: dict[str, str]) -> Outcome | None:

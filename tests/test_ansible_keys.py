@@ -353,3 +353,64 @@ def test_secrets_values_hold_every_key_and_vault_password():
     assert sorted(secrets.values()) == sorted(["KEY", "PHRASE", "SSHPW", "BECOMEPW",
                                                "VAULTPW"])
     assert json.dumps(secrets.values())  # plain strings
+
+
+SSH_PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - command: whoami
+      register: who
+    - debug:
+        msg: "remote-user={{ who.stdout }}"
+"""
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    from tests.sshkit import Sshd, make_key
+
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("no sshd here: .ci/run installs Debian's openssh-server")
+    pair = make_key(tmp_path / "keys", "inventory", passphrase="key-phrase-3a9d")
+    server = Sshd(tmp_path / "sshd", [pair.public])
+    yield server, pair
+    server.stop()
+
+
+async def test_an_ssh_key_reaches_the_hosts_through_the_tasks_agent(hub, api, tmp_path,
+                                                                    project, sshd, capsys):
+    server, pair = sshd
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "site.yml").write_text(SSH_PLAYBOOK)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "ssh")
+    ssh_key = (await api.ok("POST", f"/api/project/{project}/keys", {
+        "name": "inv", "type": "ssh", "ssh": {"login": "root", "private_key": pair.private,
+                                              "passphrase": pair.passphrase}}, 201))["id"]
+    hosts = (f"target ansible_host=127.0.0.1 ansible_port={server.port} "
+             f"ansible_python_interpreter={sys.executable}\n")
+    tpl = await template(api, project, repo, inventory={"inventory": hosts,
+                                                        "ssh_key_id": ssh_key})
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output + (tmp_path / "sshd" / "sshd.log").read_text()
+    assert "remote-user=root" in output
+    assert "Accepted publickey for root" in (tmp_path / "sshd" / "sshd.log").read_text()
+    logs = capsys.readouterr()
+    for secret in (pair.passphrase, *pair.private.strip().splitlines()[1:-1]):
+        assert secret not in output and secret not in logs.out + logs.err
+    assert runner_leftovers(tmp_path) == []
+    assert not list((tmp_path / "runner-r").rglob("agent.sock"))
+    # Not a key: the task ends error with ssh-add's message, and nothing of it is shown.
+    junk = "this-is-not-a-private-key-8e1f"
+    bad = (await api.ok("POST", f"/api/project/{project}/keys", {
+        "name": "bad", "type": "ssh", "ssh": {"private_key": junk}}, 201))["id"]
+    tpl = await template(api, project, repo, inventory={"inventory": hosts,
+                                                        "ssh_key_id": bad})
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "error"
+    assert "inventory's ssh key could not be loaded" in output, output
+    assert junk not in output and "PLAY" not in output
+    assert runner_leftovers(tmp_path) == []
