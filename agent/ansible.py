@@ -10,14 +10,18 @@ of the repository as `--vault-id name@script`). Every file is the task user's, 0
 task's own folder: removed with it when the task ends, however it ends.
 """
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.isolation import TaskIdentity
+from agent.isolation import IsolationError, TaskIdentity, prepare_private_folder
 from agent.taskenv import PlaybookError, resolve_playbook, write_private_file
 from protocol.frames import InventorySpec, TaskSecrets, TaskSpec
 
@@ -58,17 +62,58 @@ def prepare_play(program: str, spec: TaskSpec, secrets: TaskSecrets, task_id: in
     return AnsiblePlay(argv, answers)
 
 
+def _short_root(tasks_root: Path) -> Path:
+    """This runner's folder of short ControlPath folders: one name per tasks folder, so a
+    restarted runner finds (and empties) its own, never another runner's."""
+    digest = hashlib.sha256(str(tasks_root.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"semaphore-cp-{digest}"
+
+
 def control_path_dir(work_dir: Path, identity: TaskIdentity) -> Path | None:
     """ansible's ssh ControlPath folder is ~/.ansible/cp, in the task's folder. When that path
-    is too long for a socket, a short private folder in the system's temporary folder (0700,
-    the task user's) for the run, given as ANSIBLE_SSH_CONTROL_PATH_DIR; None when not
-    needed. The caller removes it when the task ends."""
+    is too long for a socket: a short folder of the task's (0700, the task user's) under the
+    runner's own folder in the system's temporary folder, for ANSIBLE_SSH_CONTROL_PATH_DIR;
+    None when not needed. The caller removes it when the task ends; a restarted runner
+    removes what a killed one left (clear_control_dirs)."""
     if len(str(work_dir / ".ansible" / "cp")) <= MAX_CONTROL_DIR:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="semaphore-cp-", dir="/tmp"))
+    root: Path | None = _short_root(work_dir.parent)
+    try:
+        prepare_private_folder(_short_root(work_dir.parent),
+                               0o711 if identity.separate else 0o700)
+    except (IsolationError, OSError):
+        root = None  # someone else's (planted) folder: a random one of the system's instead
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="task_", dir=root))
+    except FileNotFoundError:  # another task's end removed the empty root just now
+        folder = Path(tempfile.mkdtemp(prefix="semaphore-cp-"))
     if identity.separate:
         os.chown(folder, identity.uid, identity.gid)
     return folder
+
+
+def remove_control_dir(folder: Path) -> None:
+    """At the task's end: its ControlPath folder, and the runner's root of them once empty
+    (nothing is left in the system's temporary folder by an idle runner)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name.startswith("semaphore-cp-"):
+        with contextlib.suppress(OSError):  # another task's folder is still in it
+            folder.parent.rmdir()
+
+
+def clear_control_dirs(tasks_root: Path) -> None:
+    """At the runner's start: the ControlPath folders of tasks an earlier process ran."""
+    root = _short_root(tasks_root)
+    try:
+        info = root.lstat()
+    except OSError:
+        return
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        return
+    for folder in root.iterdir():
+        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()
 
 
 def access_flags(secrets: TaskSecrets) -> tuple[list[str], dict[str, str]]:

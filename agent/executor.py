@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from agent.ansible import control_path_dir, prepare_play
+from agent.ansible import control_path_dir, prepare_play, remove_control_dir
 from agent.apps import UnsupportedApp, build_command, check_app
 from agent.galaxy import GalaxyRequirements
 from agent.isolation import TaskIdentity, kill_user_processes
@@ -108,7 +108,7 @@ class TaskExecution:
             if self._agent is not None:
                 await self._agent.close()
             if self._control_dir is not None:
-                shutil.rmtree(self._control_dir, ignore_errors=True)
+                remove_control_dir(self._control_dir)
             await self._end_leftovers()
             await self.sink.close()
             _remove_tree(self.work_dir, self.log)

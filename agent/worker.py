@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import structlog
 
+from agent.ansible import clear_control_dirs
 from agent.apps import UnsupportedApp, available_apps, check_app
 from agent.executor import Outcome, TaskExecution
 from agent.isolation import TaskIdentity, kill_user_processes, prepare_private_folder
@@ -246,6 +247,7 @@ class TaskWorker:
                     log.warning("task.leftovers.killed", user=identity.name, count=len(killed))
         for folder in self.tasks_root.iterdir():
             shutil.rmtree(folder, ignore_errors=True)
+        clear_control_dirs(self.tasks_root)  # ansible's ssh ControlPath folders, if moved
 
     # Internals.
 

@@ -414,3 +414,73 @@ async def test_an_ssh_key_reaches_the_hosts_through_the_tasks_agent(hub, api, tm
     assert "inventory's ssh key could not be loaded" in output, output
     assert junk not in output and "PLAY" not in output
     assert runner_leftovers(tmp_path) == []
+
+
+SLOW_PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: sleep
+      command: sleep 120
+"""
+
+
+def test_a_killed_runner_leaves_no_key_vault_or_agent_after_its_restart(lab, tmp_path):
+    """kill -9 of the runner mid-play, then start it again: the task's folder (inventory,
+    vault file) is gone and its ssh-agent killed."""
+    import psutil
+
+    from tests.faults import wait_until
+    from tests.hubkit import ACCESS_KEY_ENCRYPTION
+    from tests.lab import wait_final
+    from tests.sshkit import make_key
+
+    hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=120,
+                  access_key_encryption=ACCESS_KEY_ENCRYPTION)
+    runner, rest, project = lab.online_runner(hub, "rk")
+    repo = tmp_path / "slow"
+    repo.mkdir()
+    (repo / "site.yml").write_text(SLOW_PLAYBOOK)
+    pair = make_key(tmp_path / "keys", "slow")
+    ssh_key = rest.ok("POST", f"/api/project/{project}/keys", {
+        "name": "s", "type": "ssh", "ssh": {"login": "root", "private_key": pair.private}},
+        201)["id"]
+    vault_key = rest.ok("POST", f"/api/project/{project}/keys", {
+        "name": "v", "type": "login_password",
+        "login_password": {"password": VAULT_PASSWORD}}, 201)["id"]
+    repository = rest.ok("POST", f"/api/project/{project}/repositories",
+                         {"name": "r", "git_url": str(repo)}, 201)["id"]
+    inventory = rest.ok("POST", f"/api/project/{project}/inventory", {
+        "name": "i", "type": "static", "inventory": INI.format(python=sys.executable),
+        "ssh_key_id": ssh_key}, 201)["id"]
+    template = rest.ok("POST", f"/api/project/{project}/templates", {
+        "name": "t", "app": "ansible", "playbook": "site.yml", "repository_id": repository,
+        "inventory_id": inventory,
+        "vaults": [{"name": "v", "type": "password", "vault_key_id": vault_key}]},
+        201)["id"]
+    task = rest.run(project, template)
+    tasks = runner.folder / "work" / "tasks"
+
+    def task_files() -> list[str]:
+        return sorted(p.name for p in tasks.glob("task_*/*"))
+
+    wait_until(lambda: "TASK [sleep]" in rest.ok(
+        "GET", f"/api/project/{project}/tasks/{task}/raw_output"), 60, message=lab.logs)
+    assert "vault_0" in task_files() and "inventory" in task_files()
+    agents = [p for p in psutil.Process(runner.pid).children()
+              if p.name() == "ssh-agent"]
+    assert len(agents) == 1
+
+    runner.kill9()
+    runner.start()
+    done = wait_final(rest, lab, project, task)
+    assert done["status"] == "error", done
+    assert list(tasks.iterdir()) == []
+    wait_until(lambda: not agents[0].is_running() or agents[0].status() == "zombie", 10,
+               message=lab.logs)
+    # The short ssh ControlPath folder of the task (its folder's path is long here) too.
+    from agent.ansible import _short_root
+    assert list(_short_root(tasks).iterdir()) == []
+    log = runner.log()
+    assert VAULT_PASSWORD not in log and pair.private.splitlines()[1] not in log
