@@ -173,8 +173,10 @@ class TaskExecution:
         key = self.secrets.inventory_ssh_key
         if key is None or not key.private_key:
             return None
-        self._agent = SshAgent(self.work_dir, self.identity, self.work_dir.parent.parent,
-                               self.on_process)
+        # Its socket beside the ControlPath when the task's folder is too deep for one: a
+        # folder a restarted runner clears.
+        self._agent = SshAgent(self._control_dir or self.work_dir, self.identity,
+                               self.work_dir.parent.parent, self.on_process)
         try:
             await self._agent.start()
             await self._agent.add(key, "inventory's ssh key")
