@@ -484,3 +484,44 @@ def test_a_killed_runner_leaves_no_key_vault_or_agent_after_its_restart(lab, tmp
     assert not _short_root(tasks).exists()
     log = runner.log()
     assert VAULT_PASSWORD not in log and pair.private.splitlines()[1] not in log
+
+
+@pytest.mark.parametrize("end", ["stop", "timeout"])
+async def test_a_stopped_or_timed_out_play_leaves_no_private_file_or_agent(
+        hub, api, tmp_path, project, end):
+    import asyncio
+
+    import psutil
+
+    from tests.sshkit import make_key
+
+    repo = tmp_path / "slow"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "site.yml").write_text(SLOW_PLAYBOOK)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "slow")
+    pair = make_key(tmp_path / "keys", "slow")
+    ssh_key = (await api.ok("POST", f"/api/project/{project}/keys", {
+        "name": "s", "type": "ssh", "ssh": {"private_key": pair.private}}, 201))["id"]
+    vaults = [{"name": "v", "type": "password",
+               "vault_key_id": await key(api, project, VAULT_PASSWORD)}]
+    tpl = await template(api, project, repo, inventory={"ssh_key_id": ssh_key},
+                         vaults=vaults, timeout_sec=8 if end == "timeout" else 0)
+    task_id = await api.run(project, tpl)
+    tasks = tmp_path / "runner-r" / "tasks"
+    for _ in range(600):
+        output = await api.raw_output(project, task_id)
+        if "TASK [sleep]" in output:
+            break
+        await asyncio.sleep(0.05)
+    files = sorted(p.name for p in tasks.glob("task_*/*"))
+    assert "vault_0" in files and "inventory" in files, (files, output)
+    agents = [p for p in psutil.Process().children() if p.name() == "ssh-agent"]
+    assert len(agents) == 1
+    if end == "stop":
+        await api.ok("POST", f"/api/project/{project}/tasks/{task_id}/stop", {}, 204)
+    done = await api.wait_status(project, task_id, timeout=60)
+    assert done["status"] == ("stopped" if end == "stop" else "error"), done
+    assert list(tasks.iterdir()) == []
+    assert not agents[0].is_running() or agents[0].status() == "zombie"
