@@ -525,3 +525,79 @@ async def test_a_stopped_or_timed_out_play_leaves_no_private_file_or_agent(
     assert done["status"] == ("stopped" if end == "stop" else "error"), done
     assert list(tasks.iterdir()) == []
     assert not agents[0].is_running() or agents[0].status() == "zombie"
+
+
+RAW_PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - raw: whoami
+      register: who
+    - debug:
+        msg: "remote-user={{ who.stdout | trim }}"
+"""
+
+
+@pytest.fixture
+def password_sshd(tmp_path):
+    """sshd on loopback that logs in one new user with a password only (Debian's sshd, no
+    PAM: it checks /etc/shadow), for `--ask-pass` through sshpass."""
+    import os
+    import shutil
+    import time
+
+    from tests.sshkit import SSHD, _free_port
+
+    if os.geteuid() != 0 or not Path(SSHD).exists() or shutil.which("sshpass") is None:
+        pytest.skip("needs root, sshd and sshpass (.ci/run installs openssh-server sshpass)")
+    user, password = f"smpw{os.getpid() % 100000}", "ssh-login-pw-6e2a"
+    subprocess.run(["/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", "/",
+                    "--shell", "/bin/sh", user], check=True, capture_output=True)
+    subprocess.run(["/usr/sbin/chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
+    folder = tmp_path / "sshd-pw"
+    folder.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(folder / "host_key")], check=True)
+    port = _free_port()
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"PidFile {folder / 'sshd.pid'}\nPasswordAuthentication yes\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication no\nUsePAM no\n"
+        f"PermitRootLogin no\nStrictModes no\nAllowUsers {user}\nLogLevel VERBOSE\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log = folder / "sshd.log"
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
+                              stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    try:
+        for _ in range(300):
+            if log.exists() and "Server listening" in log.read_text():
+                break
+            time.sleep(0.05)
+        yield port, user, password, log
+    finally:
+        server.terminate()
+        server.wait(10)
+        subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+        subprocess.run(["/usr/sbin/userdel", user], capture_output=True)
+
+
+async def test_a_login_password_key_is_typed_at_the_ssh_password_prompt(
+        hub, api, tmp_path, project, password_sshd, capsys):
+    port, user, password, log = password_sshd
+    repo = tmp_path / "raw"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "site.yml").write_text(RAW_PLAYBOOK)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "raw")
+    login = await key(api, project, password, login=user)
+    hosts = f"target ansible_host=127.0.0.1 ansible_port={port}\n"
+    tpl = await template(api, project, repo, inventory={"inventory": hosts,
+                                                        "ssh_key_id": login})
+    task, output = await run(api, project, tpl)
+    assert task["status"] == "success", output + log.read_text()
+    assert "SSH password:" in output and f"remote-user={user}" in output
+    assert f"Accepted password for {user}" in log.read_text()
+    logs = capsys.readouterr()
+    assert password not in output and password not in logs.out + logs.err
+    assert runner_leftovers(tmp_path) == []
