@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitkit import git
+from tests.hubkit import ACCESS_KEY_ENCRYPTION
 from tests.test_ansible import INI, ansible_on_path, run  # noqa: F401 (a fixture)
 
 VAULT_PASSWORD = "vault-pw-5c1e9a"
@@ -164,7 +165,7 @@ def runner_leftovers(tmp_path: Path) -> list[str]:
     assert root.is_dir()
     return [str(path.relative_to(root)) for path in root.rglob("*")
             if path.name.startswith(("task_", "vault_", "inventory", "extra_vars"))
-            or path.relative_to(root).parts[0] == "tasks" and path.parent != root]
+            or (path.relative_to(root).parts[0] == "tasks" and path.parent != root)]
 
 
 async def test_two_vaults_decrypt_and_an_env_secret_is_masked(hub, api, tmp_path, project,
@@ -432,7 +433,6 @@ def test_a_killed_runner_leaves_no_key_vault_or_agent_after_its_restart(lab, tmp
     import psutil
 
     from tests.faults import wait_until
-    from tests.hubkit import ACCESS_KEY_ENCRYPTION
     from tests.lab import wait_final
     from tests.sshkit import make_key
 
@@ -601,3 +601,110 @@ async def test_a_login_password_key_is_typed_at_the_ssh_password_prompt(
     logs = capsys.readouterr()
     assert password not in output and password not in logs.out + logs.err
     assert runner_leftovers(tmp_path) == []
+
+
+TASK_USER_PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  become: true
+  become_method: checkpw
+  vars_files:
+    - vaulted.yml
+  roles:
+    - localrole
+  tasks:
+    - command: id -un
+      register: who
+    - debug:
+        msg: "as={{ who.stdout }} first={{ first_secret }}"
+"""
+
+
+def task_user_ansible(user: str) -> Path | None:
+    """A bin folder whose ansible-playbook a task user can run: the tests' venv usually
+    lives under root's 0700 home (pyenv); `.venv-tasks` (a venv of the system's python3 with
+    ansible-core) or a system ansible works."""
+    root = Path(__file__).resolve().parent.parent
+    for folder in (root / ".venv-tasks" / "bin", Path("/usr/bin")):
+        program = folder / "ansible-playbook"
+        if program.exists() and subprocess.run(
+                [str(program), "--version"], user=user, capture_output=True, cwd="/",
+                env={"HOME": "/tmp", "PATH": "/usr/bin:/bin",
+                     "LANG": "C.UTF-8"}).returncode == 0:
+            return folder
+    return None
+
+
+def test_as_a_task_user_become_vault_and_cached_galaxy_roles(lab, task_users, monkeypatch):
+    import os
+    import shutil
+    import tempfile
+
+    bin_folder = task_user_ansible(task_users[0])
+    if bin_folder is None:
+        pytest.skip("no ansible-playbook a task user can run (python -m venv .venv-tasks "
+                    "&& .venv-tasks/bin/pip install ansible-core)")
+    monkeypatch.setenv("PATH", f"{bin_folder}:/usr/sbin:/usr/bin:/sbin:/bin")
+    shared = Path(tempfile.mkdtemp(prefix="ansible-user-"))
+    os.chmod(shared, 0o755)
+    try:
+        role = role_source(shared / "role", "cached")
+        subprocess.run(["chown", "-R", task_users[0], str(role)], check=True)
+        repo = shared / "repo"
+        repo.mkdir()
+        (repo / "site.yml").write_text(TASK_USER_PLAYBOOK)
+        (repo / "become_plugins").mkdir()
+        (repo / "become_plugins" / "checkpw.py").write_text(BECOME_PLUGIN.replace(
+            "{sha}", hashlib.sha256(BECOME_PASSWORD.encode()).hexdigest()))
+        (repo / "ansible.cfg").write_text(
+            "[privilege_escalation]\nbecome_allow_same_user = True\n")
+        (repo / "vaulted.yml").write_text(
+            encrypt("first", VAULT_PASSWORD, "decrypted-one", "first_secret", shared))
+        (repo / "roles").mkdir()
+        (repo / "roles" / "requirements.yml").write_text(
+            f"- src: git+file://{role}\n  name: localrole\n")
+        for path in [repo, *repo.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        (shared / "remote-tmp").mkdir()
+        subprocess.run(["chown", task_users[0], str(shared / "remote-tmp")], check=True)
+        hub = lab.hub(access_key_encryption=ACCESS_KEY_ENCRYPTION)
+        state = shared / "state"
+        runner, rest, project = lab.online_runner(
+            hub, "tu", task_user=task_users[0], allow_root_tasks=False, tmp_path=str(state))
+        python = bin_folder / "python3"
+        become = rest.ok("POST", f"/api/project/{project}/keys", {
+            "name": "b", "type": "login_password",
+            "login_password": {"login": task_users[0], "password": BECOME_PASSWORD}},
+            201)["id"]
+        vault = rest.ok("POST", f"/api/project/{project}/keys", {
+            "name": "v", "type": "login_password",
+            "login_password": {"password": VAULT_PASSWORD}}, 201)["id"]
+        repository = rest.ok("POST", f"/api/project/{project}/repositories",
+                             {"name": "r", "git_url": str(repo)}, 201)["id"]
+        inventory = rest.ok("POST", f"/api/project/{project}/inventory", {
+            "name": "i", "type": "static", "become_key_id": become,
+            # The task user has no home: become's remote tmp (~user/.ansible/tmp) elsewhere.
+            "inventory": f"alpha ansible_python_interpreter={python} "
+                         f"ansible_remote_tmp={shared}/remote-tmp\n"}, 201)["id"]
+        template = rest.ok("POST", f"/api/project/{project}/templates", {
+            "name": "t", "app": "ansible", "playbook": "site.yml",
+            "repository_id": repository, "inventory_id": inventory,
+            "vaults": [{"name": "first", "type": "password", "vault_key_id": vault}]},
+            201)["id"]
+        for attempt in ("install", "cached"):
+            task = rest.run(project, template)
+            done = rest.wait_status(project, task, logs=lab.logs, timeout=120)
+            output = rest.raw_output(project, task)
+            assert done["status"] == "success", output
+            assert f"as={task_users[0]} first=decrypted-one" in output
+            assert "role-says-cached" in output
+            assert ("galaxy skipped" in output) == (attempt == "cached"), output
+            for secret in (BECOME_PASSWORD, VAULT_PASSWORD):
+                assert secret not in output and secret not in runner.log()
+            assert list((state / "tasks").iterdir()) == []
+        # The cache is the runner's: no task user may read or change it.
+        cache = state / "galaxy"
+        assert cache.stat().st_uid == 0 and cache.stat().st_mode & 0o077 == 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
