@@ -73,8 +73,8 @@ def control_path_dir(work_dir: Path, identity: TaskIdentity) -> Path | None:
     """ansible's ssh ControlPath folder is ~/.ansible/cp, in the task's folder. When that path
     is too long for a socket: a short folder of the task's (0700, the task user's) under the
     runner's own folder in the system's temporary folder, for ANSIBLE_SSH_CONTROL_PATH_DIR
-    and the task's ssh-agent socket; None when not needed. The caller removes it when the task ends; a restarted runner
-    removes what a killed one left (clear_control_dirs)."""
+    and the task's ssh-agent socket; None when not needed. The caller removes it when the
+    task ends; a restarted runner removes what a killed one left (clear_control_dirs)."""
     if len(str(work_dir / ".ansible" / "cp")) <= MAX_CONTROL_DIR:
         return None
     root: Path | None = _short_root(work_dir.parent)

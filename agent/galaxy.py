@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -44,10 +45,31 @@ def requirement_files(checkout: Path, playbook: Path) -> list[tuple[str, Path]]:
             for path in (base / SUBDIRS[kind] / "requirements.yml", base / "requirements.yml"):
                 resolved = path.resolve()
                 # Inside the checkout only (a link out of it is not the repository's file).
-                if resolved.is_relative_to(root) and resolved.is_file() and (
-                        kind, resolved) not in found:
-                    found.append((kind, resolved))
+                if not (resolved.is_relative_to(root) and resolved.is_file()) or (
+                        kind, resolved) in found:
+                    continue
+                if path.parent == base and kind not in _kinds_in(resolved):
+                    continue
+                found.append((kind, resolved))
     return found
+
+
+def _kinds_in(path: Path) -> set[str]:
+    """What a shared requirements.yml holds: a YAML list is roles (the older format, which
+    `collection install` refuses); a mapping has `roles:` and/or `collections:` keys. Read
+    by its top-level lines (no YAML parser on the runner); unreadable: both, and galaxy says
+    what is wrong."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return set(KINDS)
+    lines = [line for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "---"))]
+    if lines and lines[0].startswith("-"):
+        return {"role"}
+    kinds = {kind for kind in KINDS
+             if re.search(rf"^{SUBDIRS[kind]}\s*:", text, re.MULTILINE)}
+    return kinds or set(KINDS)
 
 
 class GalaxyRequirements:
