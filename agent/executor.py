@@ -142,14 +142,16 @@ class TaskExecution:
                                         self.task_id)
         for name in refused:
             await self._say(f"environment variable {name!r} ignored: not a valid name\n")
+        started = time.monotonic()
         if self.spec.app == "ansible":
             failed = (await self._inventory_agent(env)
                       or await self._galaxy_requirements(cwd, playbook, env))
             if failed is not None:
                 return failed
-        started = time.monotonic()
-        exit_code, ended_by = await self._run_process(command, cwd, env, self.timeout,
-                                                      answers)
+        # Galaxy's time counts: the limit is the task's, not each process's.
+        timeout = (None if self.timeout is None
+                   else max(0.0, self.timeout - (time.monotonic() - started)))
+        exit_code, ended_by = await self._run_process(command, cwd, env, timeout, answers)
         outcome.exit_code = exit_code
         if ended_by == "stop":
             outcome.status, outcome.message = "stopped", self._stop_reason
@@ -188,40 +190,18 @@ class TaskExecution:
 
     async def _galaxy_requirements(self, cwd: Path, playbook: Path,
                                    env: dict[str, str]) -> Outcome | None:
-        """Install the repository's galaxy requirements (agent/galaxy.py), or reuse what
-        this runner installed from the same files; an Outcome when that failed."""
-        program = Path(check_app(self.spec))
-        galaxy = (str(program.with_name("ansible-galaxy"))
-                  if program.with_name("ansible-galaxy").is_file()
-                  else shutil.which("ansible-galaxy") or "ansible-galaxy")
-        repository = self.spec.repository.url if self.spec.repository else ""
-        requirements = GalaxyRequirements(self.work_dir.parent.parent / "galaxy",
-                                          self.spec.project_id, repository, cwd, playbook,
-                                          self.work_dir, galaxy)
-        if not requirements.files:
+        """The repository's galaxy requirements (agent/galaxy.py); an Outcome if that failed."""
+        requirements = GalaxyRequirements.of_task(self.spec, check_app(self.spec), cwd,
+                                                  playbook, self.work_dir)
+        failed = await requirements.install(
+            lambda argv: self._run_process(argv, cwd, env, self.timeout), self._say,
+            self.identity)
+        if failed is None:
             return None
-        owner = ((self.identity.uid, self.identity.gid) if self.identity.separate
-                 else (None, None))
-        async with requirements.lock:
-            if requirements.unchanged():
-                await self._say("Galaxy requirements unchanged since their last install on "
-                                "this runner: galaxy skipped\n")
-                await asyncio.to_thread(requirements.use_cached, *owner)
-                return None
-            for argv in requirements.commands():
-                await self._say(f"Installing {argv[1]} requirements from "
-                                f"{Path(argv[4]).relative_to(cwd.resolve())}\n")
-                code, ended_by = await self._run_process(argv, cwd, env, self.timeout)
-                if ended_by == "stop":
-                    return Outcome("stopped", message=self._stop_reason)
-                if code != 0 or ended_by != "exit":
-                    requirements.forget()
-                    message = f"ansible-galaxy {argv[1]} install failed" + (
-                        f" with exit code {code}" if ended_by == "exit" else " (timed out)")
-                    await self._say(message + "\n")
-                    return Outcome("error", exit_code=code, message=message)
-            await asyncio.to_thread(requirements.remember)
-        return None
+        code, ended_by, message = failed
+        if ended_by == "stop":
+            return Outcome("stopped", message=self._stop_reason)
+        return Outcome("error", exit_code=code, message=message)
 
     def _make_work_dir(self) -> None:
         """The task's own folder, new (a leftover of an earlier run is removed first) and

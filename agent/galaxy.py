@@ -23,7 +23,11 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from agent.isolation import TaskIdentity
+from protocol.frames import TaskSpec
 
 # (galaxy's kind, file) in Semaphore's order: collections before roles; the shared file
 # may hold both, so it is given to both.
@@ -31,6 +35,10 @@ KINDS = ("collection", "role")
 SUBDIRS = {"collection": "collections", "role": "roles"}
 
 _locks: dict[str, asyncio.Lock] = {}
+
+# Runs one galaxy command as the task's process: (exit code, "exit" | "stop" | "timeout").
+RunProcess = Callable[[list[str]], Awaitable[tuple[int | None, str]]]
+Say = Callable[[str], Awaitable[None]]
 
 
 def requirement_files(checkout: Path, playbook: Path) -> list[tuple[str, Path]]:
@@ -88,6 +96,46 @@ class GalaxyRequirements:
         self.hashes = {f"{kind}:{path.relative_to(self.checkout)}":
                        hashlib.sha256(path.read_bytes()).hexdigest()
                        for kind, path in self.files}
+
+    @classmethod
+    def of_task(cls, spec: TaskSpec, program: str, checkout: Path, playbook: Path,
+                work_dir: Path) -> "GalaxyRequirements":
+        """A task's requirements; ansible-galaxy is the one beside ansible-playbook."""
+        beside = Path(program).with_name("ansible-galaxy")
+        galaxy = (str(beside) if beside.is_file()
+                  else shutil.which("ansible-galaxy") or "ansible-galaxy")
+        repository = spec.repository.url if spec.repository else ""
+        # The runner's state folder: <tmp_path>/tasks/<task folder> -> <tmp_path>/galaxy.
+        return cls(work_dir.parent.parent / "galaxy", spec.project_id, repository, checkout,
+                   playbook, work_dir, galaxy)
+
+    async def install(self, run: RunProcess, say: Say,
+                      identity: TaskIdentity) -> tuple[int | None, str, str] | None:
+        """Install (or take from the cache); None when done, else (exit code, how galaxy
+        ended, message)."""
+        if not self.files:
+            return None
+        owner = (identity.uid, identity.gid) if identity.separate else (None, None)
+        async with self.lock:
+            if self.unchanged():
+                await say("Galaxy requirements unchanged since their last install on this "
+                          "runner: galaxy skipped\n")
+                await asyncio.to_thread(self.use_cached, *owner)
+                return None
+            for argv, (kind, path) in zip(self.commands(), self.files, strict=True):
+                await say(f"Installing {kind} requirements from "
+                          f"{path.relative_to(self.checkout)}\n")
+                code, ended_by = await run(argv)
+                if ended_by == "stop":
+                    return code, ended_by, "stopped"
+                if code != 0 or ended_by != "exit":
+                    self.forget()
+                    message = f"ansible-galaxy {kind} install failed" + (
+                        f" with exit code {code}" if ended_by == "exit" else " (timed out)")
+                    await say(message + "\n")
+                    return code, ended_by, message
+            await asyncio.to_thread(self.remember)
+        return None
 
     def target(self, kind: str) -> Path:
         return self.home / ".ansible" / SUBDIRS[kind]
