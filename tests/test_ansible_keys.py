@@ -232,6 +232,20 @@ async def test_template_vaults_are_checked(api, project):
         status, body = await api.request("POST", f"/api/project/{project}/templates",
                                          {**base, "vaults": vaults})
         assert status == 400 and field in body["error"], (vaults, body)
+    # Stored, shown back (no secret in it), kept by a PUT without `vaults`, replaced by one
+    # with them.
+    mine = await key(api, project, "mine-password")
+    created = await api.ok("POST", f"/api/project/{project}/templates", {**base, "vaults": [
+        {"type": "password", "vault_key_id": mine},
+        {"name": "s", "type": "script", "script": "v.sh"}]}, 201)
+    path = f"/api/project/{project}/templates/{created['id']}"
+    assert [(v["id"], v["name"], v["vault_key_id"]) for v in created["vaults"]] == [
+        (1, "default", mine), (2, "s", None)]
+    await api.ok("PUT", path, base, 204)
+    assert len((await api.ok("GET", path))["vaults"]) == 2
+    await api.ok("PUT", path, {**base, "vaults": []}, 204)
+    assert (await api.ok("GET", path))["vaults"] == []
+    assert "mine-password" not in json.dumps(created)
 
 
 def become_repo(folder: Path, password: str) -> Path:
@@ -625,15 +639,23 @@ def task_user_ansible(user: str) -> Path | None:
     """A bin folder whose ansible-playbook a task user can run: the tests' venv usually
     lives under root's 0700 home (pyenv); `.venv-tasks` (a venv of the system's python3 with
     ansible-core) or a system ansible works."""
+    import shutil
+    import tempfile
+
     root = Path(__file__).resolve().parent.parent
-    for folder in (root / ".venv-tasks" / "bin", Path("/usr/bin")):
-        program = folder / "ansible-playbook"
-        if program.exists() and subprocess.run(
-                [str(program), "--version"], user=user, capture_output=True, cwd="/",
-                env={"HOME": "/tmp", "PATH": "/usr/bin:/bin",
-                     "LANG": "C.UTF-8"}).returncode == 0:
-            return folder
-    return None
+    home = Path(tempfile.mkdtemp(prefix="ansible-check-"))
+    shutil.chown(home, user)
+    try:
+        for folder in (root / ".venv-tasks" / "bin", Path("/usr/bin")):
+            program = folder / "ansible-playbook"
+            if program.exists() and subprocess.run(
+                    [str(program), "--version"], user=user, capture_output=True, cwd="/",
+                    env={"HOME": str(home), "PATH": "/usr/bin:/bin",
+                         "LANG": "C.UTF-8"}).returncode == 0:
+                return folder
+        return None
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_as_a_task_user_become_vault_and_cached_galaxy_roles(lab, task_users, monkeypatch):
