@@ -636,9 +636,9 @@ TASK_USER_PLAYBOOK = """\
 
 
 def task_user_ansible(user: str) -> Path | None:
-    """A bin folder whose ansible-playbook a task user can run: the tests' venv usually
-    lives under root's 0700 home (pyenv); `.venv-tasks` (a venv of the system's python3 with
-    ansible-core) or a system ansible works."""
+    """A bin folder whose ansible-playbook a task user can run: the tests' own venv when its
+    python is reachable (not under root's 0700 home, as a pyenv one is), else `.venv-tasks`
+    (a venv of the system's python3 with ansible-core) or a system ansible."""
     import shutil
     import tempfile
 
@@ -646,7 +646,8 @@ def task_user_ansible(user: str) -> Path | None:
     home = Path(tempfile.mkdtemp(prefix="ansible-check-"))
     shutil.chown(home, user)
     try:
-        for folder in (root / ".venv-tasks" / "bin", Path("/usr/bin")):
+        for folder in (Path(sys.executable).parent, root / ".venv-tasks" / "bin",
+                       Path("/usr/bin")):
             program = folder / "ansible-playbook"
             if program.exists() and subprocess.run(
                     [str(program), "--version"], user=user, capture_output=True, cwd="/",
