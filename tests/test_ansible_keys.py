@@ -649,10 +649,14 @@ def task_user_ansible(user: str) -> Path | None:
         for folder in (Path(sys.executable).parent, root / ".venv-tasks" / "bin",
                        Path("/usr/bin")):
             program = folder / "ansible-playbook"
-            if program.exists() and subprocess.run(
+            try:
+                works = program.exists() and subprocess.run(
                     [str(program), "--version"], user=user, capture_output=True, cwd="/",
                     env={"HOME": str(home), "PATH": "/usr/bin:/bin",
-                         "LANG": "C.UTF-8"}).returncode == 0:
+                         "LANG": "C.UTF-8"}).returncode == 0
+            except OSError:  # its interpreter is out of the task user's reach
+                works = False
+            if works:
                 return folder
         return None
     finally:
