@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import shlex
 import shutil
 import signal
 import time
@@ -18,6 +17,7 @@ import structlog
 from agent.apps import UnsupportedApp, ansible_extra_vars, build_command, check_app
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
+from agent.repository import CheckoutFailed, RepositoryCache, TaskCheckout
 from agent.taskenv import (
     PlaybookError,
     install_inventory,
@@ -80,12 +80,15 @@ class TaskExecution:
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
                  secrets: TaskSecrets | None = None,
                  on_process: Callable[[int], None] | None = None,
-                 identity: TaskIdentity | None = None):
+                 identity: TaskIdentity | None = None,
+                 cache: RepositoryCache | None = None):
         self.secrets = secrets or TaskSecrets()
         self.on_process = on_process  # told each process group started, for the spool
         self.task_id = task_id
         self.spec = spec
         self.identity = identity or TaskIdentity.of_runner()
+        # The runner's repositories: beside tasks/ in its state folder.
+        self.cache = cache or RepositoryCache(tasks_root.parent / "repositories")
         # A name no other task can guess: tasks/ cannot be listed by the task user, and tasks
         # running at once as one task user must not find each other's folders by id.
         self.work_dir = tasks_root / f"task_{task_id}_{token_hex(12)}"
@@ -182,7 +185,8 @@ class TaskExecution:
                             "killed)\n")
 
     async def _checkout(self, outcome: Outcome) -> Path | None:
-        """Clone the repository (or use an absolute path as it is); None if that failed."""
+        """The task's code (agent.repository), or an absolute path used as it is; None if
+        that failed (the outcome says why)."""
         repo = self.spec.repository
         if repo is None:
             return self.work_dir
@@ -196,50 +200,24 @@ class TaskExecution:
                 return None
             await self._commit_info(path, outcome)
             return path
-        target = self.work_dir / "repository"
-        args = ["git", "clone", "--depth", "1"]
-        if repo.branch:
-            args += ["--branch", repo.branch]
-        args += ["--", repo.url, str(target)]
-        await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
-                                                 else "") + "\n")
-        env = self._git_environment()
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        key_file = self._write_ssh_key(env)
+        checkout = TaskCheckout(self.cache, repo, self.spec.commit_hash, self.secrets,
+                                self.identity, self.work_dir, self._run_git, self._say,
+                                self._git_environment())
         try:
-            code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
-        finally:
-            if key_file is not None:
-                key_file.unlink(missing_ok=True)
-        if ended_by == "stop":
-            outcome.status, outcome.message = "stopped", self._stop_reason
-            return None
-        if code != 0:
-            outcome.status, outcome.exit_code = "error", code
-            outcome.message = f"git clone failed with exit code {code}"
+            target = await checkout.checkout()
+        except CheckoutFailed as exc:
+            if exc.status == "stopped":
+                outcome.status, outcome.message = "stopped", self._stop_reason
+                return None
+            outcome.status, outcome.exit_code, outcome.message = "error", exc.exit_code, str(exc)
             await self._say(outcome.message + "\n")
             return None
         await self._commit_info(target, outcome)
         return target
 
-    def _write_ssh_key(self, env: dict[str, str]) -> Path | None:
-        """The repository's ssh key, in a 0600 file only for the length of the clone."""
-        key = self.secrets.ssh_key
-        if key is None or not key.private_key:
-            return None
-        path = self.work_dir / ".repository_key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(key.private_key.rstrip("\n") + "\n")
-        if self.identity.separate:  # ssh runs as the task's user and must read it
-            os.chown(path, self.identity.uid, self.identity.gid)
-        user = f" -l {shlex.quote(key.login)}" if key.login else ""
-        # known_hosts in the task's folder: the runner writes nothing outside tmp_path.
-        known_hosts = shlex.quote(str(self.work_dir / ".known_hosts"))
-        env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes "
-                                  f"-o StrictHostKeyChecking=accept-new "
-                                  f"-o UserKnownHostsFile={known_hosts}{user}")
-        return path
+    async def _run_git(self, argv: list[str], cwd: Path, env: dict[str, str],
+                       as_runner: bool) -> tuple[int | None, str]:
+        return await self._run_process(argv, cwd, env, timeout=None, as_runner=as_runner)
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
@@ -257,13 +235,15 @@ class TaskExecution:
             outcome.commit_hash, outcome.commit_message = commit_hash, message.strip()
 
     async def _run_process(self, argv: list[str], cwd: Path, env: dict[str, str],
-                           timeout: float | None) -> tuple[int | None, str]:
-        """Run argv in its own process group, streaming output; returns (exit code, why)."""
+                           timeout: float | None,
+                           as_runner: bool = False) -> tuple[int | None, str]:
+        """Run argv in its own process group, streaming output; returns (exit code, why).
+        As the task's user, unless `as_runner` (the fetch into the runner's cache)."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, **self._as_task_user())
+                start_new_session=True, **({} if as_runner else self._as_task_user()))
         except (OSError, ValueError) as exc:  # ValueError: a NUL in argv or environment
             await self._say(f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}\n")
             return 127, "exit"

@@ -21,6 +21,7 @@ from agent.executor import Outcome, TaskExecution
 from agent.isolation import TaskIdentity, kill_user_processes, prepare_private_folder
 from agent.keys import RunnerKeyError, SecretOpener
 from agent.output import OutputCoalescer
+from agent.repository import RepositoryCache
 from agent.spool import DiskFrames
 from protocol.frames import (
     Accepted,
@@ -81,6 +82,9 @@ class TaskWorker:
         self.tasks_root = self.work_root / "tasks"
         prepare_private_folder(self.tasks_root, passable)
         prepare_private_folder(self.work_root / "spool")
+        # Repositories fetched for tasks, kept between them (0700: the runner's alone).
+        self.repositories = RepositoryCache(self.work_root / "repositories")
+        self.repositories.prepare()
         self.max_parallel_tasks = max_parallel_tasks
         self._emit = emit
         self.kill_grace = kill_grace
@@ -136,7 +140,7 @@ class TaskWorker:
         execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
                                   self.max_duration_sec, secrets,
                                   on_process=lambda pid: _record_process(spool, pid),
-                                  identity=identity)
+                                  identity=identity, cache=self.repositories)
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()

@@ -59,6 +59,13 @@ class SshKeySecret(msgspec.Struct, frozen=True):
     passphrase: str = ""
 
 
+class LoginPasswordSecret(msgspec.Struct, frozen=True):
+    """A login/password access key: the repository's, for an https fetch."""
+
+    login: str = ""
+    password: str = ""
+
+
 class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """What travels sealed in `TaskSpec.sealed_secrets` (JSON, a NaCl SealedBox to the
     runner's key): never in the clear, never stored by the runner."""
@@ -68,12 +75,16 @@ class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     # Environment secrets of type `var` for an ansible task: merged into its extra vars,
     # which then reach ansible-playbook in a private file, never on its command line.
     vars: dict[str, str] = {}
+    # The repository's login/password key (https), given to git by a credential helper.
+    login_password: LoginPasswordSecret | None = None
 
     def values(self) -> list[str]:
         """Every secret value a task's output must never show."""
         found = [*self.env.values(), *self.vars.values()]
         if self.ssh_key is not None:
             found += [self.ssh_key.private_key, self.ssh_key.passphrase]
+        if self.login_password is not None:
+            found.append(self.login_password.password)
         return [value for value in found if value]
 
 

@@ -1,6 +1,7 @@
 """/api/project/{project_id}/tasks: run a template, follow a task, read its output, stop it."""
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -28,6 +29,7 @@ from hub.store import NotFound
 log = structlog.get_logger("hub.api.tasks")
 
 OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
+COMMIT_HASH = re.compile(r"[0-9a-f]{4,64}\Z")
 
 
 def _show(request: web.Request, row: dict) -> dict:
@@ -60,7 +62,7 @@ async def create_task(request: web.Request) -> web.Response:
     params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff", "limit")}
     values = {key: value for key, value in msgspec.structs.asdict(body).items()
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
-                         "inventory_id")}
+                         "inventory_id", "commit_hash")}
     values["params"] = json.dumps(params)
     row = await hub.tasks.create(request[PROJECT], template, values,
                                  current_user(request)["id"])
@@ -78,6 +80,12 @@ async def _check_overrides(request: web.Request, project_id: int, body: TaskRequ
             and not template["allow_override_branch_in_task"]):
         raise ApiError(400, f"field `git_branch`: template {template['id']} does not allow "
                             "the branch to be chosen per task (allow_override_branch_in_task)")
+    if body.commit_hash and not template["allow_override_branch_in_task"]:
+        raise ApiError(400, f"field `commit_hash`: template {template['id']} does not allow "
+                            "the commit to be chosen per task (allow_override_branch_in_task)")
+    if body.commit_hash and not COMMIT_HASH.match(body.commit_hash):
+        raise ApiError(400, "field `commit_hash` must be a commit hash (4 to 64 hexadecimal "
+                            f"digits, lower case), got {body.commit_hash[:80]!r}")
     if body.inventory_id is not None and body.inventory_id != template["inventory_id"]:
         # Semaphore allows it only with the template's allow_override_inventory, which our
         # templates do not have yet: refused rather than silently run with another one.

@@ -13,6 +13,7 @@ from protocol.codec import encode
 from protocol.frames import (
     Assign,
     InventorySpec,
+    LoginPasswordSecret,
     RepositorySpec,
     SshKeySecret,
     TaskSecrets,
@@ -75,6 +76,7 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
     env: dict[str, str] = {}
     extra_vars: dict[str, str] = {}
     ssh_key = None
+    login_password = None
     if template.get("environment_id"):
         rows = await store.list_env_secrets(template["environment_id"])
         for row in rows:
@@ -86,8 +88,12 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
             ssh_key = msgspec.json.decode(cipher.decrypt(key["secret"]), type=SshKeySecret)
-    secrets = (TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars)
-               if env or ssh_key or extra_vars else None)
+        elif key["type"] == "login_password" and key["secret"]:
+            login_password = msgspec.json.decode(cipher.decrypt(key["secret"]),
+                                                 type=LoginPasswordSecret)
+    secrets = (TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars,
+                           login_password=login_password)
+               if env or ssh_key or extra_vars or login_password else None)
     _check_fits_a_frame(spec, secrets)
     return spec, secrets
 
@@ -116,6 +122,9 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
             "allow_override_branch_in_task") else ""
         branch = task_branch or template.get("git_branch") or repo["git_branch"]
         repository = RepositorySpec(url=repo["git_url"], branch=branch)
+    # A task's own commit, under the same rule as its branch (Semaphore's task commit_hash).
+    commit_hash = (task.get("commit_hash") or "") if repository is not None and template.get(
+        "allow_override_branch_in_task") else ""
     environment: dict[str, str] = {}
     extra_vars: dict[str, Any] = {}
     if template.get("environment_id"):
@@ -142,7 +151,7 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
                     arguments=parse_arguments(template.get("arguments"),
                                               "template `arguments`"),
                     task_arguments=task_arguments, environment=environment,
-                    extra_vars=extra_vars, repository=repository,
+                    extra_vars=extra_vars, repository=repository, commit_hash=commit_hash,
                     timeout_sec=min(limits) if limits else 0,
                     message=task.get("message") or "",
                     inventory=await _inventory(store, template),
