@@ -35,7 +35,9 @@ class Recovered:
     frames: "DiskFrames"
     last_seq: int
     finished: Finished | None
-    process: dict | None  # {"pid", "started", "uid"} of the task's process group leader
+    # {"pid", "started", "uid"} of each process group the task started (its program, its
+    # ssh-agent), to kill after a crash
+    processes: list[dict]
 
 
 class DiskFrames:
@@ -77,21 +79,18 @@ class DiskFrames:
                 finished = frame if isinstance(frame, Finished) else None
             except ProtocolError:
                 finished = None
-        process = None
-        if (folder / PROCESS_FILE).exists():
-            try:
-                process = json.loads((folder / PROCESS_FILE).read_text())
-            except ValueError:
-                process = None
+        processes = _read_processes(folder / PROCESS_FILE)
         task_id = int(folder.name.removeprefix("task_"))
         return Recovered(task_id, spool, max(last_seq, finished.last_seq if finished else 0),
-                         finished, process)
+                         finished, processes)
 
     def record_process(self, pid: int, started: float, uid: int) -> None:
-        """The task's process group leader, to kill its group after a runner crash; start
+        """A process group leader of the task, to kill its group after a runner crash; start
         time and user tell it apart from a later process that reuses the pid."""
-        (self.folder / PROCESS_FILE).write_text(
-            json.dumps({"pid": pid, "started": started, "uid": uid}))
+        path = self.folder / PROCESS_FILE
+        known = _read_processes(path)
+        known.append({"pid": pid, "started": started, "uid": uid})
+        path.write_text(json.dumps(known))
 
     def record_finished(self, frame: Finished) -> None:
         (self.folder / FINISHED_FILE).write_bytes(encode(frame))
@@ -142,3 +141,14 @@ class DiskFrames:
         """The task is done and its finished frame acked: nothing left to keep."""
         self._file.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_processes(path: Path) -> list[dict]:
+    """The recorded process groups; an older runner wrote one object, not a list."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if isinstance(found, dict):
+        return [found]
+    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []

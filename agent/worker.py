@@ -218,7 +218,8 @@ class TaskWorker:
             except (OSError, ValueError) as exc:
                 log.error("task.recover.failed", folder=str(folder), error=str(exc))
                 continue
-            _kill_leftover(found.process, found.task_id)
+            for process in found.processes:
+                _kill_leftover(process, found.task_id)
             finished = found.finished or Finished(
                 task_id=found.task_id, status="error", last_seq=found.last_seq,
                 message="runner restarted while the task ran")
@@ -297,12 +298,10 @@ def _record_process(spool: DiskFrames, pid: int) -> None:
         pass  # it already ended: nothing would be left to kill
 
 
-def _kill_leftover(process: dict | None, task_id: int) -> None:
+def _kill_leftover(process: dict, task_id: int) -> None:
     """Kill the process group a crashed runner left running, if it is still that group: the
     same leader (start time), still a group leader, run by the same user. A pid reused by an
     unrelated process is never signalled."""
-    if not process:
-        return
     try:
         pid = process["pid"]
         leader = psutil.Process(pid)

@@ -58,11 +58,13 @@ def test_a_spool_left_by_a_crashed_runner_is_recovered(tmp_path):
         frames.append(frame(seq, f"line {seq}\n"))
     frames.drop_through(2)  # acked before the crash: deleted only with their segment
     frames.record_process(12345, 1.5, 0)
+    frames.record_process(12399, 2.5, 0)  # a second group of the task (its ssh-agent)
     with open(folder / "000000.frames", "ab") as torn:  # a crash mid-write
         torn.write(b'{"type":"output","task_id":4,"se')
     found = DiskFrames.recover(folder)
     assert found.task_id == 4 and found.last_seq == 5
-    assert found.process == {"pid": 12345, "started": 1.5, "uid": 0}
+    assert found.processes == [{"pid": 12345, "started": 1.5, "uid": 0},
+                               {"pid": 12399, "started": 2.5, "uid": 0}]
     assert found.finished is None
     assert [f.seq for f in found.frames.frames()] == [1, 2, 3, 4, 5]
     found.frames.append(frame(6, "after\n"))  # it goes on in a new segment

@@ -196,3 +196,33 @@ async def test_nul_characters_in_task_fields_are_a_400(hub, api, tmp_path, proje
         got, body = await api.request("POST", f"/api/project/{project}/tasks",
                                       {"template_id": template, field: value})
         assert got == 400 and f"`{field}`" in body["error"] and "NUL" in body["error"], body
+
+
+async def test_the_readme_example_of_extra_vars_for_a_shell_script(hub, api, tmp_path, project):
+    """README, Tasks: extra vars reach a bash script as `name=value` words after the
+    template's arguments and before the task's, one argv entry each, JSON text for non-strings;
+    the README's loop reads them."""
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "deploy.sh", 'for arg in "$@"; do echo "arg: $arg"; done\n'
+                 'for arg in "$@"; do\n  case "$arg" in\n'
+                 '    region=*) region="${arg#region=}" ;;\n'
+                 '    replicas=*) replicas="${arg#replicas=}" ;;\n  esac\ndone\n'
+                 'echo "region=$region replicas=$replicas"\n')
+    repo = await api.ok("POST", f"/api/project/{project}/repositories",
+                        {"name": "r", "git_url": str(scripts)}, 201)
+    environment = await api.ok("POST", f"/api/project/{project}/environment", {
+        "name": "e", "json": json.dumps({"region": "eu", "replicas": 3, "dry": False,
+                                         "zones": ["a", "b"]})}, 201)
+    template = (await api.ok("POST", f"/api/project/{project}/templates", {
+        "name": "deploy", "app": "bash", "playbook": "deploy.sh",
+        "arguments": json.dumps(["--verbose"]), "allow_override_args_in_task": True,
+        "repository_id": repo["id"], "environment_id": environment["id"]}, 201))["id"]
+    task_id = await api.run(project, template, environment=json.dumps({"replicas": 5}),
+                            arguments=json.dumps(["--now"]))
+    assert (await api.wait_status(project, task_id))["status"] == "success"
+    output = await api.raw_output(project, task_id)
+    args = [line.removeprefix("arg: ") for line in output.splitlines()
+            if line.startswith("arg: ")]
+    assert args == ["--verbose", "region=eu", "replicas=5", "dry=false", 'zones=["a", "b"]',
+                    "--now"]
+    assert "region=eu replicas=5" in output
