@@ -202,7 +202,7 @@ class TaskExecution:
             return path
         checkout = TaskCheckout(self.cache, repo, self.spec.commit_hash, self.secrets,
                                 self.identity, self.work_dir, self._run_git, self._say,
-                                self._git_environment())
+                                self._git_environment(), self.on_process)
         try:
             target = await checkout.checkout()
         except CheckoutFailed as exc:

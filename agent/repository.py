@@ -21,7 +21,9 @@ Why it is built this way:
 - One runner process per state folder (its spool and task folders already assume it), so the
   lock is an asyncio.Lock; no file lock.
 - Credentials: an https login/password reaches git through a credential helper reading the
-  fetch's environment (a runner process: task users cannot read it), never argv, URL or a file.
+  fetch's environment (a runner process: task users cannot read it), never argv, URL or a file;
+  an ssh key is loaded into a private ssh-agent of the runner's (agent.sshagent) for the
+  fetch, never written to disk. Host keys: accept-new, in the cache's known_hosts.
 """
 
 import asyncio
@@ -36,8 +38,9 @@ from pathlib import Path
 from secrets import token_hex
 
 from agent.isolation import TaskIdentity, prepare_private_folder
+from agent.sshagent import SshAgent, SshKeyError
 from agent.taskenv import DEFAULT_PATH, INHERITED
-from protocol.frames import RepositorySpec, TaskSecrets
+from protocol.frames import RepositorySpec, SshKeySecret, TaskSecrets
 
 REMOTE_PROTOCOLS = "https:http:ssh:git"
 # Refs the cache keeps: every branch and tag, and what the remote's HEAD points at (the
@@ -130,6 +133,7 @@ class TaskCheckout:
     run: RunProcess
     say: Say
     task_env: dict[str, str]  # the environment of the task user's git commands
+    on_process: Callable[[int], None] | None = None  # told each process group started
 
     @property
     def target(self) -> Path:
@@ -169,7 +173,7 @@ class TaskCheckout:
         url = self.spec.url
         cache = self.cache.folder(url)
         async with self.cache.lock(url):
-            with Credentials(self.secrets, self.cache) as credentials:
+            async with Credentials(self.secrets, self.cache, self.on_process) as credentials:
                 if cache.is_dir():
                     await self.say(f"Fetching {url} into this runner's cache of it\n")
                     await self._fetch(cache, credentials)
@@ -262,48 +266,68 @@ class TaskCheckout:
 
 
 class Credentials:
-    """What the fetch needs to log in: git options and environment, and the ssh key's files
-    for the length of the fetch (removed however it ends)."""
+    """What the fetch needs to log in: git options and environment; for an ssh key, a private
+    ssh-agent of the runner's own holding it for the length of the fetch (the key is never
+    on disk, and never in a process of the task's user). Everything goes when it ends."""
 
-    def __init__(self, secrets: TaskSecrets, cache: RepositoryCache):
+    def __init__(self, secrets: TaskSecrets, cache: RepositoryCache,
+                 on_process: Callable[[int], None] | None = None):
         self.secrets = secrets
         self.cache = cache
+        self.on_process = on_process
         self.options: list[str] = []
         self.env: dict[str, str] = {}
         self._folder: Path | None = None
+        self._agent: SshAgent | None = None
 
-    def __enter__(self) -> "Credentials":
+    async def __aenter__(self) -> "Credentials":
         login = self.secrets.login_password
         if login is not None and (login.login or login.password):
             self.options = ["-c", CREDENTIAL_HELPER]
             self.env.update(SEMAPHORE_GIT_LOGIN=login.login,
                             SEMAPHORE_GIT_PASSWORD=login.password)
         known_hosts = shlex.quote(str(self.cache.root / "known_hosts"))
-        # Only the repository's key: never the runner user's own keys, agent or ssh config.
-        ssh = (f"ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityAgent=none "
-               f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known_hosts} "
-               "-o BatchMode=yes")
+        # Only the repository's key: never the runner user's own keys, agent or ssh config
+        # (naming an identity file keeps ssh from its defaults, ~/.ssh/id_*; this one never
+        # exists).
+        ssh = (f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+               f"-o UserKnownHostsFile={known_hosts} "
+               f"-o IdentityFile={shlex.quote(str(self.cache.root / 'no-key'))}")
         key = self.secrets.ssh_key
         if key is not None and key.private_key:
-            self._folder = self.cache.root / f".key-{token_hex(8)}"
-            self._folder.mkdir(mode=0o700)
-            path = self._folder / "key"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(key.private_key.rstrip("\n") + "\n")
-            ssh += f" -i {shlex.quote(str(path))}"
+            try:
+                socket = await self._start_agent(key)
+            except BaseException:
+                await self.__aexit__()
+                raise
+            ssh += f" -o IdentityAgent={shlex.quote(str(socket))}"
             if key.login:
                 ssh += f" -l {shlex.quote(key.login)}"
         else:
-            # Naming a file keeps ssh from its defaults (~/.ssh/id_*); this one never exists.
-            ssh += f" -o IdentityFile={shlex.quote(str(self.cache.root / 'no-key'))}"
+            ssh += " -o IdentityAgent=none"
         self.env["GIT_SSH_COMMAND"] = ssh
         self.env["GIT_SSH_VARIANT"] = "ssh"
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def _start_agent(self, key: SshKeySecret) -> Path:
+        self._folder = self.cache.root / f".key-{token_hex(8)}"
+        self._folder.mkdir(mode=0o700)
+        self._agent = SshAgent(self._folder, TaskIdentity.of_runner(), self.cache.root,
+                               self.on_process)
+        try:
+            await self._agent.start()
+            await self._agent.add(key, "repository's ssh key")
+        except SshKeyError as exc:
+            raise CheckoutFailed(str(exc)) from None
+        return self._agent.socket
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._agent is not None:
+            await self._agent.close()
+            self._agent = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
 
 def hand_over(folder: Path, identity: TaskIdentity) -> None:

@@ -3,13 +3,18 @@ connection and a real git server (git http-backend over HTTP on a loopback port)
 
 import asyncio
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.gitkit import git, repo_with_branch
 from tests.httpgit import GitHttpServer
+from tests.sshkit import Sshd, make_key
 
 PASSWORD = "pa55-w0rd-4e7c19"
 # What every task prints: its script's line, the commit it runs, where its checkout is.
@@ -237,9 +242,6 @@ async def test_without_a_key_a_private_repository_is_refused_without_a_prompt(
 def test_the_cache_is_out_of_a_task_users_reach(lab, tmp_path, task_users):
     """As a separate task user, a task cannot read or change the cache the next task's code
     comes from; its checkout is its own."""
-    import os
-    import shutil
-    import tempfile
     shared = Path(tempfile.mkdtemp(prefix="repository-"))
     os.chmod(shared, 0o711)
     served = GitHttpServer(_folder(tmp_path / "served"))
@@ -286,3 +288,94 @@ try list-cache ls "$1"
 try write-cache touch "$1/planted"
 try objects sh -c "ls -d $1/*.git/objects"
 """
+
+
+@pytest.fixture
+def ssh_keys(tmp_path):
+    return {"plain": make_key(tmp_path / "keys", "plain"),
+            "locked": make_key(tmp_path / "keys", "locked", passphrase="horse battery 7!")}
+
+
+@pytest.fixture
+def sshd(tmp_path, ssh_keys):
+    server = Sshd(tmp_path / "sshd", [key.public for key in ssh_keys.values()])
+    yield server
+    server.stop()
+
+
+async def ssh_key(api, project: int, name: str, private: str, passphrase: str = "",
+                  login: str = "") -> int:
+    return (await api.ok("POST", f"/api/project/{project}/keys", {
+        "name": name, "type": "ssh",
+        "ssh": {"private_key": private, "passphrase": passphrase, "login": login}}, 201))["id"]
+
+
+def assert_nothing_left(cache_root: Path) -> None:
+    """No key folder, half-made cache or agent of a fetch is left on the runner."""
+    left = [p.name for p in cache_root.iterdir() if p.name.startswith((".key-", ".new-"))]
+    assert not left, left
+    agents = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+              if p.info["cmdline"] and "ssh-agent" in p.info["cmdline"][0]
+              and str(cache_root) in " ".join(p.info["cmdline"])]
+    assert not agents, agents
+
+
+async def test_ssh_keys_with_and_without_a_passphrase_clone_then_fetch(
+        hub, api, tmp_path, ssh_keys, sshd):
+    work = work_repo(tmp_path / "work")
+    bare = tmp_path / "bare" / "app.git"
+    bare.parent.mkdir()
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
+    await hub.start_runner(tmp_path)
+    project = await api.project()
+    cache_root = tmp_path / "runner-r" / "repositories"
+    locked = ssh_keys["locked"]
+    with_passphrase = await template(
+        api, project, f"ssh://127.0.0.1:{sshd.port}{bare}",
+        key_id=await ssh_key(api, project, "locked", locked.private, locked.passphrase,
+                             login="root"))
+    without = await template(
+        api, project, f"ssh://root@127.0.0.1:{sshd.port}/{bare}",
+        key_id=await ssh_key(api, project, "plain", ssh_keys["plain"].private))
+    outputs = []
+    for tid in (with_passphrase, with_passphrase, without):
+        task, output = await run(api, project, tid)
+        assert task["status"] == "success", output
+        assert "content: one" in output and task["commit_hash"] == git(work, "rev-parse",
+                                                                        "HEAD")
+        outputs.append(output)
+        assert_nothing_left(cache_root)
+    assert "into this runner's cache (the first" in outputs[0]
+    assert "Fetching " in outputs[1]
+    for output in outputs:
+        assert locked.passphrase not in output and "PRIVATE KEY" not in output
+    for path in (tmp_path / "runner-r").rglob("*"):
+        if path.is_file() and not path.is_socket():
+            data = path.read_bytes()
+            assert locked.passphrase.encode() not in data and b"PRIVATE KEY" not in data, path
+    assert (cache_root / "known_hosts").read_text().startswith(f"[127.0.0.1]:{sshd.port} ")
+
+
+async def test_an_ssh_key_that_is_not_a_key_or_a_wrong_passphrase_is_an_error(
+        hub, api, tmp_path, ssh_keys, sshd):
+    await hub.start_runner(tmp_path)
+    project = await api.project()
+    url = f"ssh://root@127.0.0.1:{sshd.port}/nowhere.git"
+    cache_root = tmp_path / "runner-r" / "repositories"
+    garbage = "this is not a key-3f9a\nat all\n"
+    task, output = await run(api, project, await template(
+        api, project, url, key_id=await ssh_key(api, project, "bad", garbage, "pass-8c2d1e")))
+    assert task["status"] == "error"
+    assert "repository's ssh key could not be loaded" in output, output
+    assert "not a private key" in output or "invalid format" in output, output
+    assert "not a key-3f9a" not in output and "pass-8c2d1e" not in output
+    assert_nothing_left(cache_root)
+    assert not list(cache_root.glob("*.git"))
+    locked = ssh_keys["locked"]
+    task, output = await run(api, project, await template(
+        api, project, url, key_id=await ssh_key(api, project, "wrong", locked.private,
+                                                "wrong-passphrase-5b")))
+    assert task["status"] == "error"
+    assert "could not be loaded" in output and "wrong-passphrase-5b" not in output, output
+    assert_nothing_left(cache_root)
+    assert not list(cache_root.glob("*.git"))
