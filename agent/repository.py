@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
+from urllib.parse import urlsplit, urlunsplit
 
 from agent.isolation import TaskIdentity, prepare_private_folder
 from agent.sshagent import SshAgent, SshKeyError
@@ -81,6 +82,16 @@ def is_local(url: str) -> bool:
         return False
     colon, slash = url.find(":"), url.find("/")
     return colon < 0 or 0 <= slash < colon
+
+
+def shown(url: str) -> str:
+    """The URL as the runner's own messages show it: a password written into it (some put a
+    token there) replaced by ********, as git's own messages hide it."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:********@{host}"))
 
 
 class RepositoryCache:
@@ -153,7 +164,8 @@ class TaskCheckout:
 
     async def _clone_local(self) -> None:
         url, branch = self.spec.url, self.spec.branch
-        await self.say(f"Cloning {url}" + (f" (branch {branch})" if branch else "") + "\n")
+        await self.say(f"Cloning {shown(url)}" + (f" (branch {branch})" if branch else "")
+                       + "\n")
         env = {**self.task_env, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": "file"}
         args = ["git", "clone"]
         args += ["--no-checkout"] if self.commit else ["--depth", "1"]
@@ -175,10 +187,10 @@ class TaskCheckout:
         async with self.cache.lock(url):
             async with Credentials(self.secrets, self.cache, self.on_process) as credentials:
                 if cache.is_dir():
-                    await self.say(f"Fetching {url} into this runner's cache of it\n")
+                    await self.say(f"Fetching {shown(url)} into this runner's cache of it\n")
                     await self._fetch(cache, credentials)
                 else:
-                    await self.say(f"Cloning {url} into this runner's cache (the first "
+                    await self.say(f"Cloning {shown(url)} into this runner's cache (the first "
                                    "task of this repository here)\n")
                     await self._create(cache, credentials)
             commit, branch = await self._resolve(cache)
@@ -220,21 +232,21 @@ class TaskCheckout:
         if self.commit:
             found = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
             if found is None:
-                raise CheckoutFailed(f"commit {self.commit} is not in {self.spec.url} "
+                raise CheckoutFailed(f"commit {self.commit} is not in {shown(self.spec.url)} "
                                      "(none of its branches or tags holds it)")
             return found, ""
         branch = self.spec.branch
         if not branch:
             found = await self._rev_parse(cache, "refs/semaphore/head^{commit}")
             if found is None:
-                raise CheckoutFailed(f"{self.spec.url} has no default branch; name one")
+                raise CheckoutFailed(f"{shown(self.spec.url)} has no default branch; name one")
             return found, ""
         found = await self._rev_parse(cache, f"refs/heads/{branch}^{{commit}}")
         if found is not None:
             return found, branch
         found = await self._rev_parse(cache, f"refs/tags/{branch}^{{commit}}")
         if found is None:
-            raise CheckoutFailed(f"branch {branch!r} not found in {self.spec.url}")
+            raise CheckoutFailed(f"branch {branch!r} not found in {shown(self.spec.url)}")
         return found, ""
 
     async def _rev_parse(self, cache: Path, rev: str) -> str | None:

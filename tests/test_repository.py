@@ -220,6 +220,17 @@ async def test_https_login_and_password_reach_git_and_nowhere_else(
             api, project, served.url("app"), key_id=wrong["id"]))
         assert task["status"] == "error"
         assert "Authentication failed" in output and PASSWORD not in output
+        # A password written into the URL itself: used, and shown by no message either.
+        in_url = served.url("app").replace("http://", f"http://deploy:{PASSWORD}@")
+        task, output = await run(api, project, await template(api, project, in_url))
+        assert task["status"] == "success", output
+        assert "content: one" in output and PASSWORD not in output
+        assert "deploy:********@" in output
+        for path in (tmp_path / "runner-r").rglob("*"):
+            if path.is_file():
+                assert PASSWORD.encode() not in path.read_bytes(), path
+        logged = capfd.readouterr()
+        assert PASSWORD not in logged.out + logged.err
     finally:
         served.close()
 
