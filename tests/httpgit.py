@@ -5,6 +5,7 @@ import base64
 import os
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class GitHttpServer:
         self.credentials = (login, password) if login else None
         self.requests: list[str] = []  # "METHOD path" of every request, in order
         self.authorizations: list[str] = []  # the Authorization headers received
+        self.delay = 0.0  # seconds each request waits before it is answered (a slow server)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +58,8 @@ class GitHttpServer:
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         path, _, query = request.path.partition("?")
+        if self.delay:
+            time.sleep(self.delay)
         self.requests.append(f"{request.command} {path}")
         header = request.headers.get("Authorization", "")
         if header:

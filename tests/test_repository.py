@@ -176,6 +176,27 @@ async def test_an_ext_url_runs_no_command(hub, api, tmp_path):
     assert [p.name for p in (tmp_path / "runner-r" / "repositories").iterdir()] == ["home"]
 
 
+async def test_a_task_stopped_while_it_fetches_leaves_no_half_made_cache(
+        hub, api, tmp_path, server):
+    server.publish(work_repo(tmp_path / "work"), "app")
+    server.delay = 30.0
+    await hub.start_runner(tmp_path)
+    project = await api.project()
+    task_id = await api.run(project, await template(api, project, server.url("app")))
+    output = ""
+    deadline = time.monotonic() + 20
+    while "into this runner's cache" not in output:
+        assert time.monotonic() < deadline, output
+        await asyncio.sleep(0.05)
+        output = await api.raw_output(project, task_id)
+    await api.ok("POST", f"/api/project/{project}/tasks/{task_id}/stop", None, 204)
+    task = await api.wait_status(project, task_id, timeout=20)
+    assert task["status"] == "stopped"
+    cache_root = tmp_path / "runner-r" / "repositories"
+    assert sorted(p.name for p in cache_root.iterdir()) == ["home"]
+    assert not list((tmp_path / "runner-r" / "tasks").iterdir())
+
+
 async def test_a_missing_branch_is_an_error_naming_it(hub, api, tmp_path, server):
     server.publish(work_repo(tmp_path / "work"), "app")
     await hub.start_runner(tmp_path)
