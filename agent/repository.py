@@ -44,10 +44,11 @@ from agent.taskenv import DEFAULT_PATH, INHERITED
 from protocol.frames import RepositorySpec, SshKeySecret, TaskSecrets
 
 REMOTE_PROTOCOLS = "https:http:ssh:git"
-# Refs the cache keeps: every branch and tag, and what the remote's HEAD points at (the
-# repository's default branch, for a repository without one).
-FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                  "+HEAD:refs/semaphore/head")
+# Refs the cache keeps: every branch and tag; and, for a task that names no branch, what the
+# remote's HEAD points at (its default branch; not fetched otherwise: a remote whose HEAD
+# names a deleted branch still serves its other branches).
+FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+DEFAULT_HEAD = "refs/semaphore/head"
 COMMIT = re.compile(r"[0-9a-f]{4,64}\Z")
 # The runner's git: its own config only; auto gc never detached (it would outlive the lock).
 RUNNER_GIT = ("git", "-c", "credential.helper=", "-c", "gc.autoDetach=false",
@@ -224,39 +225,43 @@ class TaskCheckout:
     async def _fetch(self, cache: Path, credentials: "Credentials") -> None:
         args = [*RUNNER_GIT, *credentials.options, "-C", str(cache), "fetch", "--prune",
                 "--force", "--no-write-fetch-head", "--", self.spec.url, *FETCH_REFSPECS]
+        if not self.spec.branch and not self.commit:
+            args.append(f"+HEAD:{DEFAULT_HEAD}")
         await self._step(args, {**self.cache.environment(), **credentials.env},
                          as_runner=True, what="git fetch")
 
     async def _resolve(self, cache: Path) -> tuple[str, str]:
         """The commit the task runs (and the branch to name in its checkout, if any)."""
+        url = shown(self.spec.url)
         if self.commit:
-            found = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
+            found, error = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
             if found is None:
-                raise CheckoutFailed(f"commit {self.commit} is not in {shown(self.spec.url)} "
-                                     "(none of its branches or tags holds it)")
+                await self.say(error)
+                raise CheckoutFailed(f"commit {self.commit} is not in {url} (none of its "
+                                     "branches or tags holds it)")
             return found, ""
         branch = self.spec.branch
         if not branch:
-            found = await self._rev_parse(cache, "refs/semaphore/head^{commit}")
+            found, error = await self._rev_parse(cache, f"{DEFAULT_HEAD}^{{commit}}")
             if found is None:
-                raise CheckoutFailed(f"{shown(self.spec.url)} has no default branch; name one")
+                await self.say(error)
+                raise CheckoutFailed(f"{url} has no default branch; name one")
             return found, ""
-        found = await self._rev_parse(cache, f"refs/heads/{branch}^{{commit}}")
+        found, _ = await self._rev_parse(cache, f"refs/heads/{branch}^{{commit}}")
         if found is not None:
             return found, branch
-        found = await self._rev_parse(cache, f"refs/tags/{branch}^{{commit}}")
+        found, error = await self._rev_parse(cache, f"refs/tags/{branch}^{{commit}}")
         if found is None:
-            raise CheckoutFailed(f"branch {branch!r} not found in {shown(self.spec.url)}")
+            await self.say(error)
+            raise CheckoutFailed(f"branch {branch!r} not found in {url}")
         return found, ""
 
-    async def _rev_parse(self, cache: Path, rev: str) -> str | None:
+    async def _rev_parse(self, cache: Path, rev: str) -> tuple[str | None, str]:
+        """The commit `rev` names in the cache, or None and git's message."""
         code, out, err = await capture(
             [*RUNNER_GIT, "-C", str(cache), "rev-parse", "--verify", "--end-of-options", rev],
             cache, self.cache.environment())
-        if code != 0:
-            await self.say(err)
-            return None
-        return out.strip()
+        return (out.strip() if code == 0 else None), err
 
     async def _local(self, args: list[str], cwd: Path, what: str, protocols: str = "") -> None:
         """A quick local git command as the runner; its messages shown only if it fails."""
