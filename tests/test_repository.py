@@ -131,6 +131,7 @@ async def test_two_tasks_on_two_branches_at_once_each_see_their_own_commit(
     assert main_task["commit_hash"] == git(work, "rev-parse", "main")
     assert feature_task["commit_hash"] == git(work, "rev-parse", "feature")
     # They ran at the same time, from one cache.
+    assert main_task["start"] < feature_task["end"] and feature_task["start"] < main_task["end"]
     assert len(list((tmp_path / "runner-r" / "repositories").glob("*.git"))) == 1
 
 
@@ -225,6 +226,7 @@ async def test_https_login_and_password_reach_git_and_nowhere_else(
             task, output = await run(api, project, tid)
             assert task["status"] == "success", output
             assert "content: one" in output
+            assert "[core]" in output  # the checkout's .git/config, shown by the task
             assert PASSWORD not in output and "deploy:" not in output
         assert served.authorizations  # git did log in
         # Not in the cache (its config, FETCH_HEAD, anything), nor anywhere the runner wrote.
