@@ -116,11 +116,13 @@ class TerraformRun:
             await execution._say("No changes to apply.\n")
             return outcome
         if spec.dry_run:
+            outcome.exit_code = 0  # the plan's 2 says "changes", not a failure
             await execution._say("Dry run: the plan is not applied.\n")
             return outcome
         await execution._say("The plan has changes: waiting for a user to confirm or reject "
                              "it.\n")
         verdict = await execution.confirmation.wait(execution._stop, self._remaining())
+        outcome.exit_code = None  # no process ends the wait
         if verdict == "stop":
             outcome.status, outcome.message = "stopped", execution._stop_reason
             return outcome

@@ -175,11 +175,14 @@ async def _decide(request: web.Request, approved: bool) -> web.Response:
     project_id = await project_access(request, "task_runner")
     task_id = int_param(request, "task_id")
     hub = hub_of(request)
-    await hub.store.get_task(task_id, project_id)  # 404 for a task not in this project
+    row = await hub.store.get_task(task_id, project_id)  # 404 for another project's task
     try:
         await hub.tasks.decide(task_id, approved, current_user(request)["username"])
     except NotAwaiting as exc:
-        raise ApiError(400, str(exc)) from None
+        status = exc.status or row["status"]
+        raise ApiError(400, f"task {task_id} is {status}, not waiting_confirmation: only a "
+                            "task whose plan waits for a decision can be confirmed or "
+                            "rejected") from None
     return no_content()
 
 

@@ -34,7 +34,12 @@ log = structlog.get_logger("hub.tasks")
 
 
 class NotAwaiting(Exception):
-    """A confirm or reject for a task that does not wait for one."""
+    """A confirm or reject for a task that does not wait for one; `status` is where it
+    stands (None: it has ended)."""
+
+    def __init__(self, status: TaskState | None):
+        super().__init__(status)
+        self.status = status
 
 
 @dataclass
@@ -122,14 +127,11 @@ class TaskService:
         """A user confirms or rejects the plan a task waits with: its runner is told (now,
         or when it reconnects), and applies the plan or ends the task `stopped`."""
         task = self.lifecycle.get(task_id)
-        status = task.status if task is not None else "finished"
         if task is None or task.status != TaskState.WAITING_CONFIRMATION:
-            raise NotAwaiting(f"task {task_id} is {status}, not waiting_confirmation: only a "
-                              "task whose plan waits for a decision can be confirmed or "
-                              "rejected")
+            raise NotAwaiting(task.status if task is not None else None)
         message = f"plan {'confirmed' if approved else 'rejected'} by {username}"
         if not await self.lifecycle.decide(task, approved, message):
-            raise NotAwaiting(f"task {task_id} is {task.status}, not waiting_confirmation")
+            raise NotAwaiting(task.status)
         link = self.dispatcher.link_of(task)
         if link is not None:
             link.send(Decision(task_id=task_id, approved=approved, message=message))
