@@ -13,10 +13,14 @@ import shutil
 import stat
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from agent import apps
 from agent.config import AppSetting
+from protocol.codec import decode_hub_frame, encode
+from protocol.frames import Accepted, Ack, Assign, Decision, Finished, HeldTask, Hello, Welcome
+from protocol.version import PROTOCOL_VERSION
 from tests.gitkit import git
 from tests.hub.test_accounts_security import logged_in, make_user
 from tests.hubkit import InProcessRunner, RunningHub
@@ -404,3 +408,88 @@ def test_a_runner_killed_while_its_plan_waits_ends_the_task_error(lab, tmp_path)
     assert "Apply complete" not in rest.raw_output(project, task_id)
     # The restarted runner removed what the killed one left (the plan, the var-file).
     assert list((runner.folder / "work" / "tasks").iterdir()) == []
+
+
+# The hub's side of frames a cut connection lost, with a raw runner that speaks the protocol
+# frame by frame (no terraform runs: the frames are what is under test).
+
+
+async def next_frame(ws, kind: type, timeout: float = 5.0):
+    """The next frame of `kind` from the hub, skipping acks."""
+    while True:
+        message = await ws.receive(timeout=timeout)
+        assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message
+        frame = decode_hub_frame(message.data)
+        if isinstance(frame, kind):
+            return frame
+        assert isinstance(frame, Ack), frame
+
+
+async def raw_runner(hub, token: str, held: list[HeldTask] | None = None):
+    session = aiohttp.ClientSession()
+    hub.sessions.append(session)
+    ws = await session.ws_connect(hub.ws_url, headers={"Authorization": f"Bearer {token}"})
+    await ws.send_bytes(encode(Hello(protocol_version=PROTOCOL_VERSION, runner_version="t",
+                                     name="raw", apps={"terraform": "Terraform v0.15.0"},
+                                     held_tasks=held or [])))
+    assert isinstance(decode_hub_frame((await ws.receive(timeout=5)).data), Welcome)
+    return ws
+
+
+async def test_frames_a_cut_connection_lost_are_made_good_at_the_next_hello(hub, api,
+                                                                            tmp_path):
+    token = await hub.register("raw")
+    ws = await raw_runner(hub, token)
+    project = await api.project()
+    template = await terraform_template(api, project, f"file://{tmp_path}")
+    task_id = await api.run(project, template)
+    await next_frame(ws, Assign)
+    await ws.send_bytes(encode(Accepted(task_id=task_id)))
+    await api.wait_status(project, task_id, {"running"})
+    # Its `confirmation` waiting was lost with the connection: the hello says it waits.
+    await ws.close()
+    held = [HeldTask(task_id=task_id, state="running", last_seq=0, awaiting=True)]
+    ws = await raw_runner(hub, token, held)
+    await api.wait_status(project, task_id, {"waiting_confirmation"})
+    # No user decided: nothing is sent (a decision is never made up).
+    with pytest.raises(asyncio.TimeoutError):
+        await next_frame(ws, Decision, timeout=0.5)
+    await api.ok("POST", f"/api/project/{project}/tasks/{task_id}/confirm", None, 204)
+    decision = await next_frame(ws, Decision)
+    assert decision == Decision(task_id=task_id, approved=True,
+                                message="plan confirmed by admin")
+    # Its `confirmation` applying was lost: the hello no longer says it waits.
+    await ws.close()
+    assert (await api.task(project, task_id))["status"] == "confirmed"
+    ws = await raw_runner(hub, token, [HeldTask(task_id=task_id, state="running",
+                                                last_seq=0)])
+    await api.wait_status(project, task_id, {"running"})
+    await ws.send_bytes(encode(Finished(task_id=task_id, status="success", last_seq=0)))
+    done = await api.wait_status(project, task_id)
+    assert done["status"] == "success"
+    # A decision on a task that is not waiting is refused, whatever the runner says.
+    status, body = await api.request("POST",
+                                     f"/api/project/{project}/tasks/{task_id}/reject")
+    assert status == 400 and "success" in body["error"]
+
+
+async def test_the_hubs_embedded_runner_waits_and_applies_too(tmp_path):
+    """use_remote_runner off: the same frames go to the worker inside the hub."""
+    from tests.hubkit import start_hub
+
+    running = await start_hub(tmp_path, use_remote_runner=False)
+    try:
+        api = await running.api()
+        project = await api.project()
+        repo = config_repo(tmp_path / "repo")
+        template = await terraform_template(api, project, f"file://{repo}")
+        task_id = await api.run(project, template)
+        assert (await wait_confirmation(api, project, task_id))["status"] == \
+            "waiting_confirmation"
+        await api.ok("POST", f"/api/project/{project}/tasks/{task_id}/confirm", None, 204)
+        done = await api.wait_status(project, task_id, timeout=60)
+        output = await output_of(api, project, task_id)
+        assert done["status"] == "success", output
+        assert 'greeting = "none"' in output
+    finally:
+        await running.close()
