@@ -121,6 +121,7 @@ class TerraformRun:
             return outcome
         await execution._say("The plan has changes: waiting for a user to confirm or reject "
                              "it.\n")
+        execution.sink.flush()  # the plan's output goes out before the task says it waits
         verdict = await execution.confirmation.wait(execution._stop, self._remaining())
         outcome.exit_code = None  # no process ends the wait
         if verdict == "stop":

@@ -111,6 +111,17 @@ async def output_of(api, project_id: int, task_id: int) -> str:
     return ANSI.sub("", await api.raw_output(project_id, task_id))
 
 
+async def output_with(api, project_id: int, task_id: int, text: str) -> str:
+    """The task's output once it shows `text`: output is stored in batches, a status at
+    once, so the status may come first."""
+    for _ in range(250):
+        output = await output_of(api, project_id, task_id)
+        if text in output:
+            return output
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in:\n{output[-3000:]}")
+
+
 def cli_args(output: str, command: str) -> str:
     """The line where this terraform logs its own argv for `command` (it always logs it)."""
     lines = [line for line in output.splitlines()
@@ -138,8 +149,8 @@ async def test_plan_waits_for_confirmation_then_applies_that_plan(hub, api, tmp_
     task_id = await api.run(project, template)
     task = await wait_confirmation(api, project, task_id)
     assert task["status"] == "waiting_confirmation", await output_of(api, project, task_id)
-    output = await output_of(api, project, task_id)
-    assert "Changes to Outputs" in output and "waiting for a user" in output
+    output = await output_with(api, project, task_id, "waiting for a user")
+    assert "Changes to Outputs" in output
     assert "Apply complete" not in output
     # The plan's argv: the environment's json as -var pairs, the secret var in a var-file.
     plan = cli_args(output, "plan")
