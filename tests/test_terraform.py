@@ -504,3 +504,27 @@ async def test_the_hubs_embedded_runner_waits_and_applies_too(tmp_path):
         assert 'greeting = "none"' in output
     finally:
         await running.close()
+
+
+async def test_the_folder_must_be_inside_the_checkout(hub, api, tmp_path, project):
+    repo = config_repo(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "main.tf").write_text(MAIN_TF)
+    (repo / "escape").symlink_to(outside)
+    git(repo, "add", "escape")
+    git(repo, "commit", "-q", "-m", "escape")
+    for folder, message in (("escape", "leads out of the repository"),
+                            ("main.tf", "is not a folder"),
+                            ("nowhere", "nowhere")):
+        template = await terraform_template(api, project, f"file://{repo}", folder=folder)
+        task_id = await api.run(project, template)
+        done = await api.wait_status(project, task_id, timeout=60)
+        output = await output_of(api, project, task_id)
+        assert done["status"] == "error", output
+        assert message in output and "terraform folder" in output
+        assert "CLI args" not in output  # terraform never ran
+    status, body = await api.request("POST", f"/api/project/{project}/templates", {
+        "name": "up", "app": "terraform", "playbook": "../up"})
+    assert status == 400 and "playbook" in body["error"]
+    assert task_folders(tmp_path) == []
