@@ -141,7 +141,7 @@ async def wait_confirmation(api, project_id: int, task_id: int) -> dict:
 
 
 async def test_plan_waits_for_confirmation_then_applies_that_plan(hub, api, tmp_path,
-                                                                  project):
+                                                                  project, capsys):
     repo = config_repo(tmp_path / "repo")
     template = await terraform_template(api, project, f"file://{repo}", environment={
         "json": json.dumps({"greeting": "hello-from-env"}),
@@ -177,6 +177,10 @@ async def test_plan_waits_for_confirmation_then_applies_that_plan(hub, api, tmp_
     apply = cli_args(output, "apply")
     assert str(Path(task_dir / "task.tfplan")) in apply and '"-var"' not in apply
     assert task_folders(tmp_path) == []
+    # Nor in the hub's and the runner's logs (both log to this process's stdout here).
+    logs = capsys.readouterr()
+    assert "task.waiting_confirmation" in logs.out and "task.confirmed" in logs.out
+    assert SECRET not in logs.out + logs.err
 
 
 async def test_a_rejected_plan_ends_stopped_and_applies_nothing(hub, api, tmp_path, project):
