@@ -25,6 +25,7 @@ from agent.taskenv import (
     task_environment,
     write_private_file,
 )
+from agent.terraform import TERRAFORM_APPS, ConfirmationGate, TerraformRun
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
 log = structlog.get_logger("agent.executor")
@@ -100,6 +101,8 @@ class TaskExecution:
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
         self.log = log.bind(task_id=task_id)
+        # Where a task that asks before it changes anything (terraform) waits for a decision.
+        self.confirmation = ConfirmationGate()
 
     def stop(self, reason: str = "stopped by user") -> None:
         self._stop_reason = reason
@@ -126,6 +129,8 @@ class TaskExecution:
             return outcome
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
+        if self.spec.app in TERRAFORM_APPS:  # several commands and a confirmation: its own
+            return await TerraformRun(self, cwd, outcome).run()
         try:
             playbook = resolve_playbook(cwd, self.spec.playbook)
             inventory = (install_inventory(self.spec.inventory, cwd, self.work_dir,

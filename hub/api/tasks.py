@@ -24,6 +24,7 @@ from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
 from hub.context import PROJECT
 from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_vars
+from hub.core.tasks import NotAwaiting
 from hub.store import NotFound
 
 log = structlog.get_logger("hub.api.tasks")
@@ -164,6 +165,33 @@ async def task_raw_output(request: web.Request) -> web.StreamResponse:
         await response.write("".join(stored_text(chunk["data"]) for chunk in chunks).encode())
     await response.write_eof()
     return response
+
+
+async def confirm_task(request: web.Request) -> web.Response:
+    """Semaphore's POST .../tasks/{id}/confirm: apply the plan the task waits with."""
+    return await _decide(request, approved=True)
+
+
+async def reject_task(request: web.Request) -> web.Response:
+    """Semaphore's POST .../tasks/{id}/reject: the plan is not applied; the task ends
+    `stopped`, its message saying who rejected it."""
+    return await _decide(request, approved=False)
+
+
+async def _decide(request: web.Request, approved: bool) -> web.Response:
+    # Whoever may stop a task may decide on its plan (Semaphore: the same role).
+    project_id = await project_access(request, "task_runner")
+    task_id = int_param(request, "task_id")
+    hub = hub_of(request)
+    row = await hub.store.get_task(task_id, project_id)  # 404 for another project's task
+    try:
+        await hub.tasks.decide(task_id, approved, current_user(request)["username"])
+    except NotAwaiting as exc:
+        status = exc.status or row["status"]
+        raise ApiError(400, f"task {task_id} is {status}, not waiting_confirmation: only a "
+                            "task whose plan waits for a decision can be confirmed or "
+                            "rejected") from None
+    return no_content()
 
 
 async def stop_task(request: web.Request) -> web.Response:
