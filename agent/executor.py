@@ -239,6 +239,11 @@ class TaskExecution:
                            as_runner: bool = False) -> tuple[int | None, str]:
         """Run argv in its own process group, streaming output; returns (exit code, why).
         As the task's user, unless `as_runner` (the fetch into the runner's cache)."""
+        if not as_runner and self.identity.separate and not cwd.is_relative_to(self.work_dir):
+            # A repository path on the runner: entered by the task's user itself. subprocess
+            # changes folder before it changes user, so cwd= would start the task inside a
+            # folder its user may not reach, its files readable there by relative paths.
+            argv, cwd = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *argv], self.work_dir
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,

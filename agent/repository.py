@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from agent.isolation import TaskIdentity, prepare_private_folder
 from agent.sshagent import SshAgent, SshKeyError
@@ -83,6 +83,20 @@ def is_local(url: str) -> bool:
         return False
     colon, slash = url.find(":"), url.find("/")
     return colon < 0 or 0 <= slash < colon
+
+
+def split_password(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without the password written into it (some put a token there), and (login,
+    password) when there was one: every local user can read a process's command line, so
+    the password reaches git through the credential helper instead, as a key's would."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or not parts.password:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    login = userinfo.partition(":")[0]  # as written (percent-encoded) in the URL
+    netloc = f"{login}@{host}" if login else host
+    return urlunsplit(parts._replace(netloc=netloc)), (unquote(login),
+                                                       unquote(parts.password))
 
 
 def shown(url: str) -> str:
@@ -223,19 +237,23 @@ class TaskCheckout:
             shutil.rmtree(building, ignore_errors=True)
 
     async def _fetch(self, cache: Path, credentials: "Credentials") -> None:
-        args = [*RUNNER_GIT, *credentials.options, "-C", str(cache), "fetch", "--prune",
-                "--force", "--no-write-fetch-head", "--", self.spec.url, *FETCH_REFSPECS]
+        url, in_url = split_password(self.spec.url)
+        options, env = credentials.options, {**self.cache.environment(), **credentials.env}
+        if in_url is not None:  # git would use the URL's over the key's: so do we
+            options = ["-c", CREDENTIAL_HELPER]
+            env.update(SEMAPHORE_GIT_LOGIN=in_url[0], SEMAPHORE_GIT_PASSWORD=in_url[1])
+        args = [*RUNNER_GIT, *options, "-C", str(cache), "fetch", "--prune", "--force",
+                "--no-write-fetch-head", "--", url, *FETCH_REFSPECS]
         if not self.spec.branch and not self.commit:
             args.append(f"+HEAD:{DEFAULT_HEAD}")
-        await self._step(args, {**self.cache.environment(), **credentials.env},
-                         as_runner=True, what="git fetch")
+        await self._step(args, env, as_runner=True, what="git fetch")
 
     async def _resolve(self, cache: Path) -> tuple[str, str]:
         """The commit the task runs (and the branch to name in its checkout, if any)."""
         url = shown(self.spec.url)
         if self.commit:
             found, error = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
-            if found is None:
+            if found is None or not await self._in_branch_or_tag(cache, found):
                 await self.say(error)
                 raise CheckoutFailed(f"commit {self.commit} is not in {url} (none of its "
                                      "branches or tags holds it)")
@@ -255,6 +273,16 @@ class TaskCheckout:
             await self.say(error)
             raise CheckoutFailed(f"branch {branch!r} not found in {url}")
         return found, ""
+
+    async def _in_branch_or_tag(self, cache: Path, commit: str) -> bool:
+        """Whether a branch or tag this task's fetch just left in the cache holds the commit.
+        The cache keeps objects another login fetched (the same URL may show each login
+        other refs or another repository; a ref it no longer sees is pruned, its objects
+        stay until gc): a task may run only what its own fetch could see."""
+        code, out, _ = await capture(
+            [*RUNNER_GIT, "-C", str(cache), "for-each-ref", "--count=1", "--format=%(refname)",
+             "--contains", commit, "refs/heads/", "refs/tags/"], cache, self.cache.environment())
+        return code == 0 and bool(out.strip())
 
     async def _rev_parse(self, cache: Path, rev: str) -> tuple[str | None, str]:
         """The commit `rev` names in the cache, or None and git's message."""

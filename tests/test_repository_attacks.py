@@ -1,0 +1,181 @@
+"""Attacks on the runner's repository cache (agent/repository.py), each performed for real: a
+real hub, a real runner, real git over HTTP or ssh, and, where the attack needs one, a real
+separate task user. Each test asserts that the defence holds."""
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from tests.gitkit import git
+from tests.httpgit import GitHttpServer
+from tests.test_repository import _folder, run, template, work_repo
+
+PASSWORD = "url-t0ken-9d3f71c2"
+
+
+def bare_copy(work: Path, bare: Path) -> Path:
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return bare
+
+
+def command_lines() -> list[str]:
+    """Every process's command line, as any local user can read it (/proc/*/cmdline)."""
+    lines = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"]:
+            lines.append(" ".join(proc.info["cmdline"]))
+    return lines
+
+
+async def test_a_password_in_the_url_is_on_no_command_line(hub, api, tmp_path):
+    """A token written into an https URL: every local user (another project's task user)
+    can read every process's command line; the runner's git must not carry it there."""
+    served = GitHttpServer(_folder(tmp_path / "private"), "deploy", PASSWORD)
+    served.delay = 0.5  # a slow server: the fetch lasts long enough to be watched
+    try:
+        served.publish(work_repo(tmp_path / "work"), "app")
+        await hub.start_runner(tmp_path)
+        project = await api.project()
+        url = served.url("app").replace("http://", f"http://deploy:{PASSWORD}@")
+        tid = await template(api, project, url)
+        for _ in range(2):  # the first task clones into the cache, the second fetches
+            task_id = await api.run(project, tid)
+            seen = 0
+            while (await api.task(project, task_id))["status"] not in (
+                    "success", "error", "stopped"):
+                lines = command_lines()
+                seen += any("git" in line and "fetch" in line for line in lines)
+                leaked = [line for line in lines if PASSWORD in line]
+                assert not leaked, leaked
+                await asyncio.sleep(0.02)
+            output = await api.raw_output(project, task_id)
+            assert (await api.task(project, task_id))["status"] == "success", output
+            assert "content: one" in output and PASSWORD not in output
+            assert seen, "the fetch was never seen running"
+        assert served.authorizations  # the password did reach the server
+    finally:
+        served.close()
+
+
+async def test_a_commit_only_another_login_may_fetch_is_not_run_from_the_cache(
+        hub, api, tmp_path):
+    """One URL, two logins that see different repositories there (per-user access rules, or
+    a path in each user's home on a real server). The victim's project fills the cache; the
+    attacker's project, with its own valid login, fetches the same URL and asks for the
+    victim's commit by hash (or a short prefix of it), or for the victim's branch: refused,
+    and the victim's content is in no output of the attacker's."""
+    victim_work = work_repo(tmp_path / "victim")
+    (victim_work / "data.txt").write_text("victim-secret-7c1e\n")
+    git(victim_work, "commit", "-q", "-am", "secret")
+    git(victim_work, "branch", "private")
+    secret_commit = git(victim_work, "rev-parse", "HEAD")
+    attacker_work = work_repo(tmp_path / "attacker")
+    bare_copy(victim_work, tmp_path / "alice" / "app.git")
+    bare_copy(attacker_work, tmp_path / "bob" / "app.git")
+    served = GitHttpServer(_folder(tmp_path / "none"), accounts={
+        "alice": ("alice-pass-1", tmp_path / "alice"), "bob": ("bob-pass-2", tmp_path / "bob")})
+    try:
+        await hub.start_runner(tmp_path)
+        victim = await api.project("victim")
+        attacker = await api.project("attacker")
+        keys = {}
+        for project, login in ((victim, "alice"), (attacker, "bob")):
+            keys[login] = (await api.ok("POST", f"/api/project/{project}/keys", {
+                "name": login, "type": "login_password",
+                "login_password": {"login": login, "password": f"{login}-pass-"
+                                   + ("1" if login == "alice" else "2")}}, 201))["id"]
+        url = served.url("app")
+        task, output = await run(api, victim, await template(api, victim, url,
+                                                             key_id=keys["alice"]))
+        assert task["status"] == "success", output
+        assert "content: victim-secret-7c1e" in output
+
+        by_commit = await template(api, attacker, url, allow=True, key_id=keys["bob"])
+        task, output = await run(api, attacker, by_commit)  # its own repository: fine
+        assert task["status"] == "success", output
+        assert "content: one" in output
+        for asked in (secret_commit, secret_commit[:7]):
+            task, output = await run(api, attacker, by_commit, commit_hash=asked)
+            assert task["status"] == "error", output
+            assert "victim-secret" not in output
+            assert f"commit {asked} is not in" in output, output
+        task, output = await run(api, attacker, await template(
+            api, attacker, url, "private", key_id=keys["bob"]))
+        assert task["status"] == "error" and "victim-secret" not in output, output
+        assert "branch 'private' not found" in output
+        # The victim's own tasks still run its commit, by hash too.
+        task, output = await run(api, victim, await template(
+            api, victim, url, allow=True, key_id=keys["alice"]), commit_hash=secret_commit)
+        assert task["status"] == "success", output
+        assert "content: victim-secret-7c1e" in output
+    finally:
+        served.close()
+
+
+def test_a_path_repository_into_the_cache_reads_nothing_of_it(lab, tmp_path, task_users):
+    """A project names another project's cache folder (its path is the state folder and a
+    hash of the URL) as a repository path on the runner, and an environment whose BASH_ENV
+    runs its code first: the task user must not start inside that folder, where relative
+    paths would read the cached objects past the cache's 0700 parent."""
+    shared = Path(tempfile.mkdtemp(prefix="repository-"))
+    os.chmod(shared, 0o711)
+    served = GitHttpServer(_folder(tmp_path / "served"))
+    try:
+        work = work_repo(tmp_path / "work")
+        (work / "data.txt").write_text("private-content-e41b\n")
+        git(work, "commit", "-q", "-am", "private")
+        served.publish(work, "app")
+        hub = lab.hub()
+        state = shared / "state"
+        _, rest, victim = lab.online_runner(hub, "isolated", task_user=task_users[0],
+                                            allow_root_tasks=False, tmp_path=str(state))
+        url = served.url("app")
+        repo = rest.ok("POST", f"/api/project/{victim}/repositories",
+                       {"name": "r", "git_url": url}, 201)["id"]
+        tid = rest.ok("POST", f"/api/project/{victim}/templates", {
+            "name": "t", "app": "bash", "playbook": "run.sh", "repository_id": repo}, 201)["id"]
+        task = rest.run(victim, tid)
+        assert rest.wait_status(victim, task, logs=lab.logs)["status"] == "success"
+        assert "private-content-e41b" in rest.raw_output(victim, task)
+
+        cache = state / "repositories" / (hashlib.sha256(url.encode()).hexdigest()[:40]
+                                          + ".git")
+        assert cache.is_dir()
+        # And a folder of the operator's: readable files, under a parent only root may enter.
+        operator = _folder(shared / "operator" / "project")
+        os.chmod(operator.parent, 0o700)
+        os.chmod(operator, 0o755)
+        (operator / "notes.txt").write_text("operator-notes-5a0d\n")
+        os.chmod(operator / "notes.txt", 0o644)
+        attacker = rest.project("attacker")
+        steal = ("$(echo STARTED-IN $PWD >&2; cat notes.txt >&2; python3 -c \"import glob, zlib\n"
+                 "for f in glob.glob('objects/??/*'): print(zlib.decompress("
+                 "open(f, 'rb').read()))\" >&2)")
+        environment = rest.ok("POST", f"/api/project/{attacker}/environment", {
+            "name": "e", "env": json.dumps({"BASH_ENV": steal})}, 201)["id"]
+        for path, playbook in ((operator, "notes.txt"), (cache, "HEAD")):
+            repo = rest.ok("POST", f"/api/project/{attacker}/repositories",
+                           {"name": "path", "git_url": str(path)}, 201)["id"]
+            tid = rest.ok("POST", f"/api/project/{attacker}/templates", {
+                "name": "t", "app": "bash", "playbook": playbook, "repository_id": repo,
+                "environment_id": environment}, 201)["id"]
+            task = rest.run(attacker, tid)
+            done = rest.wait_status(attacker, task, logs=lab.logs)
+            output = rest.raw_output(attacker, task)
+            assert "private-content-e41b" not in output, output
+            assert "operator-notes-5a0d" not in output, output
+            assert "STARTED-IN" not in output, output
+            assert done["status"] == "error", output
+            assert "can't cd" in output or "Permission denied" in output, output
+    finally:
+        served.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
