@@ -15,7 +15,8 @@ import psutil
 
 from tests.gitkit import git
 from tests.httpgit import GitHttpServer
-from tests.test_repository import _folder, run, template, work_repo
+from tests.sshkit import make_key
+from tests.test_repository import SCRIPT, _folder, run, template, work_repo
 
 PASSWORD = "url-t0ken-9d3f71c2"
 
@@ -179,3 +180,89 @@ def test_a_path_repository_into_the_cache_reads_nothing_of_it(lab, tmp_path, tas
         served.close()
         shutil.rmtree(shared, ignore_errors=True)
 
+
+
+async def test_urls_and_logins_with_ssh_options_run_no_command(hub, api, tmp_path):
+    """ssh options smuggled in as a host, a user, an scp-like host, git's own options as a
+    URL, or ssh options as a key's login: git or the runner refuses each, and nothing runs.
+    Each would create `<cache>/home.pwned` ($HOME of the runner's git is `<cache>/home`)."""
+    await hub.start_runner(tmp_path)
+    project = await api.project()
+    touch = "touch${IFS}$HOME.pwned"
+    attempts = {
+        f"ssh://-oProxyCommand={touch}/x.git": "strange hostname",
+        f"ssh://-oProxyCommand={touch}@127.0.0.1:1/x.git": "strange hostname",
+        f"-oProxyCommand={touch}:x.git": "strange hostname",
+        f"--upload-pack={touch}": "does not exist",
+    }
+    for url, refused in attempts.items():
+        task, output = await run(api, project, await template(api, project, url))
+        assert task["status"] == "error", (url, output)
+        assert refused in output, (url, output)
+    key = make_key(tmp_path / "keys", "k")
+    for login in (f"-oProxyCommand={touch}", f"x' $({touch}) '", f"$({touch})"):
+        key_id = (await api.ok("POST", f"/api/project/{project}/keys", {
+            "name": "k", "type": "ssh", "ssh": {"private_key": key.private, "passphrase": "",
+                                                "login": login}}, 201))["id"]
+        task, output = await run(api, project, await template(
+            api, project, "ssh://127.0.0.1:1/x.git", key_id=key_id))
+        assert task["status"] == "error", output
+        assert "remote username contains invalid characters" in output, (login, output)
+    left = [str(p) for p in (tmp_path / "runner-r").rglob("*pwned*")]
+    assert not left, left
+
+
+def test_symbolic_links_in_the_repository_hand_nothing_outside_to_the_task(
+        lab, tmp_path, task_users):
+    """The checkout is written as the runner and then handed to the task user: links in the
+    repository to a file and a folder of root's must stay links, their targets root's."""
+    shared = Path(tempfile.mkdtemp(prefix="repository-"))
+    os.chmod(shared, 0o711)
+    served = GitHttpServer(_folder(tmp_path / "served"))
+    try:
+        target_file = shared / "root-file"
+        target_file.write_text("root's\n")
+        os.chmod(target_file, 0o644)
+        target_dir = _folder(shared / "root-dir")
+        os.chmod(target_dir, 0o755)
+        work = work_repo(tmp_path / "work")
+        os.symlink(target_file, work / "link-file")
+        os.symlink(target_dir, work / "link-dir")
+        os.symlink("..", work / "up")
+        (work / "run.sh").write_text(SCRIPT + LINKS)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "links")
+        served.publish(work, "app")
+        hub = lab.hub()
+        _, rest, project = lab.online_runner(hub, "links", task_user=task_users[0],
+                                             allow_root_tasks=False,
+                                             tmp_path=str(shared / "state"))
+        repo = rest.ok("POST", f"/api/project/{project}/repositories",
+                       {"name": "r", "git_url": served.url("app")}, 201)["id"]
+        tid = rest.ok("POST", f"/api/project/{project}/templates", {
+            "name": "t", "app": "bash", "playbook": "run.sh", "repository_id": repo}, 201)["id"]
+        task = rest.run(project, tid)
+        assert rest.wait_status(project, task, logs=lab.logs)["status"] == "success"
+        output = rest.raw_output(project, task)
+        assert "content: one" in output and f"OWNER {task_users[0]}" in output, output
+        assert "LINK link-file" in output and "LINK link-dir" in output, output
+        for attempt in ("write-file", "write-dir"):
+            assert f"DENIED {attempt}" in output, (attempt, output)
+        for path in (target_file, target_dir):
+            assert path.stat().st_uid == 0 and path.stat().st_gid == 0, path
+        assert target_file.read_text() == "root's\n"
+        assert list(target_dir.iterdir()) == []
+        assert shared.stat().st_uid == 0  # `up` (..) led nowhere either
+    finally:
+        served.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+LINKS = r"""
+try() { label=$1; shift; if out=$("$@" 2>&1); then echo "GOT $label: ${out:0:80}";
+        else echo "DENIED $label: $out"; fi; }
+echo "OWNER $(stat -c %U run.sh)"
+for link in link-file link-dir up; do [ -L "$link" ] && echo "LINK $link"; done
+try write-file sh -c 'echo planted >> link-file'
+try write-dir touch link-dir/planted
+"""
