@@ -99,6 +99,7 @@ class TaskExecution:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._started = time.monotonic()
         self.log = log.bind(task_id=task_id)
 
     def stop(self, reason: str = "stopped by user") -> None:
@@ -114,6 +115,7 @@ class TaskExecution:
             _remove_tree(self.work_dir, self.log)
 
     async def _run(self) -> Outcome:
+        self._started = time.monotonic()
         self._make_work_dir()
         try:
             check_app(self.spec)
@@ -217,7 +219,11 @@ class TaskExecution:
 
     async def _run_git(self, argv: list[str], cwd: Path, env: dict[str, str],
                        as_runner: bool) -> tuple[int | None, str]:
-        return await self._run_process(argv, cwd, env, timeout=None, as_runner=as_runner)
+        # The task's time limit covers its fetch: a server that never answers must not hold
+        # the runner's slot (and the repository's lock) for ever.
+        timeout = (None if self.timeout is None else
+                   max(self.timeout - (time.monotonic() - self._started), 0.1))
+        return await self._run_process(argv, cwd, env, timeout=timeout, as_runner=as_runner)
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the

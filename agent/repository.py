@@ -306,6 +306,8 @@ class TaskCheckout:
         code, ended_by = await self.run(args, self.work_dir, env, as_runner)
         if ended_by == "stop":
             raise CheckoutFailed("", status="stopped")
+        if ended_by == "timeout":
+            raise CheckoutFailed(f"timed out during {what}: the task's time limit was reached")
         if code != 0:
             raise CheckoutFailed(f"{what} failed with exit code {code}", exit_code=code)
 

@@ -266,3 +266,35 @@ for link in link-file link-dir up; do [ -L "$link" ] && echo "LINK $link"; done
 try write-file sh -c 'echo planted >> link-file'
 try write-dir touch link-dir/planted
 """
+
+
+async def test_a_server_that_never_answers_is_ended_by_the_tasks_timeout(hub, api, tmp_path):
+    """A repository server of the attacker's that answers nothing (or a byte a minute) would
+    hold a runner slot, and the URL's lock, for ever: the task's timeout covers the fetch,
+    ended by the runner itself, and nothing of the fetch is left."""
+    served = GitHttpServer(_folder(tmp_path / "served"))
+    served.publish(work_repo(tmp_path / "work"), "app")
+    served.delay = 60.0
+    try:
+        await hub.start_runner(tmp_path)
+        project = await api.project()
+        repo = await api.ok("POST", f"/api/project/{project}/repositories",
+                            {"name": "r", "git_url": served.url("app")}, 201)
+        tid = (await api.ok("POST", f"/api/project/{project}/templates", {
+            "name": "t", "app": "bash", "playbook": "run.sh", "repository_id": repo["id"],
+            "timeout_sec": 2}, 201))["id"]
+        started = asyncio.get_running_loop().time()
+        task_id = await api.run(project, tid)
+        task = await api.wait_status(project, task_id, timeout=30)
+        seconds = asyncio.get_running_loop().time() - started
+        output = await api.raw_output(project, task_id)
+        assert task["status"] == "error", output
+        assert "timed out" in output and "ended by the hub" not in task.get("message", ""), (
+            task, output)
+        assert seconds < 9, seconds  # the runner's own limit, before the hub's backstop
+        cache_root = tmp_path / "runner-r" / "repositories"
+        assert sorted(p.name for p in cache_root.iterdir()) == ["home"]
+        fetching = [line for line in command_lines() if served.url("app") in line]
+        assert not fetching, fetching
+    finally:
+        served.close()
