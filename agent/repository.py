@@ -32,6 +32,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ REMOTE_PROTOCOLS = "https:http:ssh:git"
 # names a deleted branch still serves its other branches).
 FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 DEFAULT_HEAD = "refs/semaphore/head"
+# In a key's folder: where its agent's socket is, when not in that folder (a long path).
+SOCKET_FOLDER_RECORD = "socket-folder"
 COMMIT = re.compile(r"[0-9a-f]{4,64}\Z")
 # The runner's git: its own config only; auto gc never detached (it would outlive the lock).
 RUNNER_GIT = ("git", "-c", "credential.helper=", "-c", "gc.autoDetach=false",
@@ -124,6 +127,8 @@ class RepositoryCache:
         prepare_private_folder(self.root / "home")  # HOME of the runner's git: empty
         # What a runner that died mid-fetch left: a half-made cache, a key's folder.
         for leftover in self.root.glob(".*-*"):
+            if leftover.name.startswith(".key-"):
+                _remove_socket_folder(leftover / SOCKET_FOLDER_RECORD)
             if leftover.name.startswith((".new-", ".key-")):
                 shutil.rmtree(leftover, ignore_errors=True)
         self._ready = True
@@ -363,6 +368,9 @@ class Credentials:
                                self.on_process)
         try:
             await self._agent.start()
+            socket_folder = self._agent.socket.parent
+            if not socket_folder.is_relative_to(self._folder):  # a short one in /tmp
+                (self._folder / SOCKET_FOLDER_RECORD).write_text(str(socket_folder))
             await self._agent.add(key, "repository's ssh key")
         except SshKeyError as exc:
             raise CheckoutFailed(str(exc)) from None
@@ -375,6 +383,20 @@ class Credentials:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _remove_socket_folder(record: Path) -> None:
+    """The /tmp folder of the agent of a runner that died mid-fetch (a deep state folder's
+    socket path is too long for a socket), as its key folder recorded it: removed only if
+    it still is a real folder of ours."""
+    try:
+        folder = Path(record.read_text().strip())
+        info = folder.lstat()
+    except (OSError, ValueError):
+        return
+    if (folder.name.startswith("semaphore-agent-") and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == os.geteuid()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def hand_over(folder: Path, identity: TaskIdentity) -> None:

@@ -9,13 +9,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
 
 from tests.gitkit import git
 from tests.httpgit import GitHttpServer
-from tests.sshkit import make_key
+from tests.hubkit import ACCESS_KEY_ENCRYPTION
+from tests.sshkit import Sshd, make_key
 from tests.test_repository import SCRIPT, _folder, run, template, work_repo
 
 PASSWORD = "url-t0ken-9d3f71c2"
@@ -298,3 +300,56 @@ async def test_a_server_that_never_answers_is_ended_by_the_tasks_timeout(hub, ap
         assert not fetching, fetching
     finally:
         served.close()
+
+
+def _agents() -> dict[int, str]:
+    """ssh-agent processes: pid -> their socket (a long state folder's is in /tmp)."""
+    return {p.pid: p.info["cmdline"][-1] for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and p.info["cmdline"][0].endswith("ssh-agent")}
+
+
+def test_a_runner_killed_mid_fetch_leaves_no_agent_holding_the_key(lab, tmp_path):
+    """kill -9 of the runner while git fetches with an ssh key (a server that never answers
+    past the login): the ssh-agent holding the key outlives it; the restarted runner kills
+    that agent and removes its folder and the half-made cache before anything else."""
+    key = make_key(tmp_path / "keys", "plain")
+    sshd = Sshd(tmp_path / "sshd", [f'command="sleep 120" {key.public}'])
+    try:
+        work = work_repo(tmp_path / "work")
+        bare = bare_copy(work, tmp_path / "bare" / "app.git")
+        hub = lab.hub(access_key_encryption=ACCESS_KEY_ENCRYPTION)
+        runner, rest, project = lab.online_runner(hub, "killed")
+        key_id = rest.ok("POST", f"/api/project/{project}/keys", {
+            "name": "k", "type": "ssh", "ssh": {"private_key": key.private, "passphrase": "",
+                                                "login": "root"}}, 201)["id"]
+        repo = rest.ok("POST", f"/api/project/{project}/repositories", {
+            "name": "r", "git_url": f"ssh://127.0.0.1:{sshd.port}{bare}",
+            "ssh_key_id": key_id}, 201)["id"]
+        tid = rest.ok("POST", f"/api/project/{project}/templates", {
+            "name": "t", "app": "bash", "playbook": "run.sh", "repository_id": repo}, 201)["id"]
+        before = _agents()
+        task = rest.run(project, tid)
+        cache_root = runner.folder / "work" / "repositories"
+        deadline = time.monotonic() + 30
+        while not ((agents := {pid: socket for pid, socket in _agents().items()
+                               if pid not in before})
+                   and "sleep 120" in " ".join(command_lines())):
+            assert time.monotonic() < deadline, rest.raw_output(project, task) + lab.logs()
+            time.sleep(0.05)
+        assert list(cache_root.glob(".key-*")) and list(cache_root.glob(".new-*"))
+        runner.kill9()
+        assert all(psutil.pid_exists(pid) for pid in agents)  # orphaned, the key in memory
+        runner.start()
+        rest.wait_runner_online("killed", logs=lab.logs)
+        done = rest.wait_status(project, task, logs=lab.logs)
+        assert done["status"] == "error"
+        deadline = time.monotonic() + 10
+        while [pid for pid in agents if psutil.pid_exists(pid)
+               and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]:
+            assert time.monotonic() < deadline, "the ssh-agent outlived the restart"
+            time.sleep(0.05)
+        left = [p.name for p in cache_root.iterdir() if p.name.startswith((".key-", ".new-"))]
+        left += [socket for socket in agents.values() if Path(socket).parent.exists()]
+        assert not left, left
+    finally:
+        sshd.stop()
