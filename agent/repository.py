@@ -12,7 +12,9 @@ Why it is built this way:
   new repository in its folder (objects copied, no hardlinks, no alternates), then handed to
   the task's user. A task can change its checkout, never the cache the next task's code
   comes from. The commit is resolved under the lock, so a fetch by another task at the same
-  time changes nothing of it.
+  time changes nothing of it; a commit named by hash only if a branch or tag of this task's
+  own fetch holds it (the cache keeps objects other logins fetched: one URL may show each
+  login other refs, or another repository).
 - Transports: https, http, ssh and git for the cache (GIT_ALLOW_PROTOCOL), so that a URL
   like `ext::sh -c ...` cannot run a command; `--` before every URL.
 - A local repository (`file://` or a relative path) is not cached: fetched with the runner's
@@ -22,6 +24,7 @@ Why it is built this way:
   lock is an asyncio.Lock; no file lock.
 - Credentials: an https login/password reaches git through a credential helper reading the
   fetch's environment (a runner process: task users cannot read it), never argv, URL or a file;
+  a password written into the URL goes the same way (the URL given to git is without it);
   an ssh key is loaded into a private ssh-agent of the runner's (agent.sshagent) for the
   fetch, never written to disk. Host keys: accept-new, in the cache's known_hosts.
 """

@@ -114,6 +114,11 @@ async def test_a_commit_only_another_login_may_fetch_is_not_run_from_the_cache(
             api, attacker, url, "private", key_id=keys["bob"]))
         assert task["status"] == "error" and "victim-secret" not in output, output
         assert "branch 'private' not found" in output
+        # The attacker's fetches left its refs in the cache: the victim's next task fetches
+        # again, and runs its own code.
+        task, output = await run(api, victim, await template(api, victim, url,
+                                                             key_id=keys["alice"]))
+        assert task["status"] == "success" and "content: victim-secret-7c1e" in output, output
         # The victim's own tasks still run its commit, by hash too.
         task, output = await run(api, victim, await template(
             api, victim, url, allow=True, key_id=keys["alice"]), commit_hash=secret_commit)
