@@ -183,6 +183,21 @@ def test_a_path_repository_into_the_cache_reads_nothing_of_it(lab, tmp_path, tas
             assert "STARTED-IN" not in output, output
             assert done["status"] == "error", output
             assert "can't cd" in output or "Permission denied" in output, output
+        # Cloned by the task's user (a local repository is never fetched by the runner):
+        # a file:// URL, and a path relative to the task's folder, into the cache.
+        relative = f"../../repositories/{cache.name}"
+        for url in (f"file://{cache}", relative):
+            repo = rest.ok("POST", f"/api/project/{attacker}/repositories",
+                           {"name": "local", "git_url": url}, 201)["id"]
+            tid = rest.ok("POST", f"/api/project/{attacker}/templates", {
+                "name": "t", "app": "bash", "playbook": "run.sh", "repository_id": repo},
+                201)["id"]
+            task = rest.run(attacker, tid)
+            done = rest.wait_status(attacker, task, logs=lab.logs)
+            output = rest.raw_output(attacker, task)
+            assert done["status"] == "error", (url, output)
+            assert "private-content-e41b" not in output, output
+            assert "git clone failed" in output, (url, output)
     finally:
         served.close()
         shutil.rmtree(shared, ignore_errors=True)
