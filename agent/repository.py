@@ -262,7 +262,8 @@ class TaskCheckout:
         if self.commit:
             found, error = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
             if found is None or not await self._in_branch_or_tag(cache, found):
-                await self.say(error)
+                if error:
+                    await self.say(error)
                 raise CheckoutFailed(f"commit {self.commit} is not in {url} (none of its "
                                      "branches or tags holds it)")
             return found, ""
