@@ -100,6 +100,7 @@ class TaskExecution:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._started = time.monotonic()
         self.log = log.bind(task_id=task_id)
         # Where a task that asks before it changes anything (terraform) waits for a decision.
         self.confirmation = ConfirmationGate()
@@ -117,6 +118,7 @@ class TaskExecution:
             _remove_tree(self.work_dir, self.log)
 
     async def _run(self) -> Outcome:
+        self._started = time.monotonic()
         self._make_work_dir()
         try:
             check_app(self.spec)
@@ -222,7 +224,11 @@ class TaskExecution:
 
     async def _run_git(self, argv: list[str], cwd: Path, env: dict[str, str],
                        as_runner: bool) -> tuple[int | None, str]:
-        return await self._run_process(argv, cwd, env, timeout=None, as_runner=as_runner)
+        # The task's time limit covers its fetch: a server that never answers must not hold
+        # the runner's slot (and the repository's lock) for ever.
+        timeout = (None if self.timeout is None else
+                   max(self.timeout - (time.monotonic() - self._started), 0.1))
+        return await self._run_process(argv, cwd, env, timeout=timeout, as_runner=as_runner)
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
@@ -244,6 +250,11 @@ class TaskExecution:
                            as_runner: bool = False) -> tuple[int | None, str]:
         """Run argv in its own process group, streaming output; returns (exit code, why).
         As the task's user, unless `as_runner` (the fetch into the runner's cache)."""
+        if not as_runner and self.identity.separate and not cwd.is_relative_to(self.work_dir):
+            # A repository path on the runner: entered by the task's user itself. subprocess
+            # changes folder before it changes user, so cwd= would start the task inside a
+            # folder its user may not reach, its files readable there by relative paths.
+            argv, cwd = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *argv], self.work_dir
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,

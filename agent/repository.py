@@ -12,7 +12,9 @@ Why it is built this way:
   new repository in its folder (objects copied, no hardlinks, no alternates), then handed to
   the task's user. A task can change its checkout, never the cache the next task's code
   comes from. The commit is resolved under the lock, so a fetch by another task at the same
-  time changes nothing of it.
+  time changes nothing of it; a commit named by hash only if a branch or tag of this task's
+  own fetch holds it (the cache keeps objects other logins fetched: one URL may show each
+  login other refs, or another repository).
 - Transports: https, http, ssh and git for the cache (GIT_ALLOW_PROTOCOL), so that a URL
   like `ext::sh -c ...` cannot run a command; `--` before every URL.
 - A local repository (`file://` or a relative path) is not cached: fetched with the runner's
@@ -22,6 +24,7 @@ Why it is built this way:
   lock is an asyncio.Lock; no file lock.
 - Credentials: an https login/password reaches git through a credential helper reading the
   fetch's environment (a runner process: task users cannot read it), never argv, URL or a file;
+  a password written into the URL goes the same way (the URL given to git is without it);
   an ssh key is loaded into a private ssh-agent of the runner's (agent.sshagent) for the
   fetch, never written to disk. Host keys: accept-new, in the cache's known_hosts.
 """
@@ -32,11 +35,12 @@ import os
 import re
 import shlex
 import shutil
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from agent.isolation import TaskIdentity, prepare_private_folder
 from agent.sshagent import SshAgent, SshKeyError
@@ -49,6 +53,8 @@ REMOTE_PROTOCOLS = "https:http:ssh:git"
 # names a deleted branch still serves its other branches).
 FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 DEFAULT_HEAD = "refs/semaphore/head"
+# In a key's folder: where its agent's socket is, when not in that folder (a long path).
+SOCKET_FOLDER_RECORD = "socket-folder"
 COMMIT = re.compile(r"[0-9a-f]{4,64}\Z")
 # The runner's git: its own config only; auto gc never detached (it would outlive the lock).
 RUNNER_GIT = ("git", "-c", "credential.helper=", "-c", "gc.autoDetach=false",
@@ -85,6 +91,20 @@ def is_local(url: str) -> bool:
     return colon < 0 or 0 <= slash < colon
 
 
+def split_password(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without the password written into it (some put a token there), and (login,
+    password) when there was one: every local user can read a process's command line, so
+    the password reaches git through the credential helper instead, as a key's would."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or not parts.password:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    login = userinfo.partition(":")[0]  # as written (percent-encoded) in the URL
+    netloc = f"{login}@{host}" if login else host
+    return urlunsplit(parts._replace(netloc=netloc)), (unquote(login),
+                                                       unquote(parts.password))
+
+
 def shown(url: str) -> str:
     """The URL as the runner's own messages show it: a password written into it (some put a
     token there) replaced by ********, as git's own messages hide it."""
@@ -110,6 +130,8 @@ class RepositoryCache:
         prepare_private_folder(self.root / "home")  # HOME of the runner's git: empty
         # What a runner that died mid-fetch left: a half-made cache, a key's folder.
         for leftover in self.root.glob(".*-*"):
+            if leftover.name.startswith(".key-"):
+                _remove_socket_folder(leftover / SOCKET_FOLDER_RECORD)
             if leftover.name.startswith((".new-", ".key-")):
                 shutil.rmtree(leftover, ignore_errors=True)
         self._ready = True
@@ -223,20 +245,25 @@ class TaskCheckout:
             shutil.rmtree(building, ignore_errors=True)
 
     async def _fetch(self, cache: Path, credentials: "Credentials") -> None:
-        args = [*RUNNER_GIT, *credentials.options, "-C", str(cache), "fetch", "--prune",
-                "--force", "--no-write-fetch-head", "--", self.spec.url, *FETCH_REFSPECS]
+        url, in_url = split_password(self.spec.url)
+        options, env = credentials.options, {**self.cache.environment(), **credentials.env}
+        if in_url is not None:  # git would use the URL's over the key's: so do we
+            options = ["-c", CREDENTIAL_HELPER]
+            env.update(SEMAPHORE_GIT_LOGIN=in_url[0], SEMAPHORE_GIT_PASSWORD=in_url[1])
+        args = [*RUNNER_GIT, *options, "-C", str(cache), "fetch", "--prune", "--force",
+                "--no-write-fetch-head", "--", url, *FETCH_REFSPECS]
         if not self.spec.branch and not self.commit:
             args.append(f"+HEAD:{DEFAULT_HEAD}")
-        await self._step(args, {**self.cache.environment(), **credentials.env},
-                         as_runner=True, what="git fetch")
+        await self._step(args, env, as_runner=True, what="git fetch")
 
     async def _resolve(self, cache: Path) -> tuple[str, str]:
         """The commit the task runs (and the branch to name in its checkout, if any)."""
         url = shown(self.spec.url)
         if self.commit:
             found, error = await self._rev_parse(cache, f"{self.commit}^{{commit}}")
-            if found is None:
-                await self.say(error)
+            if found is None or not await self._in_branch_or_tag(cache, found):
+                if error:
+                    await self.say(error)
                 raise CheckoutFailed(f"commit {self.commit} is not in {url} (none of its "
                                      "branches or tags holds it)")
             return found, ""
@@ -255,6 +282,16 @@ class TaskCheckout:
             await self.say(error)
             raise CheckoutFailed(f"branch {branch!r} not found in {url}")
         return found, ""
+
+    async def _in_branch_or_tag(self, cache: Path, commit: str) -> bool:
+        """Whether a branch or tag this task's fetch just left in the cache holds the commit.
+        The cache keeps objects another login fetched (the same URL may show each login
+        other refs or another repository; a ref it no longer sees is pruned, its objects
+        stay until gc): a task may run only what its own fetch could see."""
+        code, out, _ = await capture(
+            [*RUNNER_GIT, "-C", str(cache), "for-each-ref", "--count=1", "--format=%(refname)",
+             "--contains", commit, "refs/heads/", "refs/tags/"], cache, self.cache.environment())
+        return code == 0 and bool(out.strip())
 
     async def _rev_parse(self, cache: Path, rev: str) -> tuple[str | None, str]:
         """The commit `rev` names in the cache, or None and git's message."""
@@ -278,6 +315,8 @@ class TaskCheckout:
         code, ended_by = await self.run(args, self.work_dir, env, as_runner)
         if ended_by == "stop":
             raise CheckoutFailed("", status="stopped")
+        if ended_by == "timeout":
+            raise CheckoutFailed(f"timed out during {what}: the task's time limit was reached")
         if code != 0:
             raise CheckoutFailed(f"{what} failed with exit code {code}", exit_code=code)
 
@@ -333,6 +372,9 @@ class Credentials:
                                self.on_process)
         try:
             await self._agent.start()
+            socket_folder = self._agent.socket.parent
+            if not socket_folder.is_relative_to(self._folder):  # a short one in /tmp
+                (self._folder / SOCKET_FOLDER_RECORD).write_text(str(socket_folder))
             await self._agent.add(key, "repository's ssh key")
         except SshKeyError as exc:
             raise CheckoutFailed(str(exc)) from None
@@ -345,6 +387,20 @@ class Credentials:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _remove_socket_folder(record: Path) -> None:
+    """The /tmp folder of the agent of a runner that died mid-fetch (a deep state folder's
+    socket path is too long for a socket), as its key folder recorded it: removed only if
+    it still is a real folder of ours."""
+    try:
+        folder = Path(record.read_text().strip())
+        info = folder.lstat()
+    except (OSError, ValueError):
+        return
+    if (folder.name.startswith("semaphore-agent-") and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == os.geteuid()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def hand_over(folder: Path, identity: TaskIdentity) -> None:

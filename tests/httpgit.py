@@ -15,9 +15,13 @@ from tests.gitkit import git
 class GitHttpServer:
     """Serves the bare repositories under `root` at http://127.0.0.1:<port>/<name>.git."""
 
-    def __init__(self, root: Path, login: str = "", password: str = ""):
+    def __init__(self, root: Path, login: str = "", password: str = "",
+                 accounts: dict[str, tuple[str, Path]] | None = None):
         self.root = root
         self.credentials = (login, password) if login else None
+        # login -> (password, root): each account sees its own repositories at the same URLs
+        # (as per-user access rules or per-user home folders on a real server).
+        self.accounts = accounts or {}
         self.requests: list[str] = []  # "METHOD path" of every request, in order
         self.authorizations: list[str] = []  # the Authorization headers received
         self.delay = 0.0  # seconds each request waits before it is answered (a slow server)
@@ -65,7 +69,19 @@ class GitHttpServer:
         if header:
             self.authorizations.append(header)
         user = ""
-        if self.credentials is not None:
+        root = self.root
+        if self.accounts:
+            login, _, password = base64.b64decode(
+                header.removeprefix("Basic ") or "").decode(errors="replace").partition(":")
+            account = self.accounts.get(login)
+            if account is None or account[0] != password:
+                request.send_response(401)
+                request.send_header("WWW-Authenticate", 'Basic realm="git"')
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+            user, root = login, account[1]
+        elif self.credentials is not None:
             expected = "Basic " + base64.b64encode(
                 ":".join(self.credentials).encode()).decode()
             if header != expected:
@@ -77,7 +93,7 @@ class GitHttpServer:
             user = self.credentials[0]
         body = _read_body(request)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "GIT_PROJECT_ROOT": str(self.root), "GIT_HTTP_EXPORT_ALL": "1",
+               "GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1",
                "REQUEST_METHOD": request.command, "PATH_INFO": path, "QUERY_STRING": query,
                "CONTENT_TYPE": request.headers.get("Content-Type", ""),
                "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": user,
