@@ -301,8 +301,11 @@ class TaskCheckout:
         return (out.strip() if code == 0 else None), err
 
     async def _local(self, args: list[str], cwd: Path, what: str, protocols: str = "") -> None:
-        """A quick local git command as the runner; its messages shown only if it fails."""
-        env = self.cache.environment()
+        """A quick local git command as the runner; its messages shown only if it fails.
+        Without the host's /etc/gitconfig: these steps read the repository's content (a
+        checkout), and a filter the host configures (git-lfs's, say) would run as the runner
+        on the attacker's `.gitattributes`."""
+        env = {**self.cache.environment(), "GIT_CONFIG_NOSYSTEM": "1"}
         if protocols:
             env["GIT_ALLOW_PROTOCOL"] = protocols
         code, out, err = await capture(args, cwd, env)

@@ -373,3 +373,36 @@ def test_a_runner_killed_mid_fetch_leaves_no_agent_holding_the_key(lab, tmp_path
         assert not left, left
     finally:
         sshd.stop()
+
+
+async def test_a_filter_the_host_configures_never_runs_on_the_repositorys_attributes(
+        hub, api, tmp_path):
+    """The host's /etc/gitconfig defines a filter (as git-lfs's install does); a repository
+    asks for it in its .gitattributes. The runner's checkout (as root) must not run it: the
+    attacker chooses what the filter is fed, and with git-lfs, where it fetches from."""
+    marker = tmp_path / "filter-ran"
+    name = f"semaphoretest{os.getpid()}"
+    system = Path("/etc/gitconfig")
+    before = system.read_bytes() if system.exists() else None
+    served = GitHttpServer(_folder(tmp_path / "served"))
+    try:
+        with open(system, "a") as config:
+            # Quoted: in git's config a bare `;` starts a comment.
+            config.write(f'\n[filter "{name}"]\n\tsmudge = "sh -c \'touch {marker}; cat\'"\n')
+        work = work_repo(tmp_path / "work")
+        (work / ".gitattributes").write_text(f"data.txt filter={name}\n")
+        git(work, "add", ".gitattributes")
+        git(work, "commit", "-q", "-m", "attributes")
+        served.publish(work, "app")
+        await hub.start_runner(tmp_path)
+        project = await api.project()
+        task, output = await run(api, project, await template(api, project, served.url("app")))
+        assert task["status"] == "success", output
+        assert "content: one" in output
+        assert not marker.exists()
+    finally:
+        served.close()
+        if before is None:
+            system.unlink(missing_ok=True)
+        else:
+            system.write_bytes(before)
