@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,11 @@ APP_PROGRAMS: dict[str, str] = {
     "bash": "bash",
     "python": "python3",
     "powershell": "pwsh",
+    "terraform": "terraform",
+    "tofu": "tofu",
 }
+# Apps whose `playbook` is a folder of the repository (empty: its root), not a script.
+FOLDER_APPS = frozenset({"terraform", "tofu"})
 
 
 # Semaphore's `apps` setting, from the runner's config: another program (a path or a name on
@@ -65,8 +70,10 @@ def available_apps() -> dict[str, str]:
 
 def _version(path: str) -> str:
     try:
+        # No update check over the network (terraform, tofu): a runner may have none.
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL,
+                              env={**os.environ, "CHECKPOINT_DISABLE": "1"})
     except (OSError, subprocess.TimeoutExpired):
         return ""
     lines = (done.stdout or done.stderr).strip().splitlines()
@@ -82,7 +89,7 @@ def check_app(spec: TaskSpec) -> str:
     if program_of(spec.app) is None:
         raise UnsupportedApp(f"app {spec.app!r} needs {program!r}, which is not on this "
                              f"runner's PATH (or not executable)")
-    if not spec.playbook:
+    if not spec.playbook and spec.app not in FOLDER_APPS:
         raise UnsupportedApp(f"app {spec.app!r} needs a playbook (the script to run)")
     return program
 
@@ -100,7 +107,11 @@ def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
     # `name=value` words, then the task's own arguments.
     words = [f"{name}={value if isinstance(value, str) else json.dumps(value)}"
              for name, value in spec.extra_vars.items() if name != "semaphore_vars"]
-    setting = _settings.get(spec.app)
-    app_args = setting.app_args if setting is not None and setting.app_args is not None else []
-    return [check_app(spec), *app_args, str(script), *spec.arguments, *words,
+    return [check_app(spec), *app_args(spec.app), str(script), *spec.arguments, *words,
             *spec.task_arguments]
+
+
+def app_args(app: str) -> list[str]:
+    """The config's own arguments for the app's program (`apps.<app>.app_args`), first."""
+    setting = _settings.get(app)
+    return setting.app_args if setting is not None and setting.app_args is not None else []

@@ -22,7 +22,17 @@ from agent.errors import RunnerError
 from agent.metrics import read_metrics
 from agent.worker import TaskWorker
 from protocol.codec import ProtocolError, encode
-from protocol.frames import Ack, Assign, Cancel, Error, Heartbeat, Hello, RunnerFrame, Welcome
+from protocol.frames import (
+    Ack,
+    Assign,
+    Cancel,
+    Decision,
+    Error,
+    Heartbeat,
+    Hello,
+    RunnerFrame,
+    Welcome,
+)
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.session import RunnerSession, SessionRefused
 from protocol.version import PACKAGE_VERSION, PROTOCOL_VERSION
@@ -199,7 +209,7 @@ class RunnerConnection:
                 log.error("hub.frame.invalid", error=verdict.message)
                 await ws.close(verdict.close_code, verdict.code)
                 return
-            if isinstance(verdict, Assign | Ack | Cancel):
+            if isinstance(verdict, Assign | Ack | Cancel | Decision):
                 self.worker.handle(verdict)
             elif isinstance(verdict, Error):
                 log.warning("hub.error", code=verdict.code, message=verdict.message)

@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import shlex
 import shutil
 import signal
 import time
@@ -20,8 +19,10 @@ from agent.galaxy import GalaxyRequirements
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.prompts import PromptTerminal
+from agent.repository import CheckoutFailed, RepositoryCache, TaskCheckout
 from agent.sshagent import SshAgent, SshKeyError
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
+from agent.terraform import TERRAFORM_APPS, ConfirmationGate, TerraformRun
 from protocol.frames import TaskSecrets, TaskSpec, TaskStatus
 
 log = structlog.get_logger("agent.executor")
@@ -77,12 +78,15 @@ class TaskExecution:
                  kill_grace: float = 5.0, max_duration_sec: int = 0,
                  secrets: TaskSecrets | None = None,
                  on_process: Callable[[int], None] | None = None,
-                 identity: TaskIdentity | None = None):
+                 identity: TaskIdentity | None = None,
+                 cache: RepositoryCache | None = None):
         self.secrets = secrets or TaskSecrets()
         self.on_process = on_process  # told each process group started, for the spool
         self.task_id = task_id
         self.spec = spec
         self.identity = identity or TaskIdentity.of_runner()
+        # The runner's repositories: beside tasks/ in its state folder.
+        self.cache = cache or RepositoryCache(tasks_root.parent / "repositories")
         # A name no other task can guess: tasks/ cannot be listed by the task user, and tasks
         # running at once as one task user must not find each other's folders by id.
         self.work_dir = tasks_root / f"task_{task_id}_{token_hex(12)}"
@@ -93,9 +97,12 @@ class TaskExecution:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._started = time.monotonic()
         self._agent: SshAgent | None = None  # the inventory's ssh key, for an ansible play
         self._control_dir: Path | None = None  # ansible's ssh ControlPath, when moved
         self.log = log.bind(task_id=task_id)
+        # Where a task that asks before it changes anything (terraform) waits for a decision.
+        self.confirmation = ConfirmationGate()
 
     def stop(self, reason: str = "stopped by user") -> None:
         self._stop_reason = reason
@@ -114,6 +121,7 @@ class TaskExecution:
             _remove_tree(self.work_dir, self.log)
 
     async def _run(self) -> Outcome:
+        self._started = time.monotonic()
         self._make_work_dir()
         try:
             check_app(self.spec)
@@ -126,6 +134,8 @@ class TaskExecution:
             return outcome
         if self._stop.is_set():
             return Outcome("stopped", message=self._stop_reason)
+        if self.spec.app in TERRAFORM_APPS:  # several commands and a confirmation: its own
+            return await TerraformRun(self, cwd, outcome).run()
         answers: dict[str, str] = {}
         try:
             playbook = resolve_playbook(cwd, self.spec.playbook)
@@ -145,13 +155,11 @@ class TaskExecution:
         started = time.monotonic()
         if self.spec.app == "ansible":
             failed = (await self._inventory_agent(env)
-                      or await self._galaxy_requirements(cwd, playbook, env))
+                      or await self._galaxy_requirements(cwd, playbook, env, started))
             if failed is not None:
                 return failed
-        # Galaxy's time counts: the limit is the task's, not each process's.
-        timeout = (None if self.timeout is None
-                   else max(0.0, self.timeout - (time.monotonic() - started)))
-        exit_code, ended_by = await self._run_process(command, cwd, env, timeout, answers)
+        exit_code, ended_by = await self._run_process(command, cwd, env, self._left(started),
+                                                      answers=answers)
         outcome.exit_code = exit_code
         if ended_by == "stop":
             outcome.status, outcome.message = "stopped", self._stop_reason
@@ -188,13 +196,19 @@ class TaskExecution:
         env.update(self._agent.environment)
         return None
 
-    async def _galaxy_requirements(self, cwd: Path, playbook: Path,
-                                   env: dict[str, str]) -> Outcome | None:
+    def _left(self, since: float) -> float | None:
+        """What is left of the task's time limit: galaxy and the play share it."""
+        if self.timeout is None:
+            return None
+        return max(0.0, self.timeout - (time.monotonic() - since))
+
+    async def _galaxy_requirements(self, cwd: Path, playbook: Path, env: dict[str, str],
+                                   started: float) -> Outcome | None:
         """The repository's galaxy requirements (agent/galaxy.py); an Outcome if that failed."""
         requirements = GalaxyRequirements.of_task(self.spec, check_app(self.spec), cwd,
                                                   playbook, self.work_dir)
         failed = await requirements.install(
-            lambda argv: self._run_process(argv, cwd, env, self.timeout), self._say,
+            lambda argv: self._run_process(argv, cwd, env, self._left(started)), self._say,
             self.identity)
         if failed is None:
             return None
@@ -227,7 +241,8 @@ class TaskExecution:
                             "killed)\n")
 
     async def _checkout(self, outcome: Outcome) -> Path | None:
-        """Clone the repository (or use an absolute path as it is); None if that failed."""
+        """The task's code (agent.repository), or an absolute path used as it is; None if
+        that failed (the outcome says why)."""
         repo = self.spec.repository
         if repo is None:
             return self.work_dir
@@ -241,50 +256,28 @@ class TaskExecution:
                 return None
             await self._commit_info(path, outcome)
             return path
-        target = self.work_dir / "repository"
-        args = ["git", "clone", "--depth", "1"]
-        if repo.branch:
-            args += ["--branch", repo.branch]
-        args += ["--", repo.url, str(target)]
-        await self._say(f"Cloning {repo.url}" + (f" (branch {repo.branch})" if repo.branch
-                                                 else "") + "\n")
-        env = self._git_environment()
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        key_file = self._write_ssh_key(env)
+        checkout = TaskCheckout(self.cache, repo, self.spec.commit_hash, self.secrets,
+                                self.identity, self.work_dir, self._run_git, self._say,
+                                self._git_environment(), self.on_process)
         try:
-            code, ended_by = await self._run_process(args, self.work_dir, env, timeout=None)
-        finally:
-            if key_file is not None:
-                key_file.unlink(missing_ok=True)
-        if ended_by == "stop":
-            outcome.status, outcome.message = "stopped", self._stop_reason
-            return None
-        if code != 0:
-            outcome.status, outcome.exit_code = "error", code
-            outcome.message = f"git clone failed with exit code {code}"
+            target = await checkout.checkout()
+        except CheckoutFailed as exc:
+            if exc.status == "stopped":
+                outcome.status, outcome.message = "stopped", self._stop_reason
+                return None
+            outcome.status, outcome.exit_code, outcome.message = "error", exc.exit_code, str(exc)
             await self._say(outcome.message + "\n")
             return None
         await self._commit_info(target, outcome)
         return target
 
-    def _write_ssh_key(self, env: dict[str, str]) -> Path | None:
-        """The repository's ssh key, in a 0600 file only for the length of the clone."""
-        key = self.secrets.ssh_key
-        if key is None or not key.private_key:
-            return None
-        path = self.work_dir / ".repository_key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(key.private_key.rstrip("\n") + "\n")
-        if self.identity.separate:  # ssh runs as the task's user and must read it
-            os.chown(path, self.identity.uid, self.identity.gid)
-        user = f" -l {shlex.quote(key.login)}" if key.login else ""
-        # known_hosts in the task's folder: the runner writes nothing outside tmp_path.
-        known_hosts = shlex.quote(str(self.work_dir / ".known_hosts"))
-        env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes "
-                                  f"-o StrictHostKeyChecking=accept-new "
-                                  f"-o UserKnownHostsFile={known_hosts}{user}")
-        return path
+    async def _run_git(self, argv: list[str], cwd: Path, env: dict[str, str],
+                       as_runner: bool) -> tuple[int | None, str]:
+        # The task's time limit covers its fetch: a server that never answers must not hold
+        # the runner's slot (and the repository's lock) for ever.
+        timeout = (None if self.timeout is None else
+                   max(self.timeout - (time.monotonic() - self._started), 0.1))
+        return await self._run_process(argv, cwd, env, timeout=timeout, as_runner=as_runner)
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
@@ -303,21 +296,30 @@ class TaskExecution:
 
     async def _run_process(self, argv: list[str], cwd: Path, env: dict[str, str],
                            timeout: float | None,
+                           as_runner: bool = False,
                            answers: dict[str, str] | None = None) -> tuple[int | None, str]:
         """Run argv in its own process group, streaming output; returns (exit code, why).
-        With `answers` (prompt -> password), on a pty whose prompts are answered."""
+        As the task's user, unless `as_runner` (the fetch into the runner's cache). With
+        `answers` (prompt -> password), on a pty whose prompts are answered."""
         terminal = PromptTerminal(answers) if answers else None
+        if terminal is not None:
+            argv = terminal.argv(argv)
+        if not as_runner and self.identity.separate and not cwd.is_relative_to(self.work_dir):
+            # A repository path on the runner: entered by the task's user itself. subprocess
+            # changes folder before it changes user, so cwd= would start the task inside a
+            # folder its user may not reach, its files readable there by relative paths.
+            argv, cwd = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *argv], self.work_dir
+        user = {} if as_runner else self._as_task_user()
         try:
             if terminal is not None:
                 proc = await asyncio.create_subprocess_exec(
-                    *terminal.argv(argv), cwd=cwd, env=env, stdin=terminal.slave,
-                    stdout=terminal.slave, stderr=terminal.slave, start_new_session=False,
-                    **self._as_task_user())
+                    *argv, cwd=cwd, env=env, stdin=terminal.slave, stdout=terminal.slave,
+                    stderr=terminal.slave, start_new_session=False, **user)
             else:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True, **self._as_task_user())
+                    start_new_session=True, **user)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in argv or environment
             if terminal is not None:
                 terminal.close()

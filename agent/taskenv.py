@@ -49,6 +49,12 @@ def task_environment(spec: TaskSpec | None, secrets: TaskSecrets, identity: Task
                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_INVENTORY_UNPARSED_FAILED="True")
         if "LANG" not in env and "LC_ALL" not in env:
             env["LANG"] = "C.UTF-8"
+    if spec is not None and spec.app in ("terraform", "tofu"):
+        # No update check over the network, no prompt ever (stdin is /dev/null), output
+        # worded for automation; the working data (.terraform: providers, the chosen
+        # workspace) in the task's own folder, so nothing of a run stays in the repository.
+        env.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0",
+                   TF_DATA_DIR=str(work_dir / "terraform-data"))
     if spec is not None:
         chosen = {**spec.environment, **secrets.env}
         for name, value in chosen.items():
@@ -79,6 +85,17 @@ def resolve_playbook(checkout: Path, playbook: str, what: str = "playbook") -> P
         raise PlaybookError(f"{what} {playbook!r} is not a file in the repository")
     if what == "playbook" and not target.is_file():
         raise PlaybookError(f"{what} {playbook!r} is not a file in the repository")
+    return target
+
+
+def resolve_folder(checkout: Path, folder: str, what: str = "folder") -> Path:
+    """A folder inside the checkout (empty: the checkout itself), as `resolve_playbook`
+    checks a file: no absolute path, nothing that leads out of the checkout."""
+    if not folder:
+        return checkout.resolve()
+    target = resolve_playbook(checkout, folder, what)
+    if not target.is_dir():
+        raise PlaybookError(f"{what} {folder!r} is not a folder in the repository")
     return target
 
 

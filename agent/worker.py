@@ -22,12 +22,15 @@ from agent.executor import Outcome, TaskExecution
 from agent.isolation import TaskIdentity, kill_user_processes, prepare_private_folder
 from agent.keys import RunnerKeyError, SecretOpener
 from agent.output import OutputCoalescer
+from agent.repository import RepositoryCache
 from agent.spool import DiskFrames
 from protocol.frames import (
     Accepted,
     Ack,
     Assign,
     Cancel,
+    Confirmation,
+    Decision,
     Finished,
     HeldTask,
     HubFrame,
@@ -82,6 +85,9 @@ class TaskWorker:
         self.tasks_root = self.work_root / "tasks"
         prepare_private_folder(self.tasks_root, passable)
         prepare_private_folder(self.work_root / "spool")
+        # Repositories fetched for tasks, kept between them (0700: the runner's alone).
+        self.repositories = RepositoryCache(self.work_root / "repositories")
+        self.repositories.prepare()
         self.max_parallel_tasks = max_parallel_tasks
         self._emit = emit
         self.kill_grace = kill_grace
@@ -108,6 +114,8 @@ class TaskWorker:
             self.ack(frame.task_id, frame.seq, frame.finished)
         elif isinstance(frame, Cancel):
             self.cancel(frame.task_id, frame.reason)
+        elif isinstance(frame, Decision):
+            self.decide(frame.task_id, frame.approved, frame.message)
 
     def assign(self, task_id: int, spec: TaskSpec) -> None:
         """Start the task unless it is held already (assign is idempotent)."""
@@ -137,7 +145,9 @@ class TaskWorker:
         execution = TaskExecution(task_id, spec, self.tasks_root, sink, self.kill_grace,
                                   self.max_duration_sec, secrets,
                                   on_process=lambda pid: _record_process(spool, pid),
-                                  identity=identity)
+                                  identity=identity, cache=self.repositories)
+        execution.confirmation.notify = (
+            lambda step: self._emit(Confirmation(task_id=task_id, state=step)))
         state = HeldTaskState(task_id, ledger, sink, execution, spool)
         self.tasks[task_id] = state
         self._idle.clear()
@@ -156,6 +166,14 @@ class TaskWorker:
             # The hub no longer wants it (e.g. it ended the task meanwhile): drop it.
             self._forget(state)
 
+    def decide(self, task_id: int, approved: bool, message: str) -> None:
+        """A user's decision on the task's plan; nothing if it does not wait for one (a
+        decision the hub sends again after a reconnect, for a task that got it already)."""
+        state = self.tasks.get(task_id)
+        if state is not None and state.execution is not None and state.finished is None:
+            log.info("task.decision", task_id=task_id, approved=approved)
+            state.execution.confirmation.decide(approved, message)
+
     def ack(self, task_id: int, seq: int, finished: bool = False) -> None:
         state = self.tasks.get(task_id)
         if state is None:
@@ -170,7 +188,10 @@ class TaskWorker:
 
     def held_tasks(self) -> list[HeldTask]:
         return [HeldTask(task_id=s.task_id, state="finished" if s.finished else "running",
-                         last_seq=s.ledger.last_seq) for s in self.tasks.values()]
+                         last_seq=s.ledger.last_seq,
+                         awaiting=(s.finished is None and s.execution is not None
+                                   and s.execution.confirmation.awaiting))
+                for s in self.tasks.values()]
 
     def unacked_frames(self, acked: dict[int, int]) -> list[RunnerFrame]:
         """Everything to resend after a reconnect, given the hub's last stored seq per task."""
@@ -259,7 +280,11 @@ class TaskWorker:
         try:
             check_app(spec)
         except UnsupportedApp as exc:
-            return str(exc)
+            # An app this runner said it runs (its hello) whose program is gone since is this
+            # runner's failure: the task runs and ends `error` saying so, instead of waiting
+            # for a runner the hub believes can run it.
+            if spec.app not in self.apps:
+                return str(exc)
         return ""
 
     async def _run(self, state: HeldTaskState) -> None:

@@ -56,6 +56,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", f"{P}/tasks/{{task_id}}/output", tasks.task_output),
     ("GET", f"{P}/tasks/{{task_id}}/raw_output", tasks.task_raw_output),
     ("POST", f"{P}/tasks/{{task_id}}/stop", tasks.stop_task),
+    # A terraform task's plan waits for one of these (status waiting_confirmation).
+    ("POST", f"{P}/tasks/{{task_id}}/confirm", tasks.confirm_task),
+    ("POST", f"{P}/tasks/{{task_id}}/reject", tasks.reject_task),
     # Runners: global (admin) and per project (owner/manager).
     ("GET", "/api/runners", runners.list_runners),
     ("POST", "/api/runners", runners.create_runner),

@@ -39,6 +39,9 @@ class HeldTask(msgspec.Struct, frozen=True):
     task_id: Id
     state: Literal["running", "finished"]
     last_seq: Seq  # last output seq the runner produced for it (0: none yet)
+    # Its plan waits for a decision (confirm or reject) from the hub: after a reconnect the
+    # hub sends again a decision that may not have reached it. An older runner: never.
+    awaiting: bool = False
 
 
 class Metrics(msgspec.Struct, frozen=True):
@@ -60,7 +63,8 @@ class SshKeySecret(msgspec.Struct, frozen=True):
 
 
 class LoginPasswordSecret(msgspec.Struct, frozen=True):
-    """A `login_password` access key: an ssh password login or a become user."""
+    """A login/password access key: the repository's (for an https fetch), or an ansible
+    inventory's ssh password login or become user."""
 
     login: str = ""
     password: str = ""
@@ -72,9 +76,12 @@ class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
     env: dict[str, str] = {}  # environment secrets, as process environment variables
     ssh_key: SshKeySecret | None = None  # the repository's key, for the clone
-    # Environment secrets of type `var` for an ansible task: merged into its extra vars,
-    # which then reach ansible-playbook in a private file, never on its command line.
+    # Environment secrets of type `var` for an ansible, terraform or tofu task: merged into
+    # its variables, which then reach the program in a private file, never on its command
+    # line.
     vars: dict[str, str] = {}
+    # The repository's login/password key (https), given to git by a credential helper.
+    login_password: LoginPasswordSecret | None = None
     # Ansible, from the template's inventory: its `ssh` key (loaded into a private ssh-agent
     # for the run) or its `login_password` key (answered at `--ask-pass`), and its become
     # key (answered at `--ask-become-pass`).
@@ -90,7 +97,7 @@ class TaskSecrets(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
         for key in (self.ssh_key, self.inventory_ssh_key):
             if key is not None:
                 found += [key.private_key, key.passphrase]
-        for login in (self.inventory_login, self.become):
+        for login in (self.login_password, self.inventory_login, self.become):
             if login is not None:
                 found.append(login.password)
         return [value for value in found if value]
@@ -105,10 +112,11 @@ class RepositorySpec(msgspec.Struct, frozen=True):
 
 class InventorySpec(msgspec.Struct, frozen=True):
     """A template's Ansible inventory: `static` (INI) or `static-yaml` text the runner writes
-    to a private file for the run, or `file`: a path inside the repository's checkout."""
+    to a private file for the run, or `file`: a path inside the repository's checkout. For
+    terraform and tofu, `terraform-workspace`: the workspace's name."""
 
     type: str = "static"
-    content: str = ""  # static, static-yaml
+    content: str = ""  # static, static-yaml, terraform-workspace
     path: str = ""  # file
 
 
@@ -207,6 +215,15 @@ class Finished(_Frame, tag="finished", frozen=True):
     commit_message: str = ""
 
 
+class Confirmation(_Frame, tag="confirmation", frozen=True):
+    """A task that asks before it changes anything (terraform, tofu): `waiting`, its plan has
+    changes and it waits for a decision; `applying`, the confirmation reached it and it
+    applies that plan."""
+
+    task_id: Id
+    state: Literal["waiting", "applying"] = "waiting"
+
+
 # Hub -> runner.
 
 
@@ -242,6 +259,15 @@ class Cancel(_Frame, tag="cancel", frozen=True):
     reason: str = ""
 
 
+class Decision(_Frame, tag="decision", frozen=True):
+    """A user's answer to a task's `Confirmation`: apply the plan, or end the task `stopped`
+    (`message` says who decided; it becomes the task's message)."""
+
+    task_id: Id
+    approved: bool
+    message: str = ""
+
+
 # Either direction.
 
 
@@ -250,5 +276,6 @@ class Error(_Frame, tag="error", frozen=True):
     message: str
 
 
-RunnerFrame = Hello | Heartbeat | Accepted | Rejected | Output | Finished | Error
-HubFrame = Welcome | Assign | Ack | Cancel | Error
+RunnerFrame = (Hello | Heartbeat | Accepted | Rejected | Output | Finished | Confirmation
+               | Error)
+HubFrame = Welcome | Assign | Ack | Cancel | Decision | Error

@@ -23,6 +23,7 @@ from typing import Protocol
 from protocol.codec import CloseCode, ProtocolError, decode_hub_frame, decode_runner_frame
 from protocol.frames import (
     Accepted,
+    Confirmation,
     Error,
     Finished,
     Hello,
@@ -246,7 +247,7 @@ def classify_seq(stored_seq: int, seq: int) -> SeqVerdict:
     return SeqVerdict.GAP
 
 
-TaskReport = Accepted | Rejected | Output | Finished
+TaskReport = Accepted | Rejected | Output | Finished | Confirmation
 
 
 class Assignment(Protocol):

@@ -121,6 +121,8 @@ class TaskRequest(msgspec.Struct):
     environment: str = ""
     limit: str = ""
     git_branch: str = ""
+    # Semaphore's task commit_hash: the commit to run, where the branch may be chosen.
+    commit_hash: str = ""
     message: str = ""
     arguments: str | None = None
     inventory_id: Id | None = None

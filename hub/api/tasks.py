@@ -1,6 +1,7 @@
 """/api/project/{project_id}/tasks: run a template, follow a task, read its output, stop it."""
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -23,11 +24,13 @@ from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
 from hub.context import PROJECT
 from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_vars
+from hub.core.tasks import NotAwaiting
 from hub.store import NotFound
 
 log = structlog.get_logger("hub.api.tasks")
 
 OUTPUT_PAGE_ROWS = 256  # frames of up to 16 KiB each: a few MB per page at most
+COMMIT_HASH = re.compile(r"[0-9a-f]{4,64}\Z")
 
 
 def _show(request: web.Request, row: dict) -> dict:
@@ -60,7 +63,7 @@ async def create_task(request: web.Request) -> web.Response:
     params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff", "limit")}
     values = {key: value for key, value in msgspec.structs.asdict(body).items()
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
-                         "inventory_id")}
+                         "inventory_id", "commit_hash")}
     values["params"] = json.dumps(params)
     row = await hub.tasks.create(request[PROJECT], template, values,
                                  current_user(request)["id"])
@@ -78,6 +81,12 @@ async def _check_overrides(request: web.Request, project_id: int, body: TaskRequ
             and not template["allow_override_branch_in_task"]):
         raise ApiError(400, f"field `git_branch`: template {template['id']} does not allow "
                             "the branch to be chosen per task (allow_override_branch_in_task)")
+    if body.commit_hash and not template["allow_override_branch_in_task"]:
+        raise ApiError(400, f"field `commit_hash`: template {template['id']} does not allow "
+                            "the commit to be chosen per task (allow_override_branch_in_task)")
+    if body.commit_hash and not COMMIT_HASH.match(body.commit_hash):
+        raise ApiError(400, "field `commit_hash` must be a commit hash (4 to 64 hexadecimal "
+                            f"digits, lower case), got {body.commit_hash[:80]!r}")
     if body.inventory_id is not None and body.inventory_id != template["inventory_id"]:
         # Semaphore allows it only with the template's allow_override_inventory, which our
         # templates do not have yet: refused rather than silently run with another one.
@@ -156,6 +165,33 @@ async def task_raw_output(request: web.Request) -> web.StreamResponse:
         await response.write("".join(stored_text(chunk["data"]) for chunk in chunks).encode())
     await response.write_eof()
     return response
+
+
+async def confirm_task(request: web.Request) -> web.Response:
+    """Semaphore's POST .../tasks/{id}/confirm: apply the plan the task waits with."""
+    return await _decide(request, approved=True)
+
+
+async def reject_task(request: web.Request) -> web.Response:
+    """Semaphore's POST .../tasks/{id}/reject: the plan is not applied; the task ends
+    `stopped`, its message saying who rejected it."""
+    return await _decide(request, approved=False)
+
+
+async def _decide(request: web.Request, approved: bool) -> web.Response:
+    # Whoever may stop a task may decide on its plan (Semaphore: the same role).
+    project_id = await project_access(request, "task_runner")
+    task_id = int_param(request, "task_id")
+    hub = hub_of(request)
+    row = await hub.store.get_task(task_id, project_id)  # 404 for another project's task
+    try:
+        await hub.tasks.decide(task_id, approved, current_user(request)["username"])
+    except NotAwaiting as exc:
+        status = exc.status or row["status"]
+        raise ApiError(400, f"task {task_id} is {status}, not waiting_confirmation: only a "
+                            "task whose plan waits for a decision can be confirmed or "
+                            "rejected") from None
+    return no_content()
 
 
 async def stop_task(request: web.Request) -> web.Response:

@@ -8,9 +8,16 @@ publishes the event and logs `task.<state>`. A move the table does not allow is 
 a log line and changes nothing. Nothing else in the hub assigns a status.
 
     waiting -> starting -> running -> success | error | stopped
-       ^          |           |
-       +----------+           +-> stopping -> stopped | success | error
-     (rejected, not accepted in time, runner gone before accepting)
+       ^          |         |  ^
+       +----------+         |  +------------------------+
+     (rejected, not         +-> waiting_confirmation -> confirmed (apply)
+      accepted in time,     |          |
+      runner gone first)    |          +-> rejected -> stopped
+                            +-> stopping -> stopped | success | error
+
+A terraform task's plan with changes waits for a user (waiting_confirmation); confirmed, its
+runner applies that plan (running again); rejected, it ends stopped. Stopping, its timeout
+and a lost runner end it from any of these states too.
 """
 
 import time
@@ -84,6 +91,9 @@ class ActiveTask:
     rejected_by: set[int] = field(default_factory=set)
     reason: str = ""        # why it is still waiting
     started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
+    # Who confirmed or rejected its plan ("plan rejected by alice"): stored as its status
+    # message, sent to its runner again after a reconnect.
+    decision: str = ""
     # Sealed to the runner at assign time; never stored or sent in the clear.
     secrets: TaskSecrets | None = field(default=None, repr=False)
 
@@ -164,6 +174,35 @@ class TaskLifecycle:
         task.started_at = time.time()
         await self.store.update_task(task.task_id, {"status": TaskState.RUNNING,
                                                     "start": utcnow()})
+        self._publish(task)
+        return True
+
+    async def await_confirmation(self, task: ActiveTask) -> bool:
+        """running -> waiting_confirmation: its plan has changes; a user decides."""
+        if (task.status == TaskState.WAITING_CONFIRMATION
+                or not self._move(task, TaskState.WAITING_CONFIRMATION)):
+            return False
+        await self.store.update_task(task.task_id, {"status": TaskState.WAITING_CONFIRMATION})
+        self._publish(task)
+        return True
+
+    async def decide(self, task: ActiveTask, approved: bool, message: str) -> bool:
+        """waiting_confirmation -> confirmed | rejected: a user's decision on the plan."""
+        state = TaskState.CONFIRMED if approved else TaskState.REJECTED
+        if not self._move(task, state, message=message):
+            return False
+        task.decision = message
+        await self.store.update_task(task.task_id, {"status": state,
+                                                    "status_message": message})
+        self._publish(task, message=message)
+        return True
+
+    async def resume(self, task: ActiveTask) -> bool:
+        """confirmed -> running: the runner got the confirmation and applies the plan (its
+        start and its timeout are those of the task, not of the apply)."""
+        if task.status != TaskState.CONFIRMED or not self._move(task, TaskState.RUNNING):
+            return False
+        await self.store.update_task(task.task_id, {"status": TaskState.RUNNING})
         self._publish(task)
         return True
 

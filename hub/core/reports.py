@@ -13,7 +13,7 @@ from hub.core.links import RunnerLink
 from hub.core.output_writer import OutputWriter
 from hub.store.base import OutputChunk
 from protocol.codec import ProtocolError
-from protocol.frames import Accepted, Finished, Output, Rejected, RunnerFrame
+from protocol.frames import Accepted, Confirmation, Finished, Output, Rejected, RunnerFrame
 from protocol.session import ReportVerdict, judge_report
 
 log = structlog.get_logger("hub.reports")
@@ -35,7 +35,7 @@ class RunnerReports:
 
     async def handle(self, link: RunnerLink, frame: RunnerFrame) -> None:
         """Apply one task frame; raises NotYourTask or ProtocolError when it cannot be."""
-        if not isinstance(frame, Accepted | Rejected | Output | Finished):
+        if not isinstance(frame, Accepted | Rejected | Output | Finished | Confirmation):
             return
         task = self.lifecycle.get(frame.task_id)
         verdict = judge_report(frame, link.runner_id, task)
@@ -59,12 +59,21 @@ class RunnerReports:
             await self._finished(link, task, frame)
         elif isinstance(frame, Accepted):
             await self._accepted(task)
+        elif isinstance(frame, Confirmation):
+            await self._confirmation(task, frame)
         else:
             await self._rejected(link, task, frame)
 
     async def _accepted(self, task: ActiveTask) -> None:
         if task.status == TaskState.STARTING:  # else a repeated assign answered again
             await self.lifecycle.run(task)
+
+    async def _confirmation(self, task: ActiveTask, frame: Confirmation) -> None:
+        """The task's plan waits for a user, or the runner applies it (after a confirm)."""
+        if frame.state == "waiting" and task.status == TaskState.RUNNING:
+            await self.lifecycle.await_confirmation(task)
+        elif frame.state == "applying" and task.status == TaskState.CONFIRMED:
+            await self.lifecycle.resume(task)
 
     async def _rejected(self, link: RunnerLink, task: ActiveTask, frame: Rejected) -> None:
         if task.status != TaskState.STARTING:

@@ -1,6 +1,7 @@
 """Resolves a task into the spec a runner needs: app, script, arguments, repository, env."""
 
 import json
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -21,6 +22,12 @@ from protocol.frames import (
 )
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.numbers import INT64_MAX
+
+# Apps whose `var` secrets are variables of the run (extra vars, terraform variables).
+VAR_APPS = frozenset({"ansible", "terraform", "tofu"})
+TERRAFORM_APPS = frozenset({"terraform", "tofu"})
+# A terraform workspace's name as terraform takes it; never an option (`-x`).
+WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 class SpecError(Exception):
@@ -76,20 +83,26 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
     env: dict[str, str] = {}
     extra_vars: dict[str, str] = {}
     ssh_key = None
+    login_password = None
     if template.get("environment_id"):
         rows = await store.list_env_secrets(template["environment_id"])
         for row in rows:
-            # As Semaphore: an ansible task gets `var` secrets as extra vars. Other apps
-            # get every secret as process environment, as before.
-            into = extra_vars if row["type"] == "var" and spec.app == "ansible" else env
+            # As Semaphore: an ansible, terraform or tofu task gets `var` secrets as its
+            # variables (the runner hands them over in a private file, never in argv).
+            # Other apps get every secret as process environment, as before.
+            into = extra_vars if row["type"] == "var" and spec.app in VAR_APPS else env
             into[row["name"]] = cipher.decrypt(row["secret"])
     if repo is not None and repo["ssh_key_id"]:
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
             ssh_key = msgspec.json.decode(cipher.decrypt(key["secret"]), type=SshKeySecret)
+        elif key["type"] == "login_password" and key["secret"]:
+            login_password = msgspec.json.decode(cipher.decrypt(key["secret"]),
+                                                 type=LoginPasswordSecret)
     ansible = (await _ansible_secrets(store, cipher, template) if spec.app == "ansible"
                else TaskSecrets())
     found = TaskSecrets(env=env, ssh_key=ssh_key, vars=extra_vars,
+                        login_password=login_password,
                         inventory_ssh_key=ansible.inventory_ssh_key,
                         inventory_login=ansible.inventory_login, become=ansible.become,
                         vault_passwords=ansible.vault_passwords)
@@ -181,6 +194,9 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
             "allow_override_branch_in_task") else ""
         branch = task_branch or template.get("git_branch") or repo["git_branch"]
         repository = RepositorySpec(url=repo["git_url"], branch=branch)
+    # A task's own commit, under the same rule as its branch (Semaphore's task commit_hash).
+    commit_hash = (task.get("commit_hash") or "") if repository is not None and template.get(
+        "allow_override_branch_in_task") else ""
     environment: dict[str, str] = {}
     extra_vars: dict[str, Any] = {}
     if template.get("environment_id"):
@@ -207,7 +223,7 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
                     arguments=parse_arguments(template.get("arguments"),
                                               "template `arguments`"),
                     task_arguments=task_arguments, environment=environment,
-                    extra_vars=extra_vars, repository=repository,
+                    extra_vars=extra_vars, repository=repository, commit_hash=commit_hash,
                     timeout_sec=min(limits) if limits else 0,
                     message=task.get("message") or "",
                     inventory=await _inventory(store, template),
@@ -235,12 +251,16 @@ def _task_params(raw: str | None) -> dict[str, Any]:
 
 
 async def _inventory(store: Store, template: dict[str, Any]) -> InventorySpec | None:
-    """The template's inventory. A task's own `inventory_id` is not used: our templates have
-    no `allow_override_inventory` (Semaphore's task_params) to allow it."""
-    if not template.get("inventory_id") or template.get("app", "ansible") != "ansible":
+    """The template's inventory (for terraform and tofu: its workspace). A task's own
+    `inventory_id` is not used: our templates have no `allow_override_inventory` (Semaphore's
+    task_params) to allow it."""
+    app = template.get("app", "ansible")
+    if not template.get("inventory_id") or app not in ("ansible", *TERRAFORM_APPS):
         return None
     row = await _referenced(store, template, "inventory")
     kind = row["type"]
+    if app in TERRAFORM_APPS:
+        return _workspace(row, app)
     if kind in ("static", "static-yaml"):
         _refuse_nul(row["inventory"], f"inventory {row['id']}")
         return InventorySpec(type=kind, content=row["inventory"])
@@ -249,6 +269,20 @@ async def _inventory(store: Store, template: dict[str, Any]) -> InventorySpec | 
         return InventorySpec(type=kind, path=row["inventory"])
     raise SpecError(f"inventory {row['id']} has type {kind!r}, which an ansible template "
                     "cannot use (static, static-yaml or file)")
+
+
+def _workspace(row: dict[str, Any], app: str) -> InventorySpec:
+    """A terraform or tofu template's inventory: Semaphore's `terraform-workspace`, whose
+    text is the workspace's name (empty: default)."""
+    if row["type"] != "terraform-workspace":
+        raise SpecError(f"inventory {row['id']} has type {row['type']!r}, which a {app} "
+                        "template cannot use (terraform-workspace)")
+    name = (row["inventory"] or "").strip() or "default"
+    if not WORKSPACE_NAME.match(name):
+        raise SpecError(f"inventory {row['id']}: terraform workspace {name!r} is not a valid "
+                        "name (letters, digits, `_`, `-` and `.`, not starting with `-` or "
+                        "`.`)")
+    return InventorySpec(type="terraform-workspace", content=name)
 
 
 def parse_vars(raw: str | None, what: str) -> dict[str, Any]:

@@ -20,9 +20,26 @@ from hub.core.output_writer import OutputWriter
 from hub.core.spec import SpecError, resolve_task
 from hub.crypto import SecretCipher, SecretsUnavailable
 from hub.store import Row, Store
-from protocol.frames import Cancel, HeldTask, HubFrame, TaskAck, TaskSecrets, TaskSpec
+from protocol.frames import (
+    Cancel,
+    Decision,
+    HeldTask,
+    HubFrame,
+    TaskAck,
+    TaskSecrets,
+    TaskSpec,
+)
 
 log = structlog.get_logger("hub.tasks")
+
+
+class NotAwaiting(Exception):
+    """A confirm or reject for a task that does not wait for one; `status` is where it
+    stands (None: it has ended)."""
+
+    def __init__(self, status: TaskState | None):
+        super().__init__(status)
+        self.status = status
 
 
 @dataclass
@@ -69,9 +86,12 @@ class TaskService:
     def _active(row: Row, template: Row, project: Row, spec: TaskSpec,
                 secrets: TaskSecrets | None) -> ActiveTask:
         """The in-memory task of a stored one (new, or unfinished at start)."""
+        status = TaskState(row["status"])
+        decided = status in (TaskState.CONFIRMED, TaskState.REJECTED)
         return ActiveTask(task_id=row["id"], project_id=row["project_id"],
                           runner_tag=template["runner_tag"], spec=spec,
-                          status=TaskState(row["status"]), runner_id=row["runner_id"],
+                          status=status, runner_id=row["runner_id"],
+                          decision=(row.get("status_message") or "") if decided else "",
                           stored_seq=row["last_seq"], received_seq=row["last_seq"],
                           output_bytes=row["output_bytes"],
                           project_limit=project["max_parallel_tasks"],
@@ -102,6 +122,20 @@ class TaskService:
         if link is not None:
             link.cancel(task_id, reason)
         # Without a link the cancel goes out when the runner reconnects (see reconcile).
+
+    async def decide(self, task_id: int, approved: bool, username: str) -> None:
+        """A user confirms or rejects the plan a task waits with: its runner is told (now,
+        or when it reconnects), and applies the plan or ends the task `stopped`."""
+        task = self.lifecycle.get(task_id)
+        if task is None or task.status != TaskState.WAITING_CONFIRMATION:
+            raise NotAwaiting(task.status if task is not None else None)
+        message = f"plan {'confirmed' if approved else 'rejected'} by {username}"
+        if not await self.lifecycle.decide(task, approved, message):
+            raise NotAwaiting(task.status)
+        link = self.dispatcher.link_of(task)
+        if link is not None:
+            link.send(Decision(task_id=task_id, approved=approved, message=message))
+        # Without a link the decision goes out when the runner reconnects (see reconcile).
 
     async def revoke_runner(self, runner_id: int, what: str) -> None:
         """Cut a runner off now (disabled, deleted): its tasks are cancelled on it and ended
@@ -154,8 +188,10 @@ class TaskService:
             result.acked.append(TaskAck(task_id=task.task_id, seq=task.stored_seq))
             if task.status == TaskState.STARTING:
                 await self.lifecycle.run(task)
-            elif task.status == TaskState.STOPPING and item.state == "running":
+            if task.status == TaskState.STOPPING and item.state == "running":
                 result.then_send.append(Cancel(task_id=task.task_id, reason="stopped by user"))
+            elif item.state == "running":
+                await self._settle_confirmation(task, item, result)
         for task in [t for t in self.lifecycle.on_runner(link.runner_id)
                      if t.task_id not in held_ids]:
             if task.status == TaskState.STARTING:
@@ -165,6 +201,22 @@ class TaskService:
                             runner_id=link.runner_id)
                 await self.lifecycle.end(task, TaskState.ERROR, "runner restarted")
         return result
+
+
+    async def _settle_confirmation(self, task: ActiveTask, item: HeldTask,
+                                   result: Reconciliation) -> None:
+        """A plan's confirmation, where a reconnect may have lost a frame either way: the
+        runner's (it waits; it applies) or the hub's decision, sent again while the runner
+        still waits for it. Only a decision a user made is ever sent."""
+        if item.awaiting:
+            if task.status == TaskState.RUNNING:
+                await self.lifecycle.await_confirmation(task)
+            elif task.status in (TaskState.CONFIRMED, TaskState.REJECTED):
+                result.then_send.append(Decision(
+                    task_id=task.task_id, approved=task.status == TaskState.CONFIRMED,
+                    message=task.decision))
+        elif task.status == TaskState.CONFIRMED:
+            await self.lifecycle.resume(task)
 
 
 def _epoch(stamp: str | None) -> float:

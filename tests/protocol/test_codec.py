@@ -12,6 +12,8 @@ from protocol import (
     Ack,
     Assign,
     Cancel,
+    Confirmation,
+    Decision,
     Error,
     Finished,
     Heartbeat,
@@ -39,11 +41,12 @@ HUB_TYPES = typing.get_args(HubFrame)
 RUNNER_GOLDEN = [
     (Hello(protocol_version=1, runner_version="1.2.3", name="web-1", tags=["prod", "eu"],
            max_parallel_tasks=2, platform="linux/amd64",
-           held_tasks=[HeldTask(task_id=7, state="running", last_seq=3)],
+           held_tasks=[HeldTask(task_id=7, state="running", last_seq=3, awaiting=True)],
            shared_identity=False, apps={"bash": "GNU bash, version 5.2.15"}),
      b'{"type":"hello","protocol_version":1,"runner_version":"1.2.3","name":"web-1",'
      b'"tags":["prod","eu"],"max_parallel_tasks":2,"platform":"linux/amd64",'
-     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3}],"shared_identity":false,'
+     b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3,"awaiting":true}],'
+     b'"shared_identity":false,'
      b'"apps":{"bash":"GNU bash, version 5.2.15"}}'),
     (Heartbeat(time=1700000000.5, running=[7, 8],
                metrics=Metrics(cpu_percent=12.5, memory_used=1024, memory_total=4096,
@@ -59,6 +62,8 @@ RUNNER_GOLDEN = [
               commit_hash="abc123", commit_message="fix it"),
      b'{"type":"finished","task_id":7,"status":"error","last_seq":3,"exit_code":2,'
      b'"message":"failed","commit_hash":"abc123","commit_message":"fix it"}'),
+    (Confirmation(task_id=7, state="applying"),
+     b'{"type":"confirmation","task_id":7,"state":"applying"}'),
     (Error(code="bad_frame", message="oops"),
      b'{"type":"error","code":"bad_frame","message":"oops"}'),
 ]
@@ -90,6 +95,8 @@ HUB_GOLDEN = [
     (Ack(task_id=7, seq=3, finished=True),
      b'{"type":"ack","task_id":7,"seq":3,"finished":true}'),
     (Cancel(task_id=7, reason="user"), b'{"type":"cancel","task_id":7,"reason":"user"}'),
+    (Decision(task_id=7, approved=False, message="plan rejected by bob"),
+     b'{"type":"decision","task_id":7,"approved":false,"message":"plan rejected by bob"}'),
     (Error(code="bad_frame", message="oops"),
      b'{"type":"error","code":"bad_frame","message":"oops"}'),
 ]
