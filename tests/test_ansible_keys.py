@@ -7,6 +7,7 @@ unchanged, and nothing of the task left in the runner's folder."""
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -385,8 +386,6 @@ SSH_PLAYBOOK = """\
 def sshd(tmp_path):
     from tests.sshkit import Sshd, make_key
 
-    if not Path("/usr/sbin/sshd").exists():
-        pytest.skip("no sshd here: .ci/run installs Debian's openssh-server")
     pair = make_key(tmp_path / "keys", "inventory", passphrase="key-phrase-3a9d")
     server = Sshd(tmp_path / "sshd", [pair.public])
     yield server, pair
@@ -562,8 +561,10 @@ def password_sshd(tmp_path):
 
     from tests.sshkit import SSHD, _free_port
 
-    if os.geteuid() != 0 or not Path(SSHD).exists() or shutil.which("sshpass") is None:
-        pytest.skip("needs root, sshd and sshpass (.ci/run installs openssh-server sshpass)")
+    if os.geteuid() != 0:
+        pytest.skip("a password login to a user of its own needs root (CI runs as root)")
+    assert Path(SSHD).exists() and shutil.which("sshpass"), \
+        "sshd and sshpass are needed: .ci/run installs openssh-server and sshpass"
     user, password = f"smpw{os.getpid() % 100000}", "ssh-login-pw-6e2a"
     subprocess.run(["/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", "/",
                     "--shell", "/bin/sh", user], check=True, capture_output=True)
@@ -635,30 +636,45 @@ TASK_USER_PLAYBOOK = """\
 """
 
 
-def task_user_ansible(user: str) -> Path | None:
+def task_user_ansible(user: str) -> Path:
     """A bin folder whose ansible-playbook a task user can run: the tests' own venv when its
-    python is reachable (not under root's 0700 home, as a pyenv one is), else `.venv-tasks`
-    (a venv of the system's python3 with ansible-core) or a system ansible."""
+    python is reachable (not under root's 0700 home, as a pyenv one is), else a venv of the
+    system's python3 with the same ansible-core, made once in /var/tmp and kept between runs
+    (a task user can reach it; pip takes ansible-core from PyPI, as .ci/run does)."""
+    import importlib.metadata
     import shutil
     import tempfile
 
-    root = Path(__file__).resolve().parent.parent
+    version = importlib.metadata.version("ansible-core")
+    made = Path(f"/var/tmp/semaphore-tests-ansible-{version}")
     home = Path(tempfile.mkdtemp(prefix="ansible-check-"))
     shutil.chown(home, user)
+
+    def works(folder: Path) -> bool:
+        program = folder / "ansible-playbook"
+        try:
+            return program.exists() and subprocess.run(
+                [str(program), "--version"], user=user, capture_output=True, cwd="/",
+                env={"HOME": str(home), "PATH": "/usr/bin:/bin",
+                     "LANG": "C.UTF-8"}).returncode == 0
+        except OSError:  # its interpreter is out of the task user's reach
+            return False
+
     try:
-        for folder in (Path(sys.executable).parent, root / ".venv-tasks" / "bin",
-                       Path("/usr/bin")):
-            program = folder / "ansible-playbook"
-            try:
-                works = program.exists() and subprocess.run(
-                    [str(program), "--version"], user=user, capture_output=True, cwd="/",
-                    env={"HOME": str(home), "PATH": "/usr/bin:/bin",
-                         "LANG": "C.UTF-8"}).returncode == 0
-            except OSError:  # its interpreter is out of the task user's reach
-                works = False
-            if works:
-                return folder
-        return None
+        if works(Path(sys.executable).parent):
+            return Path(sys.executable).parent
+        if not works(made / "bin"):  # not there yet, or half-made by an interrupted run
+            system_python = shutil.which("python3", path="/usr/bin:/bin")
+            assert system_python, "a system python3 is needed for a task user's ansible"
+            shutil.rmtree(made, ignore_errors=True)
+            subprocess.run([system_python, "-m", "venv", str(made)], check=True)
+            subprocess.run([str(made / "bin" / "pip"), "install", "-q",
+                            f"ansible-core=={version}"], check=True)
+            for folder in (made, *made.rglob("*")):  # the task user reads it all
+                if folder.is_dir() and not folder.is_symlink():
+                    os.chmod(folder, 0o755)
+        assert works(made / "bin"), f"ansible-playbook in {made} does not run as {user}"
+        return made / "bin"
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -669,9 +685,6 @@ def test_as_a_task_user_become_vault_and_cached_galaxy_roles(lab, task_users, mo
     import tempfile
 
     bin_folder = task_user_ansible(task_users[0])
-    if bin_folder is None:
-        pytest.skip("no ansible-playbook a task user can run (python -m venv .venv-tasks "
-                    "&& .venv-tasks/bin/pip install ansible-core)")
     monkeypatch.setenv("PATH", f"{bin_folder}:/usr/sbin:/usr/bin:/sbin:/bin")
     shared = Path(tempfile.mkdtemp(prefix="ansible-user-"))
     os.chmod(shared, 0o755)
