@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from protocol.version import PACKAGE_VERSION
+from protocol.version import SOURCE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "agent", "hub")
@@ -129,7 +129,7 @@ def test_layers_as_the_test_reads_them():
 
 
 def test_package_version_written_once():
-    """pyproject.toml repeats protocol/version.py's PACKAGE_VERSION (the build backend is not
+    """pyproject.toml repeats protocol/version.py's SOURCE_VERSION (the build backend is not
     available to read it from there everywhere); the two must agree."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["version"] == PACKAGE_VERSION
+    assert project["version"] == SOURCE_VERSION
