@@ -29,6 +29,7 @@ from agent.isolation import (
 from agent.keys import SecretOpener, create_key_pair, load_private_key
 from agent.registration import register, unregister
 from agent.tls import client_ssl_context, warn_if_plaintext
+from agent.update import Updater, run_watchdog
 from agent.worker import TaskWorker
 from protocol.logs import configure_logging
 
@@ -60,6 +61,11 @@ def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
     setup.add_argument("--non-interactive", action="store_true",
                        help="never prompt, even at a terminal")
     setup.set_defaults(handler=cmd_setup)
+
+    watchdog = commands.add_parser("update-watchdog", help=argparse.SUPPRESS)
+    watchdog.add_argument("--marker", required=True)
+    watchdog.add_argument("--log-format", choices=["json", "console"], default="json")
+    watchdog.set_defaults(handler=cmd_update_watchdog)
 
     for name, handler, text in (
             ("register", cmd_register, "register with the hub and store the runner's token"),
@@ -141,7 +147,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
                                                      "user; several: comma-separated)",
                                      ",".join(existing.task_users))),
         allow_root_tasks=(section.allow_root_tasks if args.allow_root_tasks is None
-                          else args.allow_root_tasks)))
+                          else args.allow_root_tasks),
+        release_key=section.release_key))
     config.validate(path)
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")
@@ -179,10 +186,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     # A fresh key pair per registration: the hub seals each task's secrets to its public half.
     key_path = config.private_key_path(path)
     public_key = create_key_pair(key_path)
-    token = register(config, public_key=public_key)
-    if not config.runner.private_key_file:
+    token, release_key = register(config, public_key=public_key)
+    if not config.runner.private_key_file or release_key != config.runner.release_key:
         # Absolute: a relative one would be taken from the config's folder again at start.
-        config.runner.private_key_file = os.path.abspath(key_path)
+        config.runner.private_key_file = config.runner.private_key_file or os.path.abspath(
+            key_path)
+        config.runner.release_key = release_key
         save_runner_config(path, config)
     token_path = config.token_path(path)
     if token_path is not None:
@@ -221,6 +230,13 @@ def _require_token(config: RunnerConfig, path: Path) -> str:
             f"{path}: this runner has no token yet; run "
             f"`semaphore runner register --config {path}` first")
     return token
+
+
+# update-watchdog (started by agent/update.py from the previous build; not for people)
+
+
+def cmd_update_watchdog(args: argparse.Namespace) -> int:
+    return run_watchdog(Path(args.marker))
 
 
 # start
@@ -273,6 +289,11 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
     connection = RunnerConnection(url, token, worker, outbox,
                                   name=config.display_name, tags=config.runner.tags,
                                   disk_path=str(config.state_folder), ssl_context=ssl_context)
+    updater = Updater(config, token, worker, outbox.emit, connection.send_heartbeat,
+                      outbox.flushed)
+    connection.update_error = updater.startup()
+    connection.on_update = updater.handle
+    connection.on_welcome = updater.welcomed
     stop = asyncio.Event()
     drain = asyncio.Event()
     signals_seen = 0

@@ -50,6 +50,9 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     # runner's own user, which as root is refused unless allow_root_tasks says so.
     task_user: str | list[str] = ""
     allow_root_tasks: bool = False
+    # The hub's release key (Ed25519, base64), stored at registration: a self-update is
+    # applied only if the hub's build is signed by it.
+    release_key: str = ""
 
 
 class AppSetting(msgspec.Struct, forbid_unknown_fields=False):

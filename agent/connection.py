@@ -10,6 +10,7 @@ import platform
 import random
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ from protocol.frames import (
     Heartbeat,
     Hello,
     RunnerFrame,
+    Update,
     Welcome,
 )
 from protocol.limits import MAX_FRAME_BYTES
@@ -73,6 +75,10 @@ class Outbox:
     def close(self) -> None:
         self._queue = None
 
+    def flushed(self) -> bool:
+        """Nothing queued waits to be sent (or no session)."""
+        return self._queue is None or self._queue.empty()
+
 
 class RunnerConnection:
     """The I/O shell of the runner's sessions: one websocket at a time, reconnecting.
@@ -99,6 +105,11 @@ class RunnerConnection:
         self.connected = asyncio.Event()
         self.runner_id: int | None = None
         self._welcomed = False
+        # Self-update (agent/update.py): where the hub's Update frames go, what the first
+        # welcome confirms, and why the last update did not take (said in the next hello).
+        self.on_update: Callable[[Update], None] | None = None
+        self.on_welcome: Callable[[], None] | None = None
+        self.update_error = ""
 
     async def run(self, until: asyncio.Event) -> None:
         """Stay connected until `until` is set; raises RunnerRefused if the hub says no."""
@@ -158,6 +169,9 @@ class RunnerConnection:
             acked = {a.task_id: a.seq for a in welcome.acked}
             outbox = self.outbox.open(self.worker.unacked_frames(acked))
             self.connected.set()
+            self.update_error = ""  # said once
+            if self.on_welcome is not None:
+                self.on_welcome()
             log.info("runner.connected", url=self.url, session_id=welcome.session_id,
                      resent=outbox.qsize(), tags=welcome.tags)
             if welcome.notice:
@@ -184,7 +198,8 @@ class RunnerConnection:
                       max_parallel_tasks=self.worker.max_parallel_tasks,
                       platform=f"{platform.system().lower()}/{platform.machine()}",
                       held_tasks=self.worker.held_tasks(),
-                      shared_identity=self.worker.shared_identity, apps=self.worker.apps)
+                      shared_identity=self.worker.shared_identity, apps=self.worker.apps,
+                      update_error=self.update_error)
         await ws.send(encode(hello).decode())
         session = RunnerSession(asyncio.get_running_loop().time(),
                                 handshake_timeout=HANDSHAKE_TIMEOUT)
@@ -211,6 +226,9 @@ class RunnerConnection:
                 return
             if isinstance(verdict, Assign | Ack | Cancel | Decision):
                 self.worker.handle(verdict)
+            elif isinstance(verdict, Update):
+                if self.on_update is not None:
+                    self.on_update(verdict)
             elif isinstance(verdict, Error):
                 log.warning("hub.error", code=verdict.code, message=verdict.message)
         if ws.close_code not in (None, 1000, 1001):

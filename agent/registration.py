@@ -49,8 +49,9 @@ def _error_text(raw: bytes) -> str:
         return raw.decode(errors="replace").strip() or "no details"
 
 
-def register(config: RunnerConfig, public_key: str = "") -> str:
-    """Exchange the registration token for this runner's own token."""
+def register(config: RunnerConfig, public_key: str = "") -> tuple[str, str]:
+    """Exchange the registration token for this runner's own token; that and the hub's
+    release key ("" from a hub that has none)."""
     if not config.runner.registration_token:
         raise RegistrationError("runner.registration_token is empty: set it in the config "
                                 "(or with `semaphore runner setup`) before registering")
@@ -64,8 +65,9 @@ def register(config: RunnerConfig, public_key: str = "") -> str:
     })
     token = answer.get("token")
     if not isinstance(token, str) or not token:
-        raise RegistrationError(f"the hub's answer has no token: {answer!r}")
-    return token
+        raise RegistrationError("the hub's answer has no token")
+    release_key = answer.get("release_key", "")
+    return token, release_key if isinstance(release_key, str) else ""
 
 
 def unregister(config: RunnerConfig, token: str) -> None:

@@ -16,8 +16,10 @@ from hub.core.lifecycle import TaskLifecycle
 from hub.core.local_runner import LocalLink
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
+from hub.core.rollout import Rollouts
 from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
+from hub.release_key import load_release_key
 from hub.routes import add_routes
 from hub.serving import (
     CONNECTIONS,
@@ -63,7 +65,9 @@ def _hub_context(config: HubConfig):
         dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
         reports = RunnerReports(lifecycle, writer, config.max_task_output_bytes)
         tasks = TaskService(store, lifecycle, dispatcher, writer, config, cipher)
-        hub = Hub(config, store, events, lifecycle, dispatcher, writer, reports, tasks, cipher)
+        rollout = Rollouts(store, dispatcher, config)
+        hub = Hub(config, store, events, lifecycle, dispatcher, writer, reports, tasks, cipher,
+                  rollout, load_release_key(config))
         app[HUB] = hub
         writer.start()
         await tasks.restore()
@@ -74,12 +78,14 @@ def _hub_context(config: HubConfig):
             local.start()
             dispatcher.attach(local)
         dispatcher.start()
+        rollout.start()
         # Everything built so far lives as long as the hub: keep it out of the collector's
         # full passes, which otherwise pause the event loop for tens of ms.
         gc.freeze()
         log.info("hub.started", database=config.database_path,
                  use_remote_runner=config.use_remote_runner)
         yield
+        await rollout.stop()
         await dispatcher.stop()
         if local is not None:
             await local.stop()

@@ -44,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--admin", action="store_true")
     add.set_defaults(handler=cmd_user_add)
 
+    binaries = commands.add_parser("runner-binary", help="runner builds this hub serves and "
+                                                          "updates runners to")
+    binary_commands = binaries.add_subparsers(dest="binary_command", required=True)
+    add_binary = binary_commands.add_parser(
+        "add", help="copy a runner build into runner_binaries_path, with its sha256 and "
+                    "its signature by the hub's release key")
+    add_binary.add_argument("file", help="the single-file runner (build/build_runner.sh)")
+    add_binary.add_argument("--config", help="hub config file (JSON)")
+    add_binary.add_argument("--version", dest="build_version",
+                            help="its version (default: what `FILE --version` says)")
+    add_binary.add_argument("--arch", default="amd64", help="amd64 (default), arm64, ...")
+    add_binary.set_defaults(handler=cmd_runner_binary_add)
+
     quick = commands.add_parser("quickstart", help="a hub, an admin and a local runner, "
                                                    "all on embedded defaults")
     quick.add_argument("--dir", default=".semaphore", help="where everything is kept")
@@ -131,6 +144,25 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     user = asyncio.run(add())
     role = "admin" if user["admin"] else "user"
     print(f"created {role} {user['username']} (id {user['id']}) in {config.database_path}")
+    return 0
+
+
+def cmd_runner_binary_add(args: argparse.Namespace) -> int:
+    from hub.release_key import load_release_key, release_key_path
+    from hub.runner_binaries import BinaryError, add_binary, build_version
+
+    config = load_config(args.config)
+    source = Path(args.file)
+    try:
+        if not source.is_file():
+            raise BinaryError(f"{source} is not a file")
+        version = args.build_version or build_version(source.resolve())
+        added = add_binary(config.runner_binaries_path, load_release_key(config), source,
+                           version, args.arch)
+    except BinaryError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"added runner {added.version} for linux/{added.arch}: {added.path} "
+          f"(sha256 {added.sha256}, signed with {release_key_path(config)})")
     return 0
 
 

@@ -55,6 +55,14 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     runner_lost_timeout: float = 60.0
     # An assign not answered (accepted or rejected) this long goes to another runner.
     runner_accept_timeout_sec: float = 15.0
+    # Runner builds served at /api/runner/binary, <path>/<version>/semaphore-linux-<arch>
+    # with .sha256 and .sig (`semaphore runner-binary add` puts them there); "": none.
+    runner_binaries_path: str = ""
+    # The Ed25519 key that signs them; "": runner-release.key beside the database.
+    release_key_file: str = ""
+    # An updated runner must reconnect as the new version within this; else its watchdog
+    # restores the old build and the rollout stops.
+    runner_update_deadline_sec: float = 120.0
     # Tasks. 0 means unlimited, as in Semaphore.
     max_parallel_tasks: int = 0
     max_task_duration_sec: int = 0
@@ -83,6 +91,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
                "must be > 0 and at most 86400")
         _check(self.runner_lost_timeout >= 0, "runner_lost_timeout", "must be >= 0")
         _check(0 < self.runner_accept_timeout_sec <= 86400, "runner_accept_timeout_sec",
+               "must be > 0 and at most 86400")
+        _check(0 < self.runner_update_deadline_sec <= 86400, "runner_update_deadline_sec",
                "must be > 0 and at most 86400")
         _check(self.max_parallel_tasks >= 0, "max_parallel_tasks", "must be >= 0")
         _check(self.max_task_duration_sec >= 0, "max_task_duration_sec", "must be >= 0")
@@ -129,6 +139,9 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_HEARTBEAT_INTERVAL": ("heartbeat_interval",),
     "SEMAPHORE_RUNNER_LOST_TIMEOUT": ("runner_lost_timeout",),
     "SEMAPHORE_RUNNER_ACCEPT_TIMEOUT_SEC": ("runner_accept_timeout_sec",),
+    "SEMAPHORE_RUNNER_BINARIES_PATH": ("runner_binaries_path",),
+    "SEMAPHORE_RELEASE_KEY_FILE": ("release_key_file",),
+    "SEMAPHORE_RUNNER_UPDATE_DEADLINE_SEC": ("runner_update_deadline_sec",),
     "SEMAPHORE_MAX_PARALLEL_TASKS": ("max_parallel_tasks",),
     "SEMAPHORE_MAX_TASK_DURATION_SEC": ("max_task_duration_sec",),
     "SEMAPHORE_MAX_TASK_OUTPUT_BYTES": ("max_task_output_bytes",),

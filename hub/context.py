@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from hub.config import HubConfig
 from hub.core.dispatcher import Dispatcher
@@ -10,6 +11,7 @@ from hub.core.events import EventBus
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
+from hub.core.rollout import Rollouts
 from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
 from hub.store import Store
@@ -26,6 +28,8 @@ class Hub:
     reports: RunnerReports
     tasks: TaskService
     cipher: SecretCipher
+    rollout: Rollouts
+    release_key: SigningKey
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)

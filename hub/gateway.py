@@ -38,6 +38,7 @@ from protocol.frames import (
     RunnerFrame,
     TaskSecrets,
     TaskSpec,
+    UpdateProgress,
     Welcome,
 )
 from protocol.limits import MAX_FRAME_BYTES, MISSED_HEARTBEATS_OFFLINE
@@ -219,6 +220,7 @@ class RunnerSocket:
             link.send(order)
         self._sender = asyncio.create_task(link.run_sender())
         self.hub.dispatcher.attach(link)
+        self.hub.rollout.connected(link)
         self.log.info("runner.connected", name=link.name, remote=self.remote,
                       held=len(hello.held_tasks), tags=sorted(link.tags))
         reports = self.hub.reports
@@ -231,6 +233,8 @@ class RunnerSocket:
                 self._heartbeat(link, frame)
             elif isinstance(frame, Error):
                 self.log.warning("runner.error", code=frame.code, message=frame.message)
+            elif isinstance(frame, UpdateProgress):
+                await self.hub.rollout.progress(link, frame)
             else:
                 try:
                     await reports.handle(link, frame)
@@ -307,7 +311,9 @@ class RunnerSocket:
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
                              public_key=runner["public_key"],
-                             last_seen=time.time(), apps=hello.apps)
+                             last_seen=time.time(), apps=hello.apps,
+                             version=hello.runner_version, platform=hello.platform,
+                             update_error=hello.update_error[:1000])
 
     def _tags_notice(self, asked: list[str], tags: frozenset[str]) -> str:
         """What the welcome tells a runner whose hello asked for tags other than the ones the

@@ -5,7 +5,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hub import gateway
-from hub.api import projects, resources, runners, session, system, tasks, users
+from hub.api import (
+    projects,
+    resources,
+    runner_binary,
+    runners,
+    session,
+    system,
+    tasks,
+    users,
+)
 
 P = "/api/project/{project_id:\\d+}"
 RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
@@ -63,7 +72,11 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/runners", runners.list_runners),
     ("POST", "/api/runners", runners.create_runner),
     # One-time registration tokens (admin); before /api/runners/{runner_id}, which would
-    # otherwise take "registration_tokens" for a runner id.
+    # otherwise take "registration_tokens" (or "update") for a runner id.
+    # Staged runner updates (admin): a target version, globally, per project or per runner.
+    ("GET", "/api/runners/update", runners.get_rollout),
+    ("PUT", "/api/runners/update", runners.start_rollout),
+    ("DELETE", "/api/runners/update", runners.stop_rollout),
     ("GET", "/api/runners/registration_tokens", runners.list_registration_tokens),
     ("POST", "/api/runners/registration_tokens", runners.create_registration_token),
     ("DELETE", "/api/runners/registration_tokens/{token_id}",
@@ -79,6 +92,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", f"{P}/runners/{{runner_id}}", runners.delete_runner),
     ("POST", f"{P}/runners/{{runner_id}}/active", runners.set_active),
     ("GET", f"{P}/runner_tags", runners.runner_tags),
+    # The runner build, public like Jenkins' agent.jar (updates check its signature).
+    ("GET", "/api/runner/binary", runner_binary.binary),
+    ("GET", "/api/runner/binary.sha256", runner_binary.sha256),
+    ("GET", "/api/runner/binary.sig", runner_binary.signature),
     # The runners' own endpoints (authenticated by registration or runner token).
     ("POST", "/api/internal/runners", runners.register_runner),
     ("DELETE", "/api/internal/runners", runners.unregister_self),

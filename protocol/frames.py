@@ -179,6 +179,9 @@ class Hello(_Frame, tag="hello", frozen=True):
     # The apps it can run (app -> the program's version line), found when it started. None:
     # an older runner that does not say (it runs bash, python and powershell if it can).
     apps: dict[str, str] | None = None
+    # Why its last self-update did not take (its watchdog put the previous binary back), or
+    # "": the hub marks that update failed with this reason.
+    update_error: str = ""
 
 
 class Heartbeat(_Frame, tag="heartbeat", frozen=True):
@@ -222,6 +225,16 @@ class Confirmation(_Frame, tag="confirmation", frozen=True):
 
     task_id: Id
     state: Literal["waiting", "applying"] = "waiting"
+
+
+class UpdateProgress(_Frame, tag="update_progress", frozen=True):
+    """Where the runner is with an `Update`: `draining` (checked, waiting for its tasks to
+    end), `restarting` (swapped, re-executing: it must reconnect as `version` within the
+    update's deadline), or `failed` (`reason` says why; it keeps running its current build)."""
+
+    version: str
+    state: Literal["draining", "restarting", "failed"]
+    reason: str = ""
 
 
 # Hub -> runner.
@@ -268,6 +281,27 @@ class Decision(_Frame, tag="decision", frozen=True):
     message: str = ""
 
 
+class Update(_Frame, tag="update", frozen=True):
+    """Replace this runner's binary with the hub's build `version`: download `path` (on the
+    hub, with the runner's token), check `size`, `sha256` and `signature` (Ed25519 by the
+    hub's release key, base64, over `release_message(...)`), drain, swap, re-execute; if the
+    new build has not reconnected within `deadline_sec`, the watchdog restores the old one."""
+
+    version: str
+    path: str
+    sha256: str
+    signature: str
+    size: Size
+    arch: str = "amd64"
+    deadline_sec: Interval = 120.0
+
+
+def release_message(version: str, arch: str, sha256: str) -> bytes:
+    """What the hub's release key signs for a runner build: its digest bound to its version
+    and architecture, so a signed build cannot be served as another version or arch."""
+    return f"semaphore-runner-binary linux-{arch} {version} sha256:{sha256}\n".encode()
+
+
 # Either direction.
 
 
@@ -277,5 +311,5 @@ class Error(_Frame, tag="error", frozen=True):
 
 
 RunnerFrame = (Hello | Heartbeat | Accepted | Rejected | Output | Finished | Confirmation
-               | Error)
-HubFrame = Welcome | Assign | Ack | Cancel | Decision | Error
+               | UpdateProgress | Error)
+HubFrame = Welcome | Assign | Ack | Cancel | Decision | Update | Error

@@ -26,6 +26,9 @@ PUBLIC = {
     ("POST", "/api/internal/runners"),
     ("DELETE", "/api/internal/runners"),
     ("GET", "/api/internal/runners/ws"),
+    ("GET", "/api/runner/binary"),
+    ("GET", "/api/runner/binary.sha256"),
+    ("GET", "/api/runner/binary.sig"),
 }
 
 LOGIN = ("POST", "/api/auth/login")

@@ -141,6 +141,19 @@ class RunnerActive(msgspec.Struct):
     active: bool
 
 
+class RolloutRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT /api/runners/update: update runners to `version` (all, a project's, or one), first
+    `canary` of them, the rest once those were healthy for `healthy_seconds`
+    (`healthy_minutes` * 60 if given instead)."""
+
+    version: str
+    project_id: int | None = None
+    runner_id: int | None = None
+    canary: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 1
+    healthy_minutes: Annotated[float, msgspec.Meta(ge=0, le=1440)] | None = None
+    healthy_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
+
+
 class RunnerRegistration(msgspec.Struct):
     registration_token: Name
     max_parallel_tasks: Count = 0

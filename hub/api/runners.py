@@ -8,6 +8,7 @@ which may bind it to a project and tags.
 
 import json
 import time
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -25,6 +26,7 @@ from hub.api.common import (
 )
 from hub.api.models import (
     RegistrationTokenRequest,
+    RolloutRequest,
     RunnerActive,
     RunnerRegistration,
     RunnerRequest,
@@ -33,6 +35,8 @@ from hub.api.serialize import runner_json
 from hub.context import Hub
 from hub.crypto import valid_public_key
 from hub.ratelimit import SlidingWindow, per_app
+from hub.release_key import public_key_text
+from hub.runner_binaries import BinaryError, check_version
 from hub.security import bearer_token, hash_token, new_token, tokens_equal
 from hub.store import NotFound
 from hub.store.base import Row, decode_tags
@@ -81,7 +85,9 @@ async def register_runner(request: web.Request) -> web.Response:
         "max_parallel_tasks": body.max_parallel_tasks, "public_key": body.public_key})
     if one_time:
         await hub.store.bind_registration_token(one_time["id"], row["id"])
-    return json_response({"token": token, "id": row["id"], "tags": tags})
+    # The release key's public half: the runner applies only updates it signed.
+    return json_response({"token": token, "id": row["id"], "tags": tags,
+                          "release_key": public_key_text(hub.release_key)})
 
 
 def _registered_tags(one_time: Row | None, asked: list[str], address: str) -> list[str]:
@@ -267,3 +273,64 @@ async def _apply_active(hub, runner_id: int, active: bool) -> None:
 async def _delete(hub, runner_id: int) -> None:
     await hub.tasks.revoke_runner(runner_id, "deleted")
     await hub.store.delete_runner(runner_id)
+
+
+# Staged updates (admin only): hub/core/rollout.py.
+
+
+def _rollout_json(row: Row | None) -> dict:
+    if row is None:
+        return {"state": "none"}
+    return {key: row[key] for key in ("id", "version", "project_id", "runner_id", "canary",
+                                      "healthy_seconds", "state", "error", "created",
+                                      "ended")}
+
+
+async def get_rollout(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response(_rollout_json(await hub_of(request).store.last_rollout()))
+
+
+async def start_rollout(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_body(request, RolloutRequest)
+    hub = hub_of(request)
+    try:
+        check_version(body.version)
+    except BinaryError as exc:
+        raise ApiError(400, f"field `version`: {exc}") from None
+    if body.project_id is not None and body.runner_id is not None:
+        raise ApiError(400, "field `runner_id`: give a project_id or a runner_id, not both")
+    if body.healthy_minutes is not None and body.healthy_seconds is not None:
+        raise ApiError(400, "field `healthy_seconds`: give healthy_minutes or "
+                            "healthy_seconds, not both")
+    if body.project_id is not None:
+        try:
+            await hub.store.get_project(body.project_id)
+        except NotFound:
+            raise ApiError(400, f"field `project_id`: project {body.project_id} does not "
+                                "exist") from None
+    if body.runner_id is not None:
+        try:
+            await hub.store.get_runner(body.runner_id)
+        except NotFound:
+            raise ApiError(400, f"field `runner_id`: runner {body.runner_id} does not "
+                                "exist") from None
+    folder = hub.config.runner_binaries_path
+    if not folder or not (Path(folder) / body.version).is_dir():
+        raise ApiError(400, f"field `version`: this hub has no runner build {body.version} "
+                            "(add one with `semaphore runner-binary add`)")
+    healthy = (body.healthy_seconds if body.healthy_seconds is not None
+               else 60 * (body.healthy_minutes if body.healthy_minutes is not None else 5))
+    row = await hub.rollout.begin(body.version, body.project_id, body.runner_id, body.canary,
+                                  healthy)
+    return json_response(_rollout_json(row), status=201)
+
+
+async def stop_rollout(request: web.Request) -> web.Response:
+    require_admin(request)
+    hub = hub_of(request)
+    stopped = await hub.rollout.cancel()
+    if stopped is None:
+        raise ApiError(404, "no rollout is running")
+    return json_response(_rollout_json(await hub.store.last_rollout()))

@@ -84,7 +84,10 @@ def runner_json(row: Row, online: bool, link: Any = None) -> Row:
            "platform": row["platform"], "version": row["version"], "online": online,
            "last_seen": row["touched"],
            # Its tasks run as its own user (its last hello said so): keep it project-bound.
-           "shared_identity": bool(row["shared_identity"])}
+           "shared_identity": bool(row["shared_identity"]),
+           # Its part in a staged update (hub/core/rollout.py).
+           "update": {"state": row["update_state"] or "none", "target": row["update_target"],
+                      "error": row["update_error"]}}
     if link is not None:
         out["running_tasks"] = sorted(link.assigned)
         out["apps"] = link.apps if link.apps is not None else {}

@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from hub.api.common import hub_of, json_response
+from hub.release_key import public_key_text
 from protocol.version import PACKAGE_VERSION
 
 
@@ -11,8 +12,11 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
-    config = hub_of(request).config
+    hub = hub_of(request)
+    config = hub.config
     return json_response({
+        # Runners check the builds they update to against this (Ed25519, base64).
+        "runner_release_key": public_key_text(hub.release_key),
         "version": PACKAGE_VERSION, "ansible": "", "web_host": config.web_host,
         "use_remote_runner": config.use_remote_runner,
         "auth_methods": {"login": True, "totp": False, "email": False},

@@ -1,6 +1,7 @@
 """What the dispatcher knows of one connected runner, whatever carries its frames."""
 
 import abc
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -29,6 +30,12 @@ class RunnerLink(abc.ABC):
     # The apps it runs (app -> version), from its hello; None: an older runner that did not
     # say, which runs the shell apps.
     apps: dict[str, str] | None = None
+    # Its build and machine (hello), when this session began (monotonic), and why its last
+    # self-update did not take (hello; "" if it did or none was tried): for rollouts.
+    version: str = ""
+    platform: str = ""
+    connected_mono: float = field(default_factory=time.monotonic)
+    update_error: str = ""
 
     def can_run(self, app: str) -> bool:
         return app in (self.apps if self.apps is not None else LEGACY_APPS)

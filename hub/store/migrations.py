@@ -266,6 +266,27 @@ MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE template ADD COLUMN vaults TEXT NOT NULL DEFAULT '[]';
     """,
+    # 9: staged runner updates. One rollout row per target an admin set (the newest not
+    # ended is the live one); each runner's part in it: pending (to be told), updating
+    # (told; draining, then restarting), updated (back as the target), failed (why).
+    """
+    CREATE TABLE runner_rollout (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        version TEXT NOT NULL,
+        project_id INTEGER REFERENCES project(id) ON DELETE CASCADE,
+        runner_id INTEGER REFERENCES runner(id) ON DELETE CASCADE,
+        canary INTEGER NOT NULL,
+        healthy_seconds REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'running',
+        error TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        ended TEXT
+    );
+    ALTER TABLE runner ADD COLUMN update_state TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runner ADD COLUMN update_target TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runner ADD COLUMN update_error TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runner ADD COLUMN update_wave INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -28,7 +28,9 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
 }
 RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
                             "max_parallel_tasks", "public_key", "platform", "version", "touched",
-                            "shared_identity"})
+                            "shared_identity", "update_state", "update_target",
+                            "update_error", "update_wave"})
+ROLLOUT_COLUMNS = frozenset({"version", "project_id", "runner_id", "canary", "healthy_seconds"})
 TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
                           "commit_message", "start", "end", "last_seq"})
 

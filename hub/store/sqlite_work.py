@@ -15,6 +15,7 @@ from hub.store.base import (
     utcnow,
 )
 from hub.store.sqlite_base import (
+    ROLLOUT_COLUMNS,
     RUNNER_COLUMNS,
     TASK_COLUMNS,
     SqliteConnection,
@@ -121,6 +122,26 @@ class WorkQueries(SqliteConnection):
         cursor = await self._execute("DELETE FROM runner WHERE id = ?", (runner_id,))
         if not cursor.rowcount:
             raise NotFound(f"runner {runner_id} not found")
+
+    async def list_all_runners(self) -> list[Row]:
+        return await self._fetch_all("SELECT * FROM runner ORDER BY id")
+
+    # Staged runner updates.
+
+    async def create_rollout(self, values: dict[str, Any]) -> Row:
+        _check_keys(values, ROLLOUT_COLUMNS, "runner_rollout")
+        return await self._insert_returning("runner_rollout", {**values, "created": utcnow()})
+
+    async def live_rollout(self) -> Row | None:
+        return await self._fetch_one("SELECT * FROM runner_rollout WHERE state = 'running' "
+                                     "ORDER BY id DESC LIMIT 1")
+
+    async def last_rollout(self) -> Row | None:
+        return await self._fetch_one("SELECT * FROM runner_rollout ORDER BY id DESC LIMIT 1")
+
+    async def end_rollout(self, rollout_id: int, state: str, error: str = "") -> None:
+        await self._update("runner_rollout", "id = ? AND state = 'running'", (rollout_id,),
+                           {"state": state, "error": error, "ended": utcnow()})
 
     async def create_registration_token(self, token_hash: str, project_id: int | None,
                                         tags: str, expires: float) -> Row:
