@@ -32,7 +32,7 @@ from protocol import (
     decode_runner_frame,
     encode,
 )
-from protocol.frames import InventorySpec, TaskAck
+from protocol.frames import InventorySpec, TaskAck, Update, UpdateProgress
 from protocol.numbers import INT64_MAX, UNIX_TIME_MAX
 
 RUNNER_TYPES = typing.get_args(RunnerFrame)
@@ -42,12 +42,15 @@ RUNNER_GOLDEN = [
     (Hello(protocol_version=1, runner_version="1.2.3", name="web-1", tags=["prod", "eu"],
            max_parallel_tasks=2, platform="linux/amd64",
            held_tasks=[HeldTask(task_id=7, state="running", last_seq=3, awaiting=True)],
-           shared_identity=False, apps={"bash": "GNU bash, version 5.2.15"}),
+           shared_identity=False, apps={"bash": "GNU bash, version 5.2.15"},
+           update_error="restored 1.2.2"),
      b'{"type":"hello","protocol_version":1,"runner_version":"1.2.3","name":"web-1",'
      b'"tags":["prod","eu"],"max_parallel_tasks":2,"platform":"linux/amd64",'
      b'"held_tasks":[{"task_id":7,"state":"running","last_seq":3,"awaiting":true}],'
      b'"shared_identity":false,'
-     b'"apps":{"bash":"GNU bash, version 5.2.15"}}'),
+     b'"apps":{"bash":"GNU bash, version 5.2.15"},"update_error":"restored 1.2.2"}'),
+    (UpdateProgress(version="1.2.4", state="failed", reason="bad signature"),
+     b'{"type":"update_progress","version":"1.2.4","state":"failed","reason":"bad signature"}'),
     (Heartbeat(time=1700000000.5, running=[7, 8],
                metrics=Metrics(cpu_percent=12.5, memory_used=1024, memory_total=4096,
                                disk_free=2048, load1=0.25), draining=True),
@@ -97,6 +100,11 @@ HUB_GOLDEN = [
     (Cancel(task_id=7, reason="user"), b'{"type":"cancel","task_id":7,"reason":"user"}'),
     (Decision(task_id=7, approved=False, message="plan rejected by bob"),
      b'{"type":"decision","task_id":7,"approved":false,"message":"plan rejected by bob"}'),
+    (Update(version="1.2.4", path="/api/runner/binary?arch=amd64&version=1.2.4",
+            sha256="ab" * 32, signature="c2ln", size=9, arch="amd64", deadline_sec=60.0),
+     b'{"type":"update","version":"1.2.4","path":"/api/runner/binary?arch=amd64&version=1.2.4",'
+     b'"sha256":"' + b"ab" * 32 + b'","signature":"c2ln","size":9,"arch":"amd64",'
+     b'"deadline_sec":60.0}'),
     (Error(code="bad_frame", message="oops"),
      b'{"type":"error","code":"bad_frame","message":"oops"}'),
 ]
