@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "all on embedded defaults")
     quick.add_argument("--dir", default=".semaphore", help="where everything is kept")
     quick.add_argument("--port", type=int, default=3000)
+    quick.add_argument("--with-binary", action="store_true",
+                       help="also build the single-file runner (PyInstaller, in the "
+                            "background) into runner_binaries_path, served to runner hosts")
     quick.set_defaults(handler=cmd_quickstart)
 
     add_runner_commands(commands)
@@ -169,7 +172,7 @@ def cmd_runner_binary_add(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from hub.quickstart import quickstart
 
-    return quickstart(args.dir, args.port)
+    return quickstart(args.dir, args.port, args.with_binary)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ reuses the same folder, database, admin and runner.
 
 import base64
 import http.cookiejar
+import importlib.util
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -41,7 +43,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "hub.cli", *args]
 
 
-def quickstart(data_dir: str, port: int) -> int:
+def quickstart(data_dir: str, port: int, with_binary: bool = False) -> int:
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     address = f"http://127.0.0.1:{port}"
@@ -50,11 +52,15 @@ def quickstart(data_dir: str, port: int) -> int:
         write_private_file(config_path, json.dumps({
             "interface": "127.0.0.1", "port": port, "web_host": address,
             "sqlite": {"host": str(root / "semaphore.sqlite")}, "tmp_path": str(root / "tmp"),
+            "runner_binaries_path": str(root / "runner-binaries"),
             "runner_registration_token": cli_safe_token(24),
             # Keys and secrets are encrypted at rest under this (a random one per install).
             "access_key_encryption": base64.b64encode(secrets.token_bytes(32)).decode()},
             indent=2) + "\n")
     config = json.loads(config_path.read_text())
+    if "runner_binaries_path" not in config:  # made by an older quickstart
+        config["runner_binaries_path"] = str(root / "runner-binaries")
+        write_private_file(config_path, json.dumps(config, indent=2) + "\n")
     address = config.get("web_host") or address
     _check_port_free(config.get("interface", "127.0.0.1"), config.get("port", port))
 
@@ -91,6 +97,7 @@ def quickstart(data_dir: str, port: int) -> int:
                                   stdout=runner_log, stderr=runner_log)
         project_id, template_id = _demo_project(address, password, root, runner)
         _print_welcome(address, password, project_id, template_id, root)
+        _runner_binary(with_binary, config_path, root)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while hub.poll() is None and runner.poll() is None:
             time.sleep(0.5)
@@ -199,3 +206,39 @@ Run the demo task and read its output:
   curl -s -b /tmp/sem.cookies {address}/api/project/{project_id}/tasks/1/raw_output
 
 Press Ctrl-C to stop the hub and the runner.""", flush=True)
+
+
+def _runner_binary(wanted: bool, config_path: Path, root: Path) -> None:
+    """Fill runner_binaries_path with a build of this version, in the background (PyInstaller
+    takes 15 s or more), when asked (--with-binary); else say how. One line either way."""
+    if not wanted:
+        print("runner binary: not built (quickstart --with-binary builds one; or "
+              "`semaphore runner-binary add FILE`): /api/runner/binary answers 404 until then",
+              flush=True)
+        return
+    if importlib.util.find_spec("PyInstaller") is None:
+        print("runner binary: cannot build it here (PyInstaller is not installed: "
+              "pip install pyinstaller); going on without", flush=True)
+        return
+    threading.Thread(target=_build_and_add, args=(config_path, root), daemon=True).start()
+    print(f"runner binary: building in the background (log: {root / 'build.log'})",
+          flush=True)
+
+
+def _build_and_add(config_path: Path, root: Path) -> None:
+    source = Path(__file__).resolve().parents[1]
+    work = root / "build"
+    with open(root / "build.log", "ab") as log:
+        script = source / "build" / "build_runner.sh"
+        if script.exists() and "--out" in script.read_text():
+            command = ["bash", str(script), "--out", str(work / "dist")]
+        else:
+            command = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+                       "--workpath", str(work / "work"), "--distpath", str(work / "dist"),
+                       str(source / "semaphore.spec")]
+        built = subprocess.run(command, cwd=source, stdout=log, stderr=log)
+        added = built.returncode == 0 and subprocess.run(
+            _cli("runner-binary", "add", str(work / "dist" / "semaphore"), "--config",
+                 str(config_path)), stdout=log, stderr=log).returncode == 0
+    print("runner binary: ready at /api/runner/binary" if added else
+          f"runner binary: the build failed; see {root / 'build.log'}", flush=True)
