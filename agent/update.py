@@ -154,8 +154,8 @@ class Updater:
         if marker is not None and marker.version != PACKAGE_VERSION:
             # Stopped before the swap (kill -9, power cut): the old file is still in place.
             (self.state_folder / MARKER).unlink(missing_ok=True)
-            error = (f"the update to {marker.version} was interrupted before the swap; still "
-                     f"running {PACKAGE_VERSION}")
+            error = (f"the update to {marker.version} was interrupted before the swap (the "
+                     f"runner stopped); still running {PACKAGE_VERSION}")
         result = self.state_folder / RESULT
         try:
             error = json.loads(result.read_text())["error"] or error
@@ -194,6 +194,10 @@ class Updater:
             if frame.version == PACKAGE_VERSION:
                 raise UpdateRefused(f"already running {frame.version}")
             log.info("runner.update.start", version=frame.version, size=frame.size)
+            # Said on disk first: a process killed before the swap (kill -9, power cut)
+            # leaves the old build in place, and its next start tells the hub the update
+            # was interrupted (startup). The swap rewrites it for the watchdog.
+            self._note_started(frame, exe)
             new = await asyncio.to_thread(self._fetch_and_check, frame, exe)
             try:
                 self.emit(UpdateProgress(version=frame.version, state="draining"))
@@ -206,6 +210,7 @@ class Updater:
                 new.unlink(missing_ok=True)
                 raise
         except UpdateRefused as exc:
+            (self.state_folder / MARKER).unlink(missing_ok=True)
             log.error("runner.update.failed", version=frame.version, reason=str(exc))
             self.emit(UpdateProgress(version=frame.version, state="failed", reason=str(exc)))
             if drained:
@@ -222,6 +227,15 @@ class Updater:
         os.execve(marker.exe, [marker.exe, *marker.argv[1:]], clean_environment())
 
     # Steps.
+
+    def _note_started(self, frame: Update, exe: Path) -> None:
+        try:
+            Marker(version=frame.version, previous_version=PACKAGE_VERSION, exe=str(exe),
+                   previous="", deadline=0.0, argv=[], pid=os.getpid(), pid_started=0.0,
+                   supervised=False).save(self.state_folder / MARKER)
+        except OSError as exc:
+            raise UpdateRefused(f"cannot write {self.state_folder / MARKER}: "
+                                f"{exc.strerror}") from None
 
     def _fetch_and_check(self, frame: Update, exe: Path) -> Path:
         """Download into the executable's folder and check everything a file can be checked

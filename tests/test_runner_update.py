@@ -395,3 +395,72 @@ def test_rollout_api_refuses_bad_input_naming_the_field(hub):
     status, answer = rest.request("DELETE", "/api/runners/update")
     assert status == 404
     assert rest.ok("GET", "/api/runners/update") == {"state": "none"}
+
+
+def _kill9_tree(proc: subprocess.Popen) -> None:
+    family = psutil.Process(proc.pid).children(recursive=True)
+    for process in [psutil.Process(proc.pid), *family]:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    proc.wait(30)
+
+
+def test_kill9_between_download_and_swap_leaves_the_old_build_working(
+        hub, runners, current_build, new_build, tmp_path):
+    rest = hub.rest()
+    runner = runners(current_build, "k0")
+    rest.wait_runner_online("k0", logs=runner.log)
+    add_build(hub, new_build)
+    project = rest.project()
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "long.sh", "sleep 30\n")
+    task = rest.run(project, rest.template(project, scripts, "long.sh", runner_tag="k0"))
+    rest.wait_status(project, task, {"running"})
+    rest.ok("PUT", "/api/runners/update", {"version": NEW_VERSION, "canary": 1,
+                                           "healthy_seconds": 1}, 201)
+    # Downloaded and checked, now draining (its task runs on): the moment between download
+    # and swap. The power goes.
+    wait_until(lambda: by_name(rest)["k0"].get("draining"), 60, 0.1, runner.log)
+    temporary = list(runner.folder.glob(".semaphore-update-*"))
+    assert len(temporary) == 1 and temporary[0].stat().st_size == new_build.stat().st_size
+    assert runner.proc is not None
+    _kill9_tree(runner.proc)
+    assert runner.version_on_disk() == SOURCE_VERSION
+    runner.start()
+    row = rest.wait_runner_online("k0", logs=runner.log)
+    assert row["version"] == SOURCE_VERSION
+    assert not list(runner.folder.glob(".semaphore-update-*"))
+    failed = wait_update(rest, "k0", {"failed"}, 30, runner.log)
+    assert "interrupted before the swap" in failed["update"]["error"], failed
+    assert rest.ok("GET", "/api/runners/update")["state"] == "failed"
+
+
+def test_full_disk_refuses_the_update_and_keeps_the_runner(hub, current_build, new_build,
+                                                          tmp_path):
+    """The executable's folder on a file system with room for the current build and little
+    more: the download cannot be written, the running build is untouched."""
+    rest = hub.rest()
+    add_build(hub, new_build)
+    small = tmp_path / "small"
+    small.mkdir()
+    size = current_build.stat().st_size + 2 * 1024 * 1024
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(small)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test mounts a tmpfs (as root): {mounted.stderr}"
+    runner = None
+    try:
+        runner = FrozenRunner(small / "f0", current_build, hub, "f0")
+        runner.start()
+        rest.wait_runner_online("f0", logs=runner.log)
+        rest.ok("PUT", "/api/runners/update", {"version": NEW_VERSION, "canary": 1,
+                                               "healthy_seconds": 1}, 201)
+        row = wait_update(rest, "f0", {"failed"}, 60, runner.log)
+        assert "No space left on device" in row["update"]["error"], row
+        assert runner.proc is not None and runner.proc.poll() is None
+        assert runner.version_on_disk() == SOURCE_VERSION
+        assert not list(runner.folder.glob(".semaphore-update-*"))
+        assert rest.wait_runner_online("f0")["version"] == SOURCE_VERSION
+    finally:
+        if runner is not None:
+            runner.close()
+        subprocess.run(["umount", "-l", str(small)], check=False)
