@@ -289,13 +289,13 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
     connection = RunnerConnection(url, token, worker, outbox,
                                   name=config.display_name, tags=config.runner.tags,
                                   disk_path=str(config.state_folder), ssl_context=ssl_context)
+    stop = asyncio.Event()
+    drain = asyncio.Event()
     updater = Updater(config, token, worker, outbox.emit, connection.send_heartbeat,
-                      outbox.flushed)
+                      outbox.flushed, stopping=drain.is_set)
     connection.update_error = updater.startup()
     connection.on_update = updater.handle
     connection.on_welcome = updater.welcomed
-    stop = asyncio.Event()
-    drain = asyncio.Event()
     signals_seen = 0
 
     def on_signal(signame: str) -> None:

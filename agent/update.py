@@ -129,13 +129,14 @@ class Updater:
 
     def __init__(self, config: RunnerConfig, token: str, worker: TaskWorker,
                  emit: Callable[[RunnerFrame], None], heartbeat: Callable[[], None],
-                 flushed: Callable[[], bool]):
+                 flushed: Callable[[], bool], stopping: Callable[[], bool] = lambda: False):
         self.config = config
         self.token = token
         self.worker = worker
         self.emit = emit
         self.heartbeat = heartbeat
         self.flushed = flushed
+        self.stopping = stopping  # asked to stop (SIGTERM): never swap then
         self.state_folder = config.state_folder
         self._job: asyncio.Task | None = None
 
@@ -205,6 +206,9 @@ class Updater:
                 self.worker.draining = True
                 self.heartbeat()
                 await self.worker.wait_idle()
+                if self.stopping():
+                    raise UpdateRefused("the runner was asked to stop while it drained for "
+                                        "the update")
                 marker = self._swap(frame, exe, new)
             except BaseException:
                 new.unlink(missing_ok=True)
@@ -213,7 +217,7 @@ class Updater:
             (self.state_folder / MARKER).unlink(missing_ok=True)
             log.error("runner.update.failed", version=frame.version, reason=str(exc))
             self.emit(UpdateProgress(version=frame.version, state="failed", reason=str(exc)))
-            if drained:
+            if drained and not self.stopping():
                 self.worker.draining = False
                 self.heartbeat()
             return

@@ -9,7 +9,7 @@ signature (docs/security.md).
 from aiohttp import web
 
 from hub.api.common import ApiError, hub_of
-from hub.runner_binaries import BinaryError, RunnerBinary, find_binary
+from hub.runner_binaries import BinaryError, RunnerBinary, check_version, find_binary
 from protocol.elf import ARCHES
 from protocol.version import PACKAGE_VERSION
 
@@ -21,11 +21,13 @@ def _binary(request: web.Request) -> RunnerBinary:
                             f"{', '.join(sorted(ARCHES))}")
     version = request.query.get("version", PACKAGE_VERSION)
     try:
+        check_version(version)
+    except BinaryError as exc:
+        raise ApiError(400, f"field `version`: {exc}") from None
+    try:
         return find_binary(hub_of(request).config.runner_binaries_path, version, arch)
     except BinaryError as exc:
-        status = 400 if "is not a version" in str(exc) else 404
-        raise ApiError(status, f"field `version`: {exc}" if status == 400 else str(exc)) \
-            from None
+        raise ApiError(404, str(exc)) from None
 
 
 async def binary(request: web.Request) -> web.StreamResponse:

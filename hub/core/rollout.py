@@ -17,6 +17,7 @@ starts them again for the runners it finds `updating`.
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import structlog
 
@@ -214,8 +215,8 @@ class Rollouts:
         await self.store.update_runner(row["id"], {"update_state": "updating",
                                                    "update_wave": wave, "update_error": ""})
         self._told[row["id"]] = _Told(time.monotonic())
-        link.send(Update(version=target, path=f"/api/runner/binary?arch={arch}&version="
-                                              f"{target}",
+        query = urlencode({"arch": arch, "version": target})
+        link.send(Update(version=target, path=f"/api/runner/binary?{query}",
                          sha256=build.sha256, signature=build.signature, size=build.size,
                          arch=arch, deadline_sec=self.config.runner_update_deadline_sec))
         log.info("runner.update.sent", runner_id=row["id"], version=target, wave=wave)
