@@ -228,6 +228,7 @@ class Updater:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
         log.info("runner.update.exec", version=frame.version, exe=marker.exe)
+        _flush_output()  # what is buffered would be lost with this process image
         os.execve(marker.exe, [marker.exe, *marker.argv[1:]], clean_environment())
 
     # Steps.
@@ -360,6 +361,14 @@ def _start_watchdog(previous: Path, marker: Path) -> None:
                      env=clean_environment())
 
 
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -398,6 +407,7 @@ def run_watchdog(marker_path: Path, poll: float = 0.5) -> int:
                       "supervised": marker.supervised}), file=sys.stderr, flush=True)
     if marker.supervised:
         return 0
+    _flush_output()
     os.execve(marker.exe, [marker.exe, *marker.argv[1:]], clean_environment())
     return 1  # not reached
 
