@@ -1,6 +1,7 @@
 """TLS between runners and the hub: real sockets, certificates made at test time by trustme."""
 
 import asyncio
+import base64
 import json
 import ssl
 import time
@@ -197,8 +198,10 @@ async def test_runner_trusting_the_hub_ca_registers_and_runs_a_task_over_wss(tls
     assert tls_hub.base_url.startswith("https://")
     config = runner_config(tls_hub.base_url, server_ca_cert_file=str(pki.ca_file))
     with capture_logs() as logs:
-        token = await asyncio.to_thread(register, config)
+        token, release_key = await asyncio.to_thread(register, config)
         context = client_ssl_context(config)
+    # The hub's release key (updates are checked against it) comes over the same TLS.
+    assert len(base64.b64decode(release_key)) == 32
     assert not [e for e in logs if e["event"].startswith("runner.tls.")]
     assert config.websocket_url().startswith("wss://127.0.0.1:")
     runner = InProcessRunner(config.websocket_url(), token, tmp_path / "work", "tls", [], 0,
@@ -237,7 +240,7 @@ async def test_runner_trusting_only_the_system_store_is_refused_and_runs_nothing
 async def test_skip_tls_verify_connects_and_warns(tls_hub, tmp_path):
     config = runner_config(tls_hub.base_url, skip_tls_verify=True)
     with capture_logs() as logs:
-        token = await asyncio.to_thread(register, config)
+        token, _ = await asyncio.to_thread(register, config)
         runner = InProcessRunner(config.websocket_url(), token, tmp_path / "work", "skip", [],
                                  0, 2.0, ssl_context=client_ssl_context(config))
         await runner.start()
