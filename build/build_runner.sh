@@ -13,8 +13,9 @@
 # Usage: bash build/build_runner.sh [--version X] [--out PATH] [--python PATH] [--work DIR]
 #   --version X    stamp X as the build's version (SEMAPHORE_BUILD_VERSION, see semaphore.spec)
 #   --out PATH     where the file goes (default dist/semaphore)
-#   --python PATH  the interpreter to build with (default /usr/bin/python3, Debian's); it must
-#                  be a system build without RPATH/RUNPATH: pyenv and conda ones are refused
+#   --python PATH  the interpreter to build with (default /usr/bin/python3, Debian's), e.g.
+#                  another distribution's; its libraries must carry no RPATH/RUNPATH, so pyenv
+#                  and conda builds are refused
 #   --work DIR     scratch folder, emptied first (default build/work, ignored by git)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,21 +23,24 @@ root=$PWD
 
 fail() { echo "build_runner.sh: $*" >&2; exit 1; }
 
-version="" out=dist/semaphore python=/usr/bin/python3 explicit_python="" work=build/work
+version="" out=dist/semaphore python=/usr/bin/python3 work=build/work
 while [ $# -gt 0 ]; do
     case "$1" in
         --version) [ $# -ge 2 ] || fail "--version needs a value"; version=$2; shift 2 ;;
         --out) [ $# -ge 2 ] || fail "--out needs a path"; out=$2; shift 2 ;;
-        --python) [ $# -ge 2 ] || fail "--python needs a path"; python=$2; explicit_python=1
-                  shift 2 ;;
+        --python) [ $# -ge 2 ] || fail "--python needs a path"; python=$2; shift 2 ;;
         --work) [ $# -ge 2 ] || fail "--work needs a folder"; work=$2; shift 2 ;;
         -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) fail "unknown argument '$1' (see --help)" ;;
     esac
 done
+# Wheels only: nothing is compiled here. staticx has x86_64 wheels only: elsewhere its sdist is
+# built (its pinned hash is the sdist's; build/README.md, aarch64).
+formats=(--only-binary :all:)
 case "$(uname -m)" in
     x86_64) requirements=build/runner-requirements.txt ;;
     *) requirements=build/runner-requirements-$(uname -m).txt
+       formats+=(--no-binary staticx)
        [ -f "$requirements" ] || fail "no $requirements for $(uname -m): build/README.md says how to make one" ;;
 esac
 
@@ -46,8 +50,7 @@ where=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable), sy
     || fail "$python does not run"
 case "$where" in
     *pyenv*|*conda*|*miniforge*|*mambaforge*)
-        [ -n "$explicit_python" ] \
-            || fail "$python is a pyenv/conda build ($where), whose libraries carry an RPATH into its own tree: build with Debian's /usr/bin/python3, or pass --python PATH" ;;
+        fail "$python is a pyenv/conda build ($where), whose libraries carry an RPATH into its own tree: build with Debian's /usr/bin/python3" ;;
 esac
 "$python" -c 'import venv, ensurepip' 2>/dev/null \
     || fail "$python has no venv module (apt-get install python3-venv)"
@@ -73,7 +76,7 @@ export PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0
 "$python" -m venv "$work/venv" || fail "cannot make a virtual environment with $python"
 venv=$work/venv/bin
 if ! "$venv/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        --require-hashes --only-binary :all: -r "$requirements" >"$work/pip.log" 2>&1; then
+        --require-hashes "${formats[@]}" -r "$requirements" >"$work/pip.log" 2>&1; then
     reason=$(grep -E '^ERROR' "$work/pip.log" | head -1 | cut -c1-200)
     fail "cannot install $requirements from PyPI (no network?): ${reason:-see $work/pip.log}"
 fi

@@ -38,13 +38,19 @@ def bullseye_root() -> Path:
     made = subprocess.run([debootstrap, *BULLSEYE_ARGS, str(building), MIRROR],
                           capture_output=True, text=True, timeout=1800)
     if made.returncode != 0:
+        for mount in ("proc", "sys"):  # debootstrap's own, if it stopped half way
+            subprocess.run(["umount", "-l", str(building / mount)], capture_output=True)
         shutil.rmtree(building, ignore_errors=True)
         raise RuntimeError(f"debootstrap {wanted} failed: {made.stderr[-2000:]}"
                            f"{made.stdout[-2000:]}")
     (building / MARKER).write_text(wanted)
     building.chmod(0o755)  # mkdtemp's 0700 would keep a task user out of its own root
     print(f"debootstrap {wanted}: {time.monotonic() - began:.0f} s", file=sys.stderr)
-    if root.exists():  # a root of other arguments: replaced
+    if (root / MARKER).is_file() and (root / MARKER).read_text() == wanted:
+        shutil.rmtree(building)  # another test session made it meanwhile
+        return root
+    if root.exists():  # a root of other arguments: replaced (never through a mount in it)
+        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True)
         shutil.rmtree(root)
     building.rename(root)
     return root

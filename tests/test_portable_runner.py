@@ -13,8 +13,10 @@ pip's cache warm). Root only: chroot and mounts need it (CI runs as root).
 """
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,7 +101,9 @@ def bare_root(portable_binary, tmp_path) -> Iterator[Path]:
     # the bash app's program is its sh.
     (root / "bin" / "bash").write_text('#!/bin/sh\nexec /bin/busybox sh "$@"\n')
     (root / "bin" / "bash").chmod(0o755)
-    make_dev_null(root)  # every host has one; subprocesses' stdin is it
+    # Every host has one: the runner starts a task's processes with it as stdin (without it,
+    # "cannot start bash: No such file or directory").
+    make_dev_null(root)
     # Nothing that a dynamically linked program could load.
     found = [str(p.relative_to(root)) for p in root.rglob("*")
              if p.name.startswith(("libc.", "ld-linux", "ld-musl"))]
@@ -209,6 +213,12 @@ def test_runs_a_task_where_there_is_no_c_library(bare_root, tmp_path):
             output = rest.raw_output(project, task["id"])
             assert task["status"] == "success", (task, output, runner.logs())
             assert output == "bare says hi from Linux\n"
+            # SIGTERM reaches the runner through both bootloaders (staticx's, PyInstaller's):
+            # it drains and exits 0, as under systemd.
+            assert runner.proc is not None
+            runner.proc.terminate()
+            assert runner.proc.wait(30) == 0, runner.logs()
+            assert '"runner.stopped"' in runner.logs()
         finally:
             runner.close()
 
@@ -258,3 +268,46 @@ def test_clones_and_runs_on_debian_11(bullseye_place, tmp_path):
             assert libc == glibc, output
         finally:
             runner.close()
+
+
+def build_fails(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Runs the build script expecting it to refuse: its one-line reason on stderr."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "build" / "build_runner.sh"), "--work", str(tmp_path / "work"),
+         "--out", str(tmp_path / "semaphore"), *args], capture_output=True, text=True,
+        timeout=300, env=env)
+    assert result.returncode != 0, result.stdout
+    assert not (tmp_path / "semaphore").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("build_runner.sh: "), result.stderr
+    return lines[0]
+
+
+def test_build_without_debian_python_says_so(tmp_path):
+    assert "no Debian python3 at /nonexistent/python3" in build_fails(
+        tmp_path, "--python", "/nonexistent/python3")
+
+
+def test_build_refuses_a_pyenv_or_conda_interpreter(tmp_path):
+    interpreter = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    if not any(kind in interpreter for kind in ("pyenv", "conda")):
+        pytest.skip(f"the tests' own interpreter {interpreter} is no pyenv/conda build")
+    reason = build_fails(tmp_path, "--python", interpreter)
+    assert "is a pyenv/conda build" in reason and "/usr/bin/python3" in reason, reason
+
+
+def test_build_without_pypi_says_so(tmp_path):
+    if not Path("/usr/bin/python3").is_file():
+        pytest.skip("no Debian python3 here: the build stops before it needs PyPI")
+    # An index that does not answer, and none of this machine's pip configuration (its
+    # local wheel folders): as on a host without network.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL="http://127.0.0.1:9/simple",
+               PIP_RETRIES="0", PIP_TIMEOUT="2", PIP_NO_CACHE_DIR="1")
+    reason = build_fails(tmp_path, env=env)
+    assert "cannot install build/runner-requirements.txt from PyPI (no network?)" in reason
+    assert re.search(r"requirement [\w.-]+==", reason), reason  # pip's words, naming a pin
+
+
+def test_build_refuses_an_unknown_argument(tmp_path):
+    assert "unknown argument '--frob'" in build_fails(tmp_path, "--frob")
