@@ -30,13 +30,23 @@ while [ $# -gt 0 ]; do
         --out) [ $# -ge 2 ] || fail "--out needs a path"; out=$2; shift 2 ;;
         --python) [ $# -ge 2 ] || fail "--python needs a path"; python=$2; shift 2 ;;
         --work) [ $# -ge 2 ] || fail "--work needs a folder"; work=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) fail "unknown argument '$1' (see --help)" ;;
     esac
 done
 # Wheels only: nothing is compiled here. staticx has x86_64 wheels only: elsewhere its sdist is
 # built (its pinned hash is the sdist's; build/README.md, aarch64).
 formats=(--only-binary :all:)
+if [ -n "$version" ] && ! [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$ ]]; then
+    fail "--version '$version' is not a version (letters, digits, . + _ -; at most 64)"
+fi
+# The work folder is emptied: only the default or one this script made before, never a
+# folder of something else given by mistake (--work . or --work ~).
+marker=.build-runner-work
+if [ "$work" != build/work ] && [ -d "$work" ] && [ -n "$(ls -A "$work")" ] \
+        && [ ! -e "$work/$marker" ]; then
+    fail "--work $work is not empty and was not made by this script: not emptying it"
+fi
 case "$(uname -m)" in
     x86_64) requirements=build/runner-requirements.txt ;;
     *) requirements=build/runner-requirements-$(uname -m).txt
@@ -69,6 +79,7 @@ EOF
 # 2. A fresh build environment holding only the pinned, hash-checked wheels.
 rm -rf "$work"
 mkdir -p "$work"
+touch "$work/$marker"
 work=$(cd "$work" && pwd)
 # Nothing of the caller's Python setup leaks in.
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP VIRTUAL_ENV

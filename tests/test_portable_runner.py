@@ -309,5 +309,22 @@ def test_build_without_pypi_says_so(tmp_path):
     assert re.search(r"requirement [\w.-]+==", reason), reason  # pip's words, naming a pin
 
 
-def test_build_refuses_an_unknown_argument(tmp_path):
-    assert "unknown argument '--frob'" in build_fails(tmp_path, "--frob")
+@pytest.mark.parametrize(("args", "message"), [
+    (["--frob"], "unknown argument '--frob'"),
+    (["--version", "1.0 beta"], "--version '1.0 beta' is not a version"),
+    (["--version", "-x"], "--version '-x' is not a version"),
+])
+def test_build_refuses_bad_arguments(tmp_path, args, message):
+    assert message in build_fails(tmp_path, *args)
+
+
+def test_build_never_empties_a_folder_it_did_not_make(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = subprocess.run(["bash", str(ROOT / "build" / "build_runner.sh"), "--work",
+                             str(mine), "--out", str(tmp_path / "semaphore")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"--work {mine} is not empty and was not made by this script" in result.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"
