@@ -19,7 +19,6 @@
 #   --work DIR     scratch folder, emptied first (default build/work, ignored by git)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 
 fail() { echo "build_runner.sh: $*" >&2; exit 1; }
 
@@ -34,9 +33,6 @@ while [ $# -gt 0 ]; do
         *) fail "unknown argument '$1' (see --help)" ;;
     esac
 done
-# Wheels only: nothing is compiled here. staticx has x86_64 wheels only: elsewhere its sdist is
-# built (its pinned hash is the sdist's; build/README.md, aarch64).
-formats=(--only-binary :all:)
 if [ -n "$version" ] && ! [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$ ]]; then
     fail "--version '$version' is not a version (letters, digits, . + _ -; at most 64)"
 fi
@@ -47,6 +43,9 @@ if [ "$work" != build/work ] && [ -d "$work" ] && [ -n "$(ls -A "$work")" ] \
         && [ ! -e "$work/$marker" ]; then
     fail "--work $work is not empty and was not made by this script: not emptying it"
 fi
+# Wheels only: nothing is compiled here. staticx has x86_64 wheels only: elsewhere its sdist is
+# built (its pinned hash is the sdist's; build/README.md, aarch64).
+formats=(--only-binary :all:)
 case "$(uname -m)" in
     x86_64) requirements=build/runner-requirements.txt ;;
     *) requirements=build/runner-requirements-$(uname -m).txt
