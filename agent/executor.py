@@ -283,12 +283,15 @@ class TaskExecution:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
         # like run commands), which must never run with the runner's rights. The folder may
         # belong to someone else (a path on the runner): safe.directory lets git read it.
-        proc = await asyncio.create_subprocess_exec(
-            "git", "-c", "safe.directory=*", "-C", str(path), "log", "-1", "--format=%H%n%s",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            stdin=asyncio.subprocess.DEVNULL, cwd=self.work_dir,
-            env=self._git_environment(),
-            **self._as_task_user())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "git", "-c", "safe.directory=*", "-C", str(path), "log", "-1",
+                "--format=%H%n%s", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+                cwd=self.work_dir, env=self._git_environment(), **self._as_task_user())
+        except FileNotFoundError:
+            # A host without git still runs a folder used in place; it has no commit to show.
+            return
         out, _ = await proc.communicate()
         if proc.returncode == 0:
             commit_hash, _, message = out.decode(errors="replace").partition("\n")
