@@ -8,7 +8,6 @@ reuses the same folder, database, admin and runner.
 
 import base64
 import http.cookiejar
-import importlib.util
 import json
 import os
 import secrets
@@ -209,33 +208,39 @@ Press Ctrl-C to stop the hub and the runner.""", flush=True)
 
 
 def _runner_binary(wanted: bool, config_path: Path, root: Path) -> None:
-    """Fill runner_binaries_path with a build of this version, in the background (PyInstaller
-    takes 15 s or more), when asked (--with-binary); else say how. One line either way."""
+    """Fill runner_binaries_path with a build of this version, in the background (the
+    hermetic build takes 20 s or more), when asked (--with-binary); else say how. One line
+    either way."""
     if not wanted:
         print("runner binary: not built (quickstart --with-binary builds one; or "
               "`semaphore runner-binary add FILE`): /api/runner/binary answers 404 until then",
               flush=True)
-        return
-    if importlib.util.find_spec("PyInstaller") is None:
-        print("runner binary: cannot build it here (PyInstaller is not installed: "
-              "pip install pyinstaller); going on without", flush=True)
         return
     threading.Thread(target=_build_and_add, args=(config_path, root), daemon=True).start()
     print(f"runner binary: building in the background (log: {root / 'build.log'})",
           flush=True)
 
 
+def _source_tree() -> Path | None:
+    """The clone that holds build/build_runner.sh: the package's own folder (an editable
+    install) or the current folder (`pip install .` copies no build scripts)."""
+    for folder in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (folder / "build" / "build_runner.sh").exists():
+            return folder
+    return None
+
+
 def _build_and_add(config_path: Path, root: Path) -> None:
-    source = Path(__file__).resolve().parents[1]
     work = root / "build"
+    source = _source_tree()
     with open(root / "build.log", "ab") as log:
-        script = source / "build" / "build_runner.sh"
-        if script.exists() and "--out" in script.read_text():
-            command = ["bash", str(script), "--out", str(work / "dist")]
-        else:
-            command = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-                       "--workpath", str(work / "work"), "--distpath", str(work / "dist"),
-                       str(source / "semaphore.spec")]
+        if source is None:
+            print("runner binary: cannot build it here (no build/build_runner.sh: run "
+                  "quickstart from the clone); going on without", flush=True)
+            return
+        # The hermetic, static build (a fresh venv of Debian's python3, then staticx).
+        command = ["bash", str(source / "build" / "build_runner.sh"),
+                   "--out", str(work / "dist" / "semaphore"), "--work", str(work / "work")]
         built = subprocess.run(command, cwd=source, stdout=log, stderr=log)
         added = built.returncode == 0 and subprocess.run(
             _cli("runner-binary", "add", str(work / "dist" / "semaphore"), "--config",
