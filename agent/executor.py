@@ -118,7 +118,7 @@ class TaskExecution:
                 remove_control_dir(self._control_dir)
             await self._end_leftovers()
             await self.sink.close()
-            _remove_tree(self.work_dir, self.log)
+            await _remove_tree(self.work_dir, self.log)
 
     async def _run(self) -> Outcome:
         self._started = time.monotonic()
@@ -407,16 +407,14 @@ class TaskExecution:
         await self.sink.write("stderr", text)
 
 
-def _remove_tree(folder: Path, log: structlog.typing.FilteringBoundLogger) -> None:
-    """Remove a task's folder; a failure (a file appearing while it is removed) is retried
-    once, then logged: a folder left behind may hold a key."""
-    for _ in range(2):
-        try:
-            shutil.rmtree(folder)
+async def _remove_tree(folder: Path, log: structlog.typing.FilteringBoundLogger) -> None:
+    """Remove a task's folder. What the task's last processes do while they die (ansible
+    deleting its temporary files on SIGTERM) can make one pass fail, either way: a file gone
+    under rmtree, or a new one in a folder it empties. So: passes until the folder is gone,
+    a few, then a warning: a folder left behind may hold a key."""
+    for attempt in range(5):
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        if not folder.exists():
             return
-        except FileNotFoundError:
-            return
-        except OSError:
-            continue
-    if folder.exists():
-        log.warning("task.folder.left", folder=str(folder))
+        await asyncio.sleep(0.05 * (attempt + 1))
+    log.warning("task.folder.left", folder=str(folder))
