@@ -6,6 +6,7 @@ import resource
 import structlog
 from aiohttp import web
 
+from hub.api import live
 from hub.api.middleware import auth_middleware, errors_middleware, last_resort_middleware
 from hub.api.secrets import seal_environment_passwords
 from hub.config import HubConfig
@@ -40,6 +41,7 @@ def create_app(config: HubConfig) -> web.Application:
     app[CONNECTIONS] = ConnectionGuard(config)
     app.on_response_prepare.append(count_out_websockets)
     add_routes(app)
+    live.install(app)
     app.cleanup_ctx.append(_hub_context(config))
     app.on_shutdown.append(_close_runner_sessions)
     return app
@@ -60,7 +62,7 @@ def _hub_context(config: HubConfig):
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
         await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
-        writer = OutputWriter(store)
+        writer = OutputWriter(store, events)
         lifecycle = TaskLifecycle(store, events, writer)
         dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
         reports = RunnerReports(lifecycle, writer, config.max_task_output_bytes)

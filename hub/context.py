@@ -1,6 +1,6 @@
 """The hub's parts, built once per application and reached from handlers via `app[HUB]`."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -9,6 +9,7 @@ from hub.config import HubConfig
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
 from hub.core.lifecycle import TaskLifecycle
+from hub.core.metrics import MetricsHistory
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
@@ -30,6 +31,8 @@ class Hub:
     cipher: SecretCipher
     rollout: Rollouts
     release_key: SigningKey
+    # The runners' last minutes of heartbeat figures (the dashboard's charts).
+    metrics: MetricsHistory = field(default_factory=MetricsHistory)
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)

@@ -327,9 +327,25 @@ class RunnerSocket:
 
     def _heartbeat(self, link: WebSocketLink, frame: Heartbeat) -> None:
         link.metrics = frame.metrics
+        self._record_metrics(link, frame)
         if frame.draining != link.draining:
             link.draining = frame.draining
             self.log.info("runner.draining" if frame.draining else "runner.resumed")
+
+    def _record_metrics(self, link: WebSocketLink, frame: Heartbeat) -> None:
+        """One point of the runner's history and one live event per heartbeat. The time is
+        the hub's: a runner's clock may be off, and the chart's points must line up."""
+        metrics = frame.metrics
+        figures = {"cpu_percent": metrics.cpu_percent, "memory_used": metrics.memory_used,
+                   "memory_total": metrics.memory_total, "disk_free": metrics.disk_free,
+                   "load1": metrics.load1}
+        now = time.time()
+        running = len(frame.running)
+        self.hub.metrics.add(link.runner_id, {"time": now, **figures, "running": running})
+        self.hub.events.publish("runner_metrics", runner_id=link.runner_id,
+                                project_id=link.project_id, time=now, running=running,
+                                max_parallel_tasks=link.max_parallel_tasks,
+                                draining=link.draining, metrics=figures)
 
     def _accept_overdue(self, task_id: int) -> None:
         job = asyncio.get_running_loop().create_task(self._give_back(task_id))

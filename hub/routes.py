@@ -6,6 +6,7 @@ from aiohttp import web
 
 from hub import gateway
 from hub.api import (
+    live,
     projects,
     resources,
     runner_binary,
@@ -24,6 +25,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/ping", system.ping),
     ("GET", "/api/info", system.info),
+    # Live updates for the browser (task, runner and output events): hub/api/live.py.
+    ("GET", "/api/ws", live.browser_websocket),
     # Sessions and API tokens.
     ("GET", "/api/auth/login", session.login_metadata),
     ("POST", "/api/auth/login", session.login),
@@ -85,12 +88,14 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/api/runners/{runner_id}", runners.update_runner),
     ("DELETE", "/api/runners/{runner_id}", runners.delete_runner),
     ("POST", "/api/runners/{runner_id}/active", runners.set_active),
+    ("GET", "/api/runners/{runner_id}/metrics", runners.runner_metrics),
     ("GET", f"{P}/runners", runners.list_runners),
     ("POST", f"{P}/runners", runners.create_runner),
     ("GET", f"{P}/runners/{{runner_id}}", runners.get_runner),
     ("PUT", f"{P}/runners/{{runner_id}}", runners.update_runner),
     ("DELETE", f"{P}/runners/{{runner_id}}", runners.delete_runner),
     ("POST", f"{P}/runners/{{runner_id}}/active", runners.set_active),
+    ("GET", f"{P}/runners/{{runner_id}}/metrics", runners.runner_metrics),
     ("GET", f"{P}/runner_tags", runners.runner_tags),
     # The runner build, public like Jenkins' agent.jar (updates check its signature).
     ("GET", "/api/runner/binary", runner_binary.binary),

@@ -83,7 +83,7 @@ async def auth_middleware(request: web.Request, handler):
     path = request.path.rstrip("/") or "/"
     if (request.method, path) == LOGIN:
         # Login CSRF: a foreign page must not log the browser in to an account of its choice.
-        _refuse_cross_site(request)
+        refuse_cross_site(request)
     if (request.method, path) in PUBLIC or not path.startswith("/api/"):
         return await handler(request)
     store = request.app[HUB].store
@@ -98,7 +98,7 @@ async def auth_middleware(request: web.Request, handler):
         # page of the same site on another port or subdomain, nor old browsers: check where
         # the request came from. A browser never sends a Bearer token on its own.
         if user is not None and request.method in UNSAFE_METHODS:
-            _refuse_cross_site(request)
+            refuse_cross_site(request)
     if user is None:
         raise ApiError(401, "authentication required: log in or send "
                             "`Authorization: Bearer <API token>`")
@@ -106,7 +106,7 @@ async def auth_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-def _refuse_cross_site(request: web.Request) -> None:
+def refuse_cross_site(request: web.Request) -> None:
     """403 when Origin (or, without it, Referer) names another site than this hub.
 
     Without either header the request is not from a browser page (curl, scripts) and passes.

@@ -130,7 +130,7 @@ async def unregister_self(request: web.Request) -> web.Response:
     runner = await hub.store.find_runner_by_token_hash(hash_token(token)) if token else None
     if runner is None:
         raise ApiError(401, "invalid runner token")
-    await _delete(hub, runner["id"])
+    await _delete(hub, runner)
     return no_content()
 
 
@@ -219,6 +219,13 @@ async def get_runner(request: web.Request) -> web.Response:
     return json_response(_show(request, runner))
 
 
+async def runner_metrics(request: web.Request) -> web.Response:
+    """The runner's last minutes of heartbeat figures, oldest first (the hub's memory: empty
+    after a restart until heartbeats come in)."""
+    runner, _ = await _runner_in_scope(request)
+    return json_response(hub_of(request).metrics.points(runner["id"]))
+
+
 async def update_runner(request: web.Request) -> web.Response:
     runner, _ = await _runner_in_scope(request)
     body = await read_body(request, RunnerRequest)
@@ -227,7 +234,7 @@ async def update_runner(request: web.Request) -> web.Response:
         "name": body.name, "tags": json.dumps(_tags(body)), "webhook": body.webhook,
         "max_parallel_tasks": body.max_parallel_tasks, "active": int(body.active)})
     hub.dispatcher.relabel(runner["id"], body.name, _tags(body))
-    await _apply_active(hub, runner["id"], body.active)
+    await _apply_active(hub, runner, body.active)
     return no_content()
 
 
@@ -236,13 +243,13 @@ async def set_active(request: web.Request) -> web.Response:
     body = await read_body(request, RunnerActive)
     hub = hub_of(request)
     await hub.store.update_runner(runner["id"], {"active": int(body.active)})
-    await _apply_active(hub, runner["id"], body.active)
+    await _apply_active(hub, runner, body.active)
     return no_content()
 
 
 async def delete_runner(request: web.Request) -> web.Response:
     runner, _ = await _runner_in_scope(request)
-    await _delete(hub_of(request), runner["id"])
+    await _delete(hub_of(request), runner)
     return no_content()
 
 
@@ -264,15 +271,21 @@ def _tags(body: RunnerRequest) -> list[str]:
     return tags
 
 
-async def _apply_active(hub, runner_id: int, active: bool) -> None:
+async def _apply_active(hub: Hub, runner: Row, active: bool) -> None:
     """A disabled runner's live session ends now; it gets no task after this."""
     if not active:
-        await hub.tasks.revoke_runner(runner_id, "disabled")
+        await hub.tasks.revoke_runner(runner["id"], "disabled")
+    if bool(runner["active"]) != active:
+        hub.events.publish("runner", runner_id=runner["id"], project_id=runner["project_id"],
+                           online=hub.dispatcher.link(runner["id"]) is not None, active=active)
 
 
-async def _delete(hub, runner_id: int) -> None:
-    await hub.tasks.revoke_runner(runner_id, "deleted")
-    await hub.store.delete_runner(runner_id)
+async def _delete(hub: Hub, runner: Row) -> None:
+    await hub.tasks.revoke_runner(runner["id"], "deleted")
+    await hub.store.delete_runner(runner["id"])
+    hub.metrics.forget(runner["id"])
+    hub.events.publish("runner", runner_id=runner["id"], project_id=runner["project_id"],
+                       online=False, active=False, deleted=True)
 
 
 # Staged updates (admin only): hub/core/rollout.py.

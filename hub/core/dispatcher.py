@@ -100,7 +100,8 @@ class Dispatcher:
         timer = self._lost_timers.pop(link.runner_id, None)
         if timer is not None:
             timer.cancel()
-        self.events.publish("runner", runner_id=link.runner_id, online=True)
+        self.events.publish("runner", runner_id=link.runner_id, project_id=link.project_id,
+                            online=True, active=True)
         self._wake.set()
 
     async def detach(self, link: RunnerLink) -> None:
@@ -110,7 +111,8 @@ class Dispatcher:
             return
         del self.links[link.runner_id]
         self._scope(link.project_id).pop(link.runner_id, None)
-        self.events.publish("runner", runner_id=link.runner_id, online=False)
+        self.events.publish("runner", runner_id=link.runner_id, project_id=link.project_id,
+                            online=False, active=True)
         lifecycle = self.lifecycle
         for task_id in list(link.assigned):
             task = lifecycle.get(task_id)
@@ -176,10 +178,13 @@ class Dispatcher:
         for task in list(self._waiting.values()):
             if task.task_id not in self._waiting:
                 continue
-            if task.project_limit and self._project_busy(task):
-                continue
-            link = self._choose(task)
+            reason = task.reason
+            link = None
+            if not (task.project_limit and self._project_busy(task)):
+                link = self._choose(task)
             if link is None:
+                if task.reason != reason:  # live views show why it waits
+                    self.lifecycle.publish(task)
                 continue
             link.assigned.add(task.task_id)
             stored_runner = None if link.runner_id == LOCAL_RUNNER_ID else link.runner_id

@@ -260,7 +260,8 @@ class TaskLifecycle:
         log.warning(f"task.{status}", task_id=row["id"], was=row["status"], reason=message,
                     at_start=True)
         self.events.publish("task", task_id=row["id"], project_id=row["project_id"],
-                            status=status, message=message)
+                            status=str(status), runner_id=row["runner_id"], waiting_reason="",
+                            message=message)
 
     # Internals.
 
@@ -284,6 +285,12 @@ class TaskLifecycle:
                  before_runner, was=before, **{k: v for k, v in context.items() if v})
         return True
 
+    def publish(self, task: ActiveTask) -> None:
+        """Say the task's state again (its waiting reason changed)."""
+        self._publish(task)
+
     def _publish(self, task: ActiveTask, **extra: Any) -> None:
-        self.events.publish("task", task_id=task.task_id, project_id=task.project_id,
-                            status=str(task.status), **extra)
+        waiting = task.reason if task.status == TaskState.WAITING else ""
+        self.events.publish("task", **{"task_id": task.task_id, "project_id": task.project_id,
+                                       "status": str(task.status), "runner_id": task.runner_id,
+                                       "waiting_reason": waiting, **extra})

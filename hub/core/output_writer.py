@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from hub.core.events import EventBus
 from hub.store import Store
 from hub.store.base import OutputChunk, TaskUpdate
 
@@ -55,8 +56,9 @@ class OutputWriter:
     ack to its runner) runs only once its transaction is committed, and entries are stored
     in the order they were submitted."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, events: EventBus | None = None):
         self.store = store
+        self.events = events
         self._queue: list[_Entry] = []
         self._queued_bytes = 0
         self._has_work = asyncio.Event()
@@ -131,7 +133,15 @@ class OutputWriter:
         chunks = [entry.chunk for entry in batch if isinstance(entry, _OutputEntry)]
         updates = [entry.update for entry in batch if isinstance(entry, _UpdateEntry)]
         await self.store.write_output(chunks, updates)
+        # In submission order: a task's output events before the status change stored
+        # after it. Published only once committed, so a live view that re-reads the store
+        # (after a dropped event) finds every frame it was told about.
+        events = self.events
         for entry in batch:
+            if events is not None and isinstance(entry, _OutputEntry):
+                chunk = entry.chunk
+                events.publish("output", task_id=chunk.task_id, seq=chunk.seq,
+                               stream=chunk.stream, time=chunk.time, data=chunk.data)
             if entry.after_commit is not None:
                 try:
                     entry.after_commit()
