@@ -56,12 +56,12 @@ class LiveSockets:
 
     def __init__(self) -> None:
         self.per_user: Counter[int] = Counter()
-        self.open: set[web.WebSocketResponse] = set()
+        self.open: set[LiveSocket] = set()
 
     async def close_all(self, app: web.Application) -> None:
         """on_shutdown: "going away", so pages reconnect to the next hub at once."""
-        for ws in list(self.open):
-            await ws.close(code=1001, message=b"hub shutting down")
+        for socket in list(self.open):
+            await socket.ws.close(code=1001, message=b"hub shutting down")
 
 
 LIVE_SOCKETS: web.AppKey[LiveSockets] = web.AppKey("live_sockets", LiveSockets)
@@ -83,11 +83,12 @@ async def browser_websocket(request: web.Request) -> web.StreamResponse:
                                compress=False)
     await ws.prepare(request)
     sockets.per_user[user["id"]] += 1
-    sockets.open.add(ws)
+    socket = LiveSocket(request.app[HUB], ws, user, _credential(request))
+    sockets.open.add(socket)
     try:
-        await LiveSocket(request.app[HUB], ws, user, _credential(request)).run()
+        await socket.run()
     finally:
-        sockets.open.discard(ws)
+        sockets.open.discard(socket)
         sockets.per_user[user["id"]] -= 1
         if sockets.per_user[user["id"]] <= 0:
             del sockets.per_user[user["id"]]
@@ -113,6 +114,7 @@ class OutputSubscription:
     sent: int                  # the last seq sent to the client
     stale: bool = True         # re-read the store after `sent` before trusting live frames
     final: bool = False        # the task ended: send what is stored, then output_end
+    recheck: bool = False      # events were lost (maybe its end): ask the store if it ended
     live: deque[dict[str, Any]] = field(default_factory=deque)
 
 
@@ -129,6 +131,7 @@ class LiveSocket:
         self.resync = False
         self.wake = asyncio.Event()
         self.dropped_seen = 0
+        self.close_code, self.close_reason = 1000, b""
         self.log = log.bind(user_id=user["id"])
 
     async def run(self) -> None:
@@ -141,13 +144,19 @@ class LiveSocket:
             receiver = asyncio.create_task(self._receive())
             try:
                 # Whichever ends first (the browser left, a send failed) ends the socket.
-                await asyncio.wait([receiver, *workers], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([receiver, *workers],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for job in done:
+                    failure = job.exception()
+                    if failure is not None and not isinstance(
+                            failure, ConnectionError | TimeoutError):
+                        self.log.error("live.failed", error=repr(failure)[:500])
             finally:
                 for job in (receiver, *workers):
                     job.cancel()
                 await asyncio.gather(receiver, *workers, return_exceptions=True)
                 if not self.ws.closed:
-                    await self.ws.close()
+                    await self.ws.close(code=self.close_code, message=self.close_reason)
 
     # Events in: never waits on the network.
 
@@ -165,7 +174,7 @@ class LiveSocket:
         the client is told to re-read what it shows."""
         self.resync = True
         for subscription in self.subscriptions.values():
-            subscription.stale = True
+            subscription.stale = subscription.recheck = True
             subscription.live.clear()
 
     def _take(self, event: dict[str, Any]) -> None:
@@ -198,13 +207,17 @@ class LiveSocket:
             self.wake.clear()
             if not await self._still_authenticated():
                 await self._send({"type": "error", "message": "session ended: log in again"})
-                await self.ws.close(code=1008, message=b"session ended")
-                return
+                self.close_code, self.close_reason = 1008, b"session ended"
+                return  # run() closes, once the receiver stopped
             roles: dict[int, str | None] = {}  # this round's answers, one query per project
             if self.resync:
                 self.resync = False
                 await self._send({"type": "resync"})
-            while self.backlog:
+            # What is queued now, not what comes meanwhile: a stream of events must not
+            # keep the output below from ever being sent.
+            for _ in range(len(self.backlog)):
+                if not self.backlog:
+                    break  # cleared by an overflow meanwhile
                 event = self.backlog.popleft()
                 if await self._may_see(event, roles):
                     await self._send(event)
@@ -220,11 +233,18 @@ class LiveSocket:
             await self._send({"type": "error", "message": f"no access to task "
                               f"{subscription.task_id} any more: unsubscribed"})
             return
-        while True:
-            while subscription.stale:
-                await self._catch_up(subscription)
-            if not subscription.live:
-                break
+        if subscription.recheck:
+            # The status first: a task final in the store has all its output stored.
+            subscription.recheck = False
+            try:
+                task = await self.hub.store.get_task(subscription.task_id)
+            except NotFound:
+                task = None
+            if task is None or task["status"] in FINAL:
+                subscription.final = True
+        if subscription.stale:
+            await self._catch_up(subscription)
+        while subscription.live and not subscription.stale:
             event = subscription.live.popleft()
             if event["seq"] <= subscription.sent:
                 continue  # sent already, from the store
@@ -233,27 +253,29 @@ class LiveSocket:
                 # to this one (events go out after the commit): read it from there.
                 subscription.stale = True
                 subscription.live.appendleft(event)
-                continue
+                break
             await self._send_output(subscription, event)
+        if subscription.stale:
+            self.wake.set()  # events were lost while it read: read again next round
         if subscription.final and self.subscriptions.get(subscription.task_id) is subscription:
-            # Its status is stored after all its output: one last read finds any frame
-            # still on its way, then the client hears it is complete.
-            subscription.stale = True
-            while subscription.stale:
-                await self._catch_up(subscription)
+            # Its status is stored after all its output: one read to the end finds every
+            # frame not sent yet, then the client hears it is complete.
+            await self._catch_up(subscription)
             del self.subscriptions[subscription.task_id]
             await self._send({"type": "output_end", "task_id": subscription.task_id})
 
     async def _catch_up(self, subscription: OutputSubscription) -> None:
-        # Cleared before the read: if the live buffer overflows during it, it is set again.
+        """Send every stored frame after the last one sent, a page at a time. `stale` is
+        cleared before the reads: an event lost meanwhile sets it again."""
         subscription.stale = False
-        rows = await self.hub.store.read_output(subscription.task_id, subscription.sent,
-                                                CATCH_UP_PAGE)
-        for row in rows:
-            if row["seq"] > subscription.sent:
-                await self._send_output(subscription, row)
-        if len(rows) == CATCH_UP_PAGE:
-            subscription.stale = True  # more to read
+        while True:
+            rows = await self.hub.store.read_output(subscription.task_id, subscription.sent,
+                                                    CATCH_UP_PAGE)
+            for row in rows:
+                if row["seq"] > subscription.sent:
+                    await self._send_output(subscription, row)
+            if len(rows) < CATCH_UP_PAGE:
+                return
 
     async def _send_output(self, subscription: OutputSubscription,
                            frame: dict[str, Any]) -> None:

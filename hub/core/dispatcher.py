@@ -104,15 +104,16 @@ class Dispatcher:
                             online=True, active=True)
         self._wake.set()
 
-    async def detach(self, link: RunnerLink) -> None:
+    async def detach(self, link: RunnerLink, active: bool = True) -> None:
         """The runner's session ended: unaccepted tasks go back to waiting; running ones
-        wait runner_lost_timeout for it to return."""
+        wait runner_lost_timeout for it to return. `active`: False when it was cut off for
+        being disabled or deleted (what live views show)."""
         if self.links.get(link.runner_id) is not link:
             return
         del self.links[link.runner_id]
         self._scope(link.project_id).pop(link.runner_id, None)
         self.events.publish("runner", runner_id=link.runner_id, project_id=link.project_id,
-                            online=False, active=True)
+                            online=False, active=active)
         lifecycle = self.lifecycle
         for task_id in list(link.assigned):
             task = lifecycle.get(task_id)

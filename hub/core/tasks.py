@@ -151,7 +151,7 @@ class TaskService:
             await self.lifecycle.end(task, TaskState.ERROR, f"runner {what} while the task ran")
         if link is not None:
             link.close(1008, f"runner {what}")
-            await self.dispatcher.detach(link)
+            await self.dispatcher.detach(link, active=False)
 
     async def not_accepted(self, link: RunnerLink, task_id: int, timeout: float) -> None:
         """A runner did not answer an assign in time: it is told to drop the task, which goes

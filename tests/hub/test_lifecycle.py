@@ -28,14 +28,22 @@ async def test_a_task_moves_waiting_starting_running_success_and_every_move_is_p
     pid = await api.project()
     template = await api.template(pid, scripts, "ok.sh")
     seen: list[str] = []
+    reasons: list[str] = []
     async with hub.hub.events.subscribe() as events:
         task_id = await api.run(pid, template)
+        await asyncio.sleep(0.1)  # the dispatcher finds no runner and says why
         await hub.start_runner(tmp_path)
         while not seen or seen[-1] not in ("success", "error", "stopped"):
             event = await asyncio.wait_for(events.get(), 10)
-            if event["type"] == "task" and event["task_id"] == task_id:
-                seen.append(event["status"])
+            if event["type"] != "task" or event["task_id"] != task_id:
+                continue
+            if seen and event["status"] == seen[-1] == "waiting":
+                # Not a move: the same state said again with why it waits (live views).
+                reasons.append(event["waiting_reason"])
+                continue
+            seen.append(event["status"])
     assert seen == ["waiting", "starting", "running", "success"]
+    assert reasons == ["no online runner"]
     task = await api.task(pid, task_id)
     assert task["status"] == "success" and task["start"] and task["end"]
     assert task["start"] <= task["end"]
