@@ -417,3 +417,18 @@ async def test_runner_metrics_for_admins_and_managers_not_for_others(fast_hub, t
     assert deleted["runner_id"] == created["id"]
     path = f"/api/project/{a}/runners/{created['id']}/metrics"
     assert (await api.request("GET", path))[0] == 404
+
+
+async def test_a_stopping_hub_says_going_away(tmp_path):
+    hub = await start_hub(tmp_path)
+    api = await hub.api()
+    # A session of its own: the hub's close() closes the ones it made first.
+    async with aiohttp.ClientSession(cookie_jar=api.session.cookie_jar) as own:
+        ws = await connect(hub, Api(hub.base_url, own))
+        stuck = await never_reading_socket(hub, api, {"unsubscribe_output": 1})
+        started = time.monotonic()
+        await hub.close()
+        assert time.monotonic() - started < 10
+        message = await ws.receive(timeout=TIMEOUT)
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001, message
+        stuck.close()
