@@ -39,8 +39,11 @@ except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator["Browser"]:
+    """Headless chromium for one test module. Not for the session: Playwright's sync API
+    keeps an event loop running in this thread while it is started, and the async tests
+    that xdist may run next in the same worker need the thread without one."""
     if sync_playwright is None:
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists() and not shutil.which("chromium"):
