@@ -1,0 +1,281 @@
+"""The web dashboard in a real browser (Debian's chromium, headless) against a real hub with a
+real runner: log in, runners, run a template and watch its output, stop, waiting reason,
+disable a runner, roles, form errors, stale pages.
+
+Own minimal fixtures (an in-process hub from tests/hubkit and async Playwright on the same
+event loop); screenshots of the main pages go to docs/screenshots/ for the README.
+"""
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.hubkit import ADMIN_LOGIN, ADMIN_PASSWORD, RUNNER_PUBLIC_KEY, start_hub, write_script
+
+playwright_api = pytest.importorskip("playwright.async_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("needs Debian's chromium (apt install chromium)", allow_module_level=True)
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+async def hub(tmp_path):
+    running = await start_hub(tmp_path)
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def browser():
+    async with playwright_api.async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM,
+                                           args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser):
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+async def login(page, hub, user=ADMIN_LOGIN, password=ADMIN_PASSWORD):
+    await page.goto(hub.base_url + "/")
+    await page.get_by_label("Login").fill(user)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign out").wait_for()
+
+
+async def shot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def output_lines(page) -> list[str]:
+    return await page.locator(".output .line").all_inner_texts()
+
+
+async def project_with_script(hub, tmp_path, script: str, **template) -> tuple:
+    api = await hub.api()
+    project_id = await api.project("Demo")
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "job.sh", script)
+    template_id = await api.template(project_id, scripts, "job.sh", **template)
+    return api, project_id, template_id
+
+
+async def test_root_serves_the_login_page_and_a_wrong_password_says_so(hub, page):
+    await page.goto(hub.base_url + "/")
+    await page.get_by_label("Login").fill(ADMIN_LOGIN)
+    await page.get_by_label("Password").fill("wrong-password")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text("wrong login or password").wait_for()
+    await shot(page, "login")
+    await page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Projects").wait_for()
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_role("button", name="Sign in").wait_for()
+    # Signed out for real: the API refuses the browser's cookie now.
+    status = await page.evaluate("fetch('/api/user').then(r => r.status)")
+    assert status == 401
+
+
+async def test_runners_page_shows_the_runner_online_with_its_chart(hub, page, tmp_path):
+    await hub.start_runner(tmp_path, name="web-1", tags=["prod", "web"])
+    await login(page, hub)
+    await page.get_by_role("link", name="Runners").click()
+    row = page.locator("tr[data-runner]", has_text="web-1")
+    await row.locator(".state.online").wait_for()
+    assert "prod, web" in await row.inner_text()
+    # A chart with a line drawn from the runner's heartbeats.
+    await row.locator("svg.spark polyline").first.wait_for(state="attached")
+    await shot(page, "runners")
+
+
+async def test_add_runner_shows_a_working_token_once_with_the_setup_lines(hub, page):
+    await login(page, hub)
+    await page.goto(hub.base_url + "/#/runners")
+    await page.get_by_role("button", name="Add runner").click()
+    await page.get_by_label("Tags").fill("edge")
+    await page.get_by_role("button", name="Create registration token").click()
+    token = await page.locator("#new-token").inner_text()
+    download = await page.locator("#setup-download").inner_text()
+    assert download == (
+        f"curl -fsSLo semaphore '{hub.base_url}/api/runner/binary?arch=amd64' && curl -fsSL "
+        f"'{hub.base_url}/api/runner/binary.sha256?arch=amd64' | sha256sum -c - && chmod +x semaphore")
+    config = json.loads(await page.locator("#setup-config").inner_text())
+    assert config["web_host"] == hub.base_url
+    assert config["runner"]["registration_token"] == token
+    assert f"--registration-token '{token}'" in await page.locator("#setup-command").inner_text()
+    assert "ExecStart=" in await page.locator("#setup-unit").inner_text()
+    await shot(page, "add-runner")
+    # The token shown registers a runner, with the tags chosen, once.
+    api = await hub.api(login=False)
+    body = {"registration_token": token, "name": "edge-1", "public_key": RUNNER_PUBLIC_KEY}
+    answer = await api.ok("POST", "/api/internal/runners", body)
+    assert answer["tags"] == ["edge"]
+    status, _ = await api.request("POST", "/api/internal/runners", body)
+    assert status == 401
+
+
+async def test_disable_runner_after_confirmation(hub, page, tmp_path):
+    await hub.start_runner(tmp_path, name="web-1")
+    await login(page, hub)
+    await page.goto(hub.base_url + "/#/runners")
+    row = page.locator("tr[data-runner]", has_text="web-1")
+    await row.get_by_role("button", name="Disable").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Disable").click()
+    await row.locator(".state.disabled").wait_for()
+    api = await hub.api()
+    runners = await api.ok("GET", "/api/runners")
+    assert runners[0]["active"] is False
+    await row.get_by_role("button", name="Enable").wait_for()
+
+
+SCRIPT = ("for i in $(seq 1 30); do printf '\\033[32mline %02d\\033[0m\\n' $i; sleep 0.05; done\n"
+          "printf 'no newline at the end'\n")
+EXPECTED = [f"line {i:02d}" for i in range(1, 31)] + ["no newline at the end"]
+
+
+async def test_run_template_and_watch_output_in_order(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    api, project_id, template_id = await project_with_script(hub, tmp_path, SCRIPT)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await shot(page, "templates")
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Run").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Run").click()
+    await page.locator(".task-head .status.success").wait_for()
+    await page.wait_for_function(
+        "document.querySelectorAll('.output .line').length >= 31")
+    assert await output_lines(page) == EXPECTED
+    # ANSI green rendered as a class, the escape codes gone.
+    assert await page.locator(".output .line span.fg2").count() == 30
+    await shot(page, "task")
+    await page.get_by_role("link", name="Tasks").click()
+    await page.locator("tr[data-task] .status.success").wait_for()
+    await shot(page, "tasks")
+
+
+async def test_open_a_running_task_midway_shows_every_line_once(hub, page, tmp_path):
+    gate = tmp_path / "gate"
+    script = ("for i in $(seq 1 10); do echo before $i; done\n"
+              f"while [ ! -e {gate} ]; do sleep 0.05; done\n"
+              "for i in $(seq 1 10); do echo after $i; sleep 0.02; done\n")
+    await hub.start_runner(tmp_path)
+    api, project_id, template_id = await project_with_script(hub, tmp_path, script)
+    task_id = await api.run(project_id, template_id)
+    deadline = asyncio.get_running_loop().time() + 15
+    while "before 10" not in await api.raw_output(project_id, task_id):
+        assert asyncio.get_running_loop().time() < deadline, "no output"
+        await asyncio.sleep(0.05)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+    await page.get_by_text("before 10").wait_for()
+    gate.touch()
+    await page.locator(".task-head .status.success").wait_for()
+    await page.get_by_text("after 10").wait_for()
+    await asyncio.sleep(1.5)  # a late duplicate would show up here
+    assert await output_lines(page) == ([f"before {i}" for i in range(1, 11)]
+                                        + [f"after {i}" for i in range(1, 11)])
+
+
+async def test_stop_a_running_task(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    api, project_id, template_id = await project_with_script(
+        hub, tmp_path, "echo started\nwhile true; do sleep 0.1; done\n")
+    task_id = await api.run(project_id, template_id)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+    await page.locator(".output .line", has_text="started").wait_for()
+    await page.get_by_role("button", name="Stop").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Stop").click()
+    await page.locator(".task-head .status.stopped").wait_for()
+    assert (await api.task(project_id, task_id))["status"] == "stopped"
+    assert await page.get_by_role("button", name="Stop").count() == 0
+
+
+async def test_a_waiting_task_shows_why(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(
+        hub, tmp_path, "echo never\n", runner_tag="gpu")
+    task_id = await api.run(project_id, template_id)
+    reason = ""
+    for _ in range(100):
+        reason = (await api.task(project_id, task_id)).get("waiting_reason", "")
+        if reason:
+            break
+        await asyncio.sleep(0.05)
+    assert reason
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+    text = await page.locator(".waiting-reason").inner_text()
+    assert text == f"Waiting: {reason}"
+    await shot(page, "task-waiting")
+
+
+async def test_guest_sees_no_run_button_and_the_api_refuses(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "echo hi\n")
+    guest = await api.ok("POST", "/api/users", {"name": "Guest", "username": "guest",
+                                                "email": "guest@example.com",
+                                                "password": "guest-password-1"}, 201)
+    await api.ok("POST", f"/api/project/{project_id}/users",
+                 {"user_id": guest["id"], "role": "guest"}, 204)
+    await login(page, hub, "guest", "guest-password-1")
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await page.get_by_role("row", name="t-job.sh").wait_for()
+    assert await page.get_by_role("button", name="Run").count() == 0
+    assert await page.get_by_role("button", name="New").count() == 0
+    assert await page.get_by_role("button", name="Delete").count() == 0
+    assert await page.get_by_role("link", name="Runners").count() == 0
+    status = await page.evaluate(
+        """([p, t]) => fetch(`/api/project/${p}/tasks`, {method: 'POST',
+             headers: {'Content-Type': 'application/json'},
+             body: JSON.stringify({template_id: t})}).then(r => r.status)""",
+        [project_id, template_id])
+    assert status == 403
+
+
+async def test_form_shows_the_api_error_next_to_its_field(hub, page, tmp_path):
+    api = await hub.api()
+    project_id = await api.project("Demo")
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/repositories")
+    await page.get_by_role("button", name="New").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Name").fill("repo")
+    await dialog.get_by_role("button", name="Create").click()
+    error = dialog.locator('.field[data-field="git_url"] .field-error')
+    await error.wait_for()
+    assert "git_url" in await error.inner_text()
+    assert await dialog.get_by_label("Git URL").get_attribute("aria-invalid") == "true"
+    await dialog.get_by_label("Git URL").fill(str(tmp_path))
+    await dialog.get_by_role("button", name="Create").click()
+    await page.get_by_role("row", name="repo").wait_for()
+
+
+async def test_stale_page_acting_on_a_deleted_object_says_so(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "echo hi\n")
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    row = page.get_by_role("row", name="t-job.sh")
+    await row.wait_for()
+    await api.ok("DELETE", f"/api/project/{project_id}/templates/{template_id}", status=204)
+    await row.get_by_role("button", name="Edit").click()
+    await page.get_by_text("no longer exists").wait_for()
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/999")
+    await page.get_by_text("Not found").wait_for()
