@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.proxy import CuttingProxy
 from tests.hubkit import ADMIN_LOGIN, ADMIN_PASSWORD, RUNNER_PUBLIC_KEY, start_hub, write_script
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -164,6 +165,8 @@ async def test_run_template_and_watch_output_in_order(hub, page, tmp_path):
     await page.wait_for_function(
         "document.querySelectorAll('.output .line').length >= 31")
     assert await output_lines(page) == EXPECTED
+    if _has_live_socket():
+        assert await page.locator(".output").get_attribute("data-source") == "live"
     # ANSI green rendered as a class, the escape codes gone.
     assert await page.locator(".output .line span.fg2").count() == 30
     await shot(page, "task")
@@ -279,3 +282,39 @@ async def test_stale_page_acting_on_a_deleted_object_says_so(hub, page, tmp_path
     await page.get_by_text("no longer exists").wait_for()
     await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/999")
     await page.get_by_text("Not found").wait_for()
+
+
+def _has_live_socket() -> bool:
+    from hub.routes import ROUTES
+    return any(path == "/api/ws" for _, path, _ in ROUTES)
+
+
+@pytest.mark.skipif(not _has_live_socket(), reason="needs the hub's /api/ws")
+async def test_connection_lost_is_shown_and_output_catches_up_once(hub, page, tmp_path):
+    gate = tmp_path / "gate"
+    script = ("for i in $(seq 1 5); do echo line $i; done\n"
+              f"while [ ! -e {gate} ]; do sleep 0.05; done\n"
+              "for i in $(seq 6 12); do echo line $i; sleep 0.02; done\n")
+    await hub.start_runner(tmp_path)
+    api, project_id, template_id = await project_with_script(hub, tmp_path, script)
+    task_id = await api.run(project_id, template_id)
+    port = int(hub.base_url.rsplit(":", 1)[1])
+    with CuttingProxy(port) as proxy:
+        await page.goto(proxy.url + "/")
+        await page.get_by_label("Login").fill(ADMIN_LOGIN)
+        await page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name="Sign out").wait_for()
+        await page.goto(f"{proxy.url}/#/project/{project_id}/tasks/{task_id}")
+        await page.locator(".output .line", has_text="line 5").wait_for()
+        assert await page.locator(".output").get_attribute("data-source") == "live"
+        proxy.pause()
+        await page.get_by_text("Connection lost, reconnecting").wait_for()
+        gate.touch()
+        await api.wait_status(project_id, task_id)
+        proxy.resume()
+        await page.locator("#banner").wait_for(state="hidden")
+        await page.locator(".task-head .status.success").wait_for()
+        await page.locator(".output .line", has_text="line 12").wait_for()
+        await asyncio.sleep(1)
+        assert await output_lines(page) == [f"line {i}" for i in range(1, 13)]

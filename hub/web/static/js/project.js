@@ -422,6 +422,7 @@ async function taskPage(ctx, taskId) {
     const lines = await api("GET", `${ctx.base}/tasks/${taskId}/output`);
     if (viaSocket) return;
     view.reset();
+    pre.dataset.source = "poll";
     view.text(lines.map((l) => l.output + "\n").join(""));
   }
 
@@ -429,6 +430,7 @@ async function taskPage(ctx, taskId) {
     if (m.type === "output" && m.task_id === taskId) {
       if (!viaSocket) {
         viaSocket = true;
+        pre.dataset.source = "live";
         if (m.seq === 1 || view.lastSeq === 0) view.reset();
       }
       view.frame(m.seq, m.data);
