@@ -4,7 +4,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from hub import gateway, web as dashboard
+from hub import gateway
+from hub import web as dashboard
 from hub.api import (
     projects,
     resources,

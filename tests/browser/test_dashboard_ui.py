@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy import CuttingProxy
 from tests.hubkit import ADMIN_LOGIN, ADMIN_PASSWORD, RUNNER_PUBLIC_KEY, start_hub, write_script
+from tests.proxy import CuttingProxy
 
 playwright_api = pytest.importorskip("playwright.async_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -118,7 +118,8 @@ async def test_add_runner_shows_a_working_token_once_with_the_setup_lines(hub, p
     download = await page.locator("#setup-download").inner_text()
     assert download == (
         f"curl -fsSLo semaphore '{hub.base_url}/api/runner/binary?arch=amd64' && curl -fsSL "
-        f"'{hub.base_url}/api/runner/binary.sha256?arch=amd64' | sha256sum -c - && chmod +x semaphore")
+        f"'{hub.base_url}/api/runner/binary.sha256?arch=amd64' | sha256sum -c - "
+        "&& chmod +x semaphore")
     config = json.loads(await page.locator("#setup-config").inner_text())
     assert config["web_host"] == hub.base_url
     assert config["runner"]["registration_token"] == token
@@ -155,7 +156,7 @@ EXPECTED = [f"line {i:02d}" for i in range(1, 31)] + ["no newline at the end"]
 
 async def test_run_template_and_watch_output_in_order(hub, page, tmp_path):
     await hub.start_runner(tmp_path)
-    api, project_id, template_id = await project_with_script(hub, tmp_path, SCRIPT)
+    _, project_id, _ = await project_with_script(hub, tmp_path, SCRIPT)
     await login(page, hub)
     await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
     await shot(page, "templates")
