@@ -319,3 +319,99 @@ async def test_connection_lost_is_shown_and_output_catches_up_once(hub, page, tm
         await page.locator(".output .line", has_text="line 12").wait_for()
         await asyncio.sleep(1)
         assert await output_lines(page) == [f"line {i}" for i in range(1, 13)]
+
+
+async def test_task_list_filters_by_status_and_template(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    api, project_id, ok_template = await project_with_script(hub, tmp_path, "echo ok\n")
+    bad_template = await api.template(project_id, tmp_path / "scripts", "job.sh",
+                                      arguments=["--no-such-flag"], app="python")
+    ok_task = await api.run(project_id, ok_template)
+    bad_task = await api.run(project_id, bad_template)
+    await api.wait_status(project_id, ok_task)
+    assert (await api.wait_status(project_id, bad_task))["status"] == "error"
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks")
+    rows = page.locator("tr[data-task]")
+    await rows.nth(1).wait_for()
+    await page.get_by_label("Status").select_option("error")
+    assert await rows.evaluate_all("rs => rs.map(r => +r.dataset.task)") == [bad_task]
+    await page.get_by_label("Status").select_option("")
+    await page.get_by_label("Template").select_option(str(ok_template))
+    assert await rows.evaluate_all("rs => rs.map(r => +r.dataset.task)") == [ok_task]
+    # Commit and who started it are shown.
+    text = await rows.first.inner_text()
+    assert "Admin" in text
+
+
+async def test_rollout_error_is_shown_next_to_the_version(hub, page):
+    await login(page, hub)
+    await page.goto(hub.base_url + "/#/runners")
+    await page.get_by_label("Version").fill("9.9.9")
+    await page.get_by_role("button", name="Start rollout").click()
+    error = page.locator('.rollout .field[data-field="version"] .field-error')
+    await error.wait_for()
+    api = await hub.api()
+    status, answer = await api.request("PUT", "/api/runners/update", {"version": "9.9.9"})
+    assert status == 400
+    assert await error.inner_text() == answer["error"]
+
+
+async def test_admin_adds_a_user_as_member_and_makes_an_api_token(hub, page, tmp_path):
+    api = await hub.api()
+    project_id = await api.project("Demo")
+    await login(page, hub)
+    await page.get_by_role("link", name="Users").click()
+    await page.get_by_role("button", name="New user").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Username").fill("alice")
+    await dialog.get_by_label("Name", exact=True).fill("Alice")
+    await dialog.get_by_label("Email").fill("alice@example.com")
+    await dialog.get_by_label("Password").fill("short")
+    await dialog.get_by_role("button", name="Create").click()
+    await dialog.locator('.field[data-field="password"] .field-error').wait_for()
+    await dialog.get_by_label("Password").fill("alice-password-1")
+    await dialog.get_by_role("button", name="Create").click()
+    await page.get_by_role("row", name="alice").wait_for()
+    await shot(page, "users")
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/members")
+    await page.get_by_label("User").select_option(label="alice")
+    await page.get_by_label("Role", exact=True).select_option("task_runner")
+    await page.get_by_role("button", name="Add member").click()
+    await page.get_by_role("row", name="alice").wait_for()
+    members = await api.ok("GET", f"/api/project/{project_id}/users")
+    assert {m["username"]: m["role"] for m in members}["alice"] == "task_runner"
+    await page.get_by_label("Role of alice").select_option("manager")
+    await page.get_by_text("alice is now manager").wait_for()
+    members = await api.ok("GET", f"/api/project/{project_id}/users")
+    assert {m["username"]: m["role"] for m in members}["alice"] == "manager"
+    await page.get_by_role("link", name="API tokens").click()
+    await page.get_by_role("button", name="New token").click()
+    token = await page.locator("code.token").inner_text()
+    # The token shown works as a Bearer token.
+    bearer = await hub.api(login=False)
+    async with bearer.session.get(hub.base_url + "/api/user",
+                                  headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 200
+        assert (await response.json())["username"] == ADMIN_LOGIN
+
+
+async def test_pages_fit_a_phone(hub, browser, tmp_path):
+    await hub.start_runner(tmp_path, name="web-1")
+    api = await hub.api()
+    await api.project("Demo")
+    context = await browser.new_context(viewport={"width": 390, "height": 844},
+                                        device_scale_factor=1, is_mobile=True, has_touch=True)
+    phone = await context.new_page()
+    try:
+        await login(phone, hub)
+        await phone.get_by_role("link", name="Demo").wait_for()
+        # Nothing wider than the screen but the scrollable tables.
+        wide = await phone.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 390
+        await phone.goto(hub.base_url + "/#/runners")
+        await phone.locator("tr[data-runner] .state.online").wait_for()
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+        await shot(phone, "phone-runners")
+    finally:
+        await context.close()

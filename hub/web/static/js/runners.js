@@ -30,8 +30,8 @@ export async function runnersPage(projectId) {
     h("div.page-head", h("h1", projectId ? "Project runners" : "Runners"),
       h("button.primary", {type: "button", onclick: () => addRunner(projectId)}, "Add runner")),
     h("div.table-wrap", h("table.runners",
-      h("thead", h("tr", ["Name", "Scope", "Tags", "State", "Version", "Platform / host", "Apps",
-        "Tasks", "Last heartbeat", "CPU", "Memory", "Disk free", "Load", "Actions"].map(
+      h("thead", h("tr", ["Runner", "State", "Version", "Platform / apps", "Tasks", "CPU",
+        "Memory", "Disk free / load", "Actions"].map(
         (t) => h("th", {scope: "col"}, t)))),
       body)),
     session.user.admin ? rollout : null);
@@ -53,7 +53,7 @@ export async function runnersPage(projectId) {
 
   function render() {
     if (!runners.length) {
-      clear(body, h("tr", h("td", {colspan: 14}, "No runners yet: add one.")));
+      clear(body, h("tr", h("td", {colspan: 9}, "No runners yet: add one.")));
       return;
     }
     clear(body, runners.map(row));
@@ -71,23 +71,22 @@ export async function runnersPage(projectId) {
     const del = h("button.danger", {type: "button", onclick: () => remove(r)}, "Delete");
     return h("tr", {"data-runner": r.id},
       h("th", {scope: "row"}, r.name || `runner ${r.id}`, r.shared_identity
-        ? h("span.warn", {title: "its tasks run as the runner's own user"}, " shared identity") : null),
-      h("td", r.project_id ? `project ${r.project_id}` : "global"),
-      h("td", (r.tags || []).join(", ")),
-      h("td", h(`span.state.${state}`, state)),
+        ? h("div.warn", {title: "its tasks run as the runner's own user"}, "shared identity") : null,
+        h("div.small", r.project_id ? `project ${r.project_id}` : "global",
+          r.tags && r.tags.length ? ` · tags: ${r.tags.join(", ")}` : "")),
+      h("td", h(`span.state.${state}`, state),
+        h("div.small", {title: "last heartbeat"}, when(r.last_seen))),
       h("td", r.version || "", upd.state && upd.state !== "none"
         ? h("div.small", `update: ${upd.state}${upd.target ? " → " + upd.target : ""}`,
           upd.error ? h("div.error-text", upd.error) : null) : null),
-      h("td", r.platform || ""),
-      h("td", apps(r)),
+      h("td", r.platform || "", h("div.small", apps(r))),
       h("td", `${(r.running_tasks || []).length} / ${r.max_parallel_tasks || "∞"}`),
-      h("td", when(r.last_seen)),
       h("td.metric", m.cpu_percent !== undefined ? `${m.cpu_percent.toFixed(0)}%` : "",
         sparkline(cpu, {max: 100, label: `CPU of ${r.name}, last minutes`})),
       h("td.metric", m.memory_total ? `${bytes(m.memory_used)} / ${bytes(m.memory_total)}` : "",
         sparkline(mem, {max: 100, label: `memory of ${r.name}, last minutes`})),
-      h("td", m.disk_free !== undefined ? bytes(m.disk_free) : ""),
-      h("td", m.load1 !== undefined ? m.load1.toFixed(2) : ""),
+      h("td", m.disk_free !== undefined ? bytes(m.disk_free) : "",
+        m.load1 !== undefined ? h("div.small", `load ${m.load1.toFixed(2)}`) : null),
       h("td.buttons", toggle, del));
   }
 
