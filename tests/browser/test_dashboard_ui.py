@@ -415,3 +415,39 @@ async def test_pages_fit_a_phone(hub, browser, tmp_path):
         await shot(phone, "phone-runners")
     finally:
         await context.close()
+
+
+@pytest.fixture
+def terraform_app():
+    from agent import apps
+    from agent.config import AppSetting
+    from tests.test_terraform import terraform_binary
+    path = str(terraform_binary())
+    apps.configure_apps({"terraform": AppSetting(app_path=path)})
+    yield path
+    apps.configure_apps({})
+
+
+async def test_terraform_plan_confirm_and_reject_with_colours(hub, page, tmp_path,
+                                                              terraform_app):
+    from tests.test_terraform import config_repo, terraform_template
+    await hub.start_runner(tmp_path)
+    api = await hub.api()
+    project_id = await api.project("Infra")
+    repo = config_repo(tmp_path / "repo")
+    template_id = await terraform_template(api, project_id, f"file://{repo}")
+    await login(page, hub)
+    for decision, status, line in (("Confirm", "success", "Apply complete!"),
+                                   ("Reject", "stopped", "nothing applied")):
+        task_id = await api.run(project_id, template_id)
+        await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+        await page.get_by_role("button", name=decision).wait_for(timeout=60_000)
+        # Terraform's own colours and bold, as classes; no escape code left.
+        assert await page.locator(".output .line span.b").count() > 0
+        assert "\x1b" not in await page.locator(".output").inner_text()
+        if decision == "Confirm":
+            await shot(page, "task-terraform-plan")
+        await page.get_by_role("button", name=decision).click()
+        await page.locator(f".task-head .status.{status}").wait_for(timeout=60_000)
+        await page.locator(".output .line", has_text=line).first.wait_for()
+        assert await page.get_by_role("button", name="Confirm").count() == 0

@@ -52,7 +52,10 @@ function layout() {
     h("ul", links.map(([href, label]) => h("li", h("a", {href, "data-nav": href}, label)))),
     h("span.who", user.name || user.username, user.admin ? " (admin)" : ""),
     h("button.link", {type: "button", onclick: logout}, "Sign out"));
-  clear(document.getElementById("app"), h("header", nav), h("div#flash"),
+  clear(document.getElementById("app"), h("a.skip", {href: "#page", onclick: (event) => {
+    event.preventDefault();
+    document.getElementById("page").focus();
+  }}, "Skip to content"), h("header", nav), h("div#flash"),
     h("main#page", {tabindex: -1}));
 }
 

@@ -165,8 +165,9 @@ export function values(f) {
 // A modal dialog (native <dialog>: focus trapped, Escape closes).
 export function dialog(title, body) {
   const close = h("button.link", {type: "button", "aria-label": "Close"}, "×");
-  const d = h("dialog", {"aria-labelledby": "dlg-title"},
-    h("div.dialog-head", h("h2", {id: "dlg-title"}, title), close), body);
+  const titleId = `dlg${++fieldSeq}`;
+  const d = h("dialog", {"aria-labelledby": titleId},
+    h("div.dialog-head", h("h2", {id: titleId}, title), close), body);
   close.addEventListener("click", () => d.close());
   d.addEventListener("close", () => d.remove());
   document.body.append(d);

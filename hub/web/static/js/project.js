@@ -52,7 +52,7 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   if (tab === "tasks" && id) return taskPage(ctx, id);
   if (tab === "tasks") return tasksPage(ctx);
   if (tab === "runners") {
-    await runnersPage(projectId);
+    await runnersPage(projectId, content);
     return;
   }
   if (RESOURCES[tab]) return resourcePage(ctx, tab);

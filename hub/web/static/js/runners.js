@@ -19,15 +19,16 @@ function apps(r) {
   return names.length ? names.join(", ") : "";
 }
 
-export async function runnersPage(projectId) {
-  const page = document.getElementById("page");
+// In `container` (a project's tab content), else the whole page.
+export async function runnersPage(projectId, container = null) {
+  const page = container || document.getElementById("page");
   const base = projectId ? `/api/project/${projectId}/runners` : "/api/runners";
   const history = new Map(); // runner id -> [{time, cpu_percent, ...}]
   let runners = [];
   const body = h("tbody");
   const rollout = h("section.rollout");
   clear(page,
-    h("div.page-head", h("h1", projectId ? "Project runners" : "Runners"),
+    h("div.page-head", h(projectId ? "h2" : "h1", projectId ? "Project runners" : "Runners"),
       h("button.primary", {type: "button", onclick: () => addRunner(projectId)}, "Add runner")),
     h("div.table-wrap", h("table.runners",
       h("thead", h("tr", ["Runner", "State", "Version", "Platform / apps", "Tasks", "CPU",
