@@ -30,7 +30,7 @@ export async function projectsPage() {
   clear(page, h("h1", "Projects"),
     projects.length ? h("ul.cards", projects.map((p) =>
       h("li", h("a", {href: `#/project/${p.id}/templates`}, p.name)))) : h("p", "No projects yet."),
-    session.user.admin ? h("section", h("h2", "New project"), f) : null);
+    h("section", h("h2", "New project"), f));
 }
 
 const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["keys", "Keys"],
@@ -42,7 +42,29 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   const [project, role] = await Promise.all([api("GET", `/api/project/${projectId}`),
     projectRole(projectId)]);
   const content = h("div.tab-content");
-  clear(page, h("div.page-head", h("h1", project.name), h("span.role", `your role: ${role}`)),
+  const owner = can(role, "owner");
+  const rename = () => {
+    const f = form([field("Name", input("name", {value: project.name}))], "Save", async (v) => {
+      await api("PUT", `/api/project/${projectId}`, {name: v.name});
+      d.close();
+      await projectPage(projectId, tab, id);
+    });
+    const d = dialog("Rename project", f);
+    d.querySelector("input").focus();
+  };
+  const remove = async () => {
+    if (!(await confirmAction(`Delete project "${project.name}" with all its templates and tasks?`))) return;
+    try {
+      await api("DELETE", `/api/project/${projectId}`);
+      location.hash = "#/projects";
+    } catch (err) {
+      flash(describe(err));
+    }
+  };
+  clear(page, h("div.page-head", h("h1", project.name), h("div.buttons",
+    h("span.role", `your role: ${role}`),
+    owner ? h("button", {type: "button", onclick: rename}, "Rename") : null,
+    owner ? h("button.danger", {type: "button", onclick: remove}, "Delete project") : null)),
     h("nav.tabs", {"aria-label": "Project"}, h("ul", TABS.filter(([, , need]) => !need || can(role, need))
       .map(([key, label]) => h("li", h("a", {href: key === "members"
         ? `#/project/${projectId}/members` : `#/project/${projectId}/${key}`,
