@@ -451,3 +451,63 @@ async def test_terraform_plan_confirm_and_reject_with_colours(hub, page, tmp_pat
         await page.locator(f".task-head .status.{status}").wait_for(timeout=60_000)
         await page.locator(".output .line", has_text=line).first.wait_for()
         assert await page.get_by_role("button", name="Confirm").count() == 0
+
+
+async def test_build_a_template_from_scratch_and_run_it(hub, page, tmp_path):
+    """Key (secret write-only), repository, environment, template: all made in the forms."""
+    await hub.start_runner(tmp_path)
+    api = await hub.api()
+    project_id = await api.project("Demo")
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "hello.sh", 'echo "hello $GREETING"\n')
+    await login(page, hub)
+    base = f"{hub.base_url}/#/project/{project_id}"
+    dialog = page.get_by_role("dialog")
+
+    await page.goto(base + "/keys")
+    await page.get_by_role("button", name="New").click()
+    await dialog.get_by_label("Name").fill("deploy")
+    await dialog.get_by_label("Type").select_option("login_password")
+    assert await dialog.get_by_label("Private key").is_hidden()
+    await dialog.get_by_label("Login").fill("deployer")
+    await dialog.get_by_label("Password").fill("key-s3cret-value")
+    await dialog.get_by_role("button", name="Create").click()
+    await page.get_by_role("row", name="deploy").wait_for()
+    # Write-only: the edit form comes back without the secret, and the page never had it.
+    await page.get_by_role("row", name="deploy").get_by_role("button", name="Edit").click()
+    assert await dialog.get_by_label("Password").input_value() == ""
+    assert "key-s3cret-value" not in await page.content()
+    await dialog.get_by_role("button", name="Close").click()
+
+    await page.goto(base + "/repositories")
+    await page.get_by_role("button", name="New").click()
+    await dialog.get_by_label("Name").fill("scripts")
+    await dialog.get_by_label("Git URL").fill(str(scripts))
+    await dialog.get_by_label("Access key").select_option(label="deploy")
+    await dialog.get_by_role("button", name="Create").click()
+    await page.get_by_role("row", name="scripts").wait_for()
+
+    await page.goto(base + "/environment")
+    await page.get_by_role("button", name="New").click()
+    await dialog.get_by_label("Name").fill("env")
+    await dialog.get_by_label("Environment variables (JSON)").fill('{"GREETING": "from the form"}')
+    await dialog.get_by_role("button", name="Create").click()
+    await page.get_by_role("row", name="env").wait_for()
+
+    await page.goto(base + "/templates")
+    await page.get_by_role("button", name="New").click()
+    await dialog.get_by_label("Name", exact=True).fill("hello")
+    await dialog.get_by_label("App").select_option("bash")
+    await dialog.get_by_label("Playbook / script").fill("hello.sh")
+    await dialog.get_by_label("Repository").select_option(label="scripts")
+    await dialog.get_by_label("Environment").select_option(label="env")
+    await dialog.get_by_role("button", name="Create").click()
+    row = page.get_by_role("row", name="hello")
+    await row.wait_for()
+    await row.get_by_role("button", name="Run").click()
+    await dialog.get_by_role("button", name="Run").click()
+    await page.locator(".task-head .status.success").wait_for()
+    await page.locator(".output .line", has_text="hello from the form").wait_for()
+    [repo] = await api.ok("GET", f"/api/project/{project_id}/repositories")
+    [key] = await api.ok("GET", f"/api/project/{project_id}/keys")
+    assert repo["ssh_key_id"] == key["id"] and key["type"] == "login_password"

@@ -110,6 +110,19 @@ const RESOURCES = {
         field("Passphrase", input("passphrase", {type: "password", autocomplete: "new-password"}), hint),
       ];
     },
+    // Only the fields of the chosen type are shown.
+    setup(f) {
+      const type = f.elements.type;
+      const show = () => {
+        const wanted = {none: [], ssh: ["login", "private_key", "passphrase"],
+          login_password: ["login", "password"]}[type.value] || [];
+        for (const name of ["login", "password", "private_key", "passphrase"]) {
+          f.querySelector(`.field[data-field="${name}"]`).hidden = !wanted.includes(name);
+        }
+      };
+      type.addEventListener("change", show);
+      show();
+    },
     body(v, row) {
       const secret = v.login || v.password || v.private_key || v.passphrase;
       const body = {name: v.name, type: v.type, override_secret: !row.id || !!secret};
@@ -235,6 +248,7 @@ async function resourcePage(ctx, kind) {
       d.close();
       await resourcePage(ctx, kind);
     });
+    if (spec.setup) spec.setup(f);
     const d = dialog(`${row.id ? "Edit" : "New"} ${spec.title.toLowerCase()}`, f);
     d.querySelector("input, select, textarea").focus();
   }
