@@ -246,6 +246,11 @@ async def test_guest_sees_no_run_button_and_the_api_refuses(hub, page, tmp_path)
     assert await page.get_by_role("button", name="New").count() == 0
     assert await page.get_by_role("button", name="Delete").count() == 0
     assert await page.get_by_role("link", name="Runners").count() == 0
+    # A task that waits (no runner here): the guest sees why, but no Stop.
+    task_id = await api.run(project_id, template_id)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+    await page.locator(".task-head .status.waiting").wait_for()
+    assert await page.get_by_role("button", name="Stop").count() == 0
     status = await page.evaluate(
         """([p, t]) => fetch(`/api/project/${p}/tasks`, {method: 'POST',
              headers: {'Content-Type': 'application/json'},
@@ -511,3 +516,23 @@ async def test_build_a_template_from_scratch_and_run_it(hub, page, tmp_path):
     [repo] = await api.ok("GET", f"/api/project/{project_id}/repositories")
     [key] = await api.ok("GET", f"/api/project/{project_id}/keys")
     assert repo["ssh_key_id"] == key["id"] and key["type"] == "login_password"
+
+
+async def test_keyboard_only_sign_in_with_visible_focus(hub, page):
+    await page.goto(hub.base_url + "/")
+    # The Login field has the focus at once; Tab moves on; Enter submits.
+    login_field = page.get_by_label("Login")
+    await login_field.wait_for()
+    assert await login_field.evaluate("el => el === document.activeElement")
+    await page.keyboard.type(ADMIN_LOGIN)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(ADMIN_PASSWORD)
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate("""() => {
+        const el = document.activeElement;
+        return [el.textContent, getComputedStyle(el).outlineStyle,
+                getComputedStyle(el).outlineWidth];
+    }""")
+    assert focused[0] == "Sign in" and focused[1] != "none" and focused[2] != "0px", focused
+    await page.keyboard.press("Enter")
+    await page.get_by_role("button", name="Sign out").wait_for()
