@@ -536,3 +536,40 @@ async def test_keyboard_only_sign_in_with_visible_focus(hub, page):
     assert focused[0] == "Sign in" and focused[1] != "none" and focused[2] != "0px", focused
     await page.keyboard.press("Enter")
     await page.get_by_role("button", name="Sign out").wait_for()
+
+
+async def test_output_is_text_never_markup(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    script = ("echo '<img src=x onerror=\"document.title=1\"><b>not bold</b>'\n"
+              "printf '\\033[1;38;5;196mred256\\033[0m \\033[2K\\033[1Gcleared '\n"
+              "printf '\\033]0;title\\007end\\n'\n")
+    api, project_id, template_id = await project_with_script(hub, tmp_path, script)
+    task_id = await api.run(project_id, template_id)
+    await api.wait_status(project_id, task_id)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks/{task_id}")
+    await page.locator(".output .line", has_text="end").wait_for()
+    assert await output_lines(page) == [
+        '<img src=x onerror="document.title=1"><b>not bold</b>', "red256 cleared end"]
+    assert await page.locator(".output img, .output b").count() == 0
+    assert await page.title() == "Semaphore"
+    red = page.locator(".output span.b", has_text="red256")
+    assert await red.evaluate("el => getComputedStyle(el).color") == "rgb(255, 0, 0)"
+
+
+async def test_runner_going_away_shows_offline_then_delete_asks_first(hub, page, tmp_path):
+    runner = await hub.start_runner(tmp_path, name="web-1")
+    await login(page, hub)
+    await page.goto(hub.base_url + "/#/runners")
+    row = page.locator("tr[data-runner]", has_text="web-1")
+    await row.locator(".state.online").wait_for()
+    await runner.stop()
+    await row.locator(".state.offline").wait_for()
+    await row.get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    api = await hub.api()
+    assert len(await api.ok("GET", "/api/runners")) == 1
+    await row.get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await page.get_by_text("No runners yet").wait_for()
+    assert await api.ok("GET", "/api/runners") == []
