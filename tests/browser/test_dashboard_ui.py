@@ -573,3 +573,24 @@ async def test_runner_going_away_shows_offline_then_delete_asks_first(hub, page,
     await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     await page.get_by_text("No runners yet").wait_for()
     assert await api.ok("GET", "/api/runners") == []
+
+
+async def test_run_with_the_overrides_the_template_allows(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    _, project_id, _ = await project_with_script(
+        hub, tmp_path, 'echo "args: $*"\n', arguments=["default"], allow_override=True)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Run").click()
+    dialog = page.get_by_role("dialog")
+    assert await dialog.get_by_label("Branch").count() == 0  # not allowed by this template
+    await dialog.get_by_label("Arguments (JSON list)").fill('["unclosed"')
+    await dialog.get_by_role("button", name="Run").click()
+    error = dialog.locator('.field[data-field="arguments"] .field-error')
+    await error.wait_for()
+    assert "arguments" in await error.inner_text()
+    await dialog.get_by_label("Arguments (JSON list)").fill('["one", "two"]')
+    await dialog.get_by_label("Message").fill("by hand")
+    await dialog.get_by_role("button", name="Run").click()
+    await page.locator(".output .line", has_text="args: default one two").wait_for()
+    assert "Message: by hand" in await page.locator(".task-head").inner_text()

@@ -270,11 +270,14 @@ function runDialog(ctx, template) {
   const fields = [field("Message", input("message"))];
   if (template.allow_override_branch_in_task) {
     fields.push(field("Branch", input("git_branch", {value: template.git_branch || ""})));
+    fields.push(field("Commit", input("commit_hash", {placeholder: "latest of the branch"}),
+      "a commit hash, or empty"));
   }
   if (template.allow_override_args_in_task) {
     fields.push(field("Arguments (JSON list)", input("arguments", {value: template.arguments || "[]"})));
   }
   if (template.app === "ansible") {
+    fields.push(field("Limit", input("limit"), "hosts or groups (ansible --limit)"));
     for (const [name, label] of [["debug", "Debug"], ["dry_run", "Dry run (--check)"], ["diff", "Diff"]]) {
       fields.push(h("div.field.check", {"data-field": name},
         h("label", h("input", {type: "checkbox", name}), " ", label), h("div.field-error")));
@@ -283,6 +286,8 @@ function runDialog(ctx, template) {
   const f = form(fields, "Run", async (v) => {
     const body = {template_id: template.id, message: v.message};
     if ("git_branch" in v) body.git_branch = v.git_branch;
+    if (v.commit_hash) body.commit_hash = v.commit_hash;
+    if (v.limit) body.limit = v.limit;
     if ("arguments" in v) body.arguments = v.arguments;
     for (const k of ["debug", "dry_run", "diff"]) if (k in v) body[k] = v[k];
     const task = await api("POST", `${ctx.base}/tasks`, body);
