@@ -594,3 +594,33 @@ async def test_run_with_the_overrides_the_template_allows(hub, page, tmp_path):
     await dialog.get_by_role("button", name="Run").click()
     await page.locator(".output .line", has_text="args: default one two").wait_for()
     assert "Message: by hand" in await page.locator(".task-head").inner_text()
+
+
+async def test_task_list_updates_without_reloading(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "echo hi\n")
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/tasks")
+    await page.get_by_text("No tasks.").wait_for()
+    task_id = await api.run(project_id, template_id)  # no runner yet: it waits
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    await row.locator(".status.waiting").wait_for()
+    await hub.start_runner(tmp_path)
+    await row.locator(".status.success").wait_for()
+
+
+async def test_user_changes_their_own_password(hub, page):
+    api = await hub.api()
+    await api.ok("POST", "/api/users", {"name": "Bob", "username": "bob",
+                                        "email": "bob@example.com",
+                                        "password": "bob-password-1"}, 201)
+    await login(page, hub, "bob", "bob-password-1")
+    assert await page.get_by_role("link", name="Users").count() == 0
+    await page.get_by_role("link", name="API tokens").click()
+    await page.get_by_label("New password").fill("short")
+    await page.get_by_role("button", name="Change my password").click()
+    await page.locator('.field[data-field="password"] .field-error').wait_for()
+    await page.get_by_label("New password").fill("bob-password-2")
+    await page.get_by_role("button", name="Change my password").click()
+    await page.get_by_text("Your password was changed.").wait_for()
+    fresh = await hub.api(login=False)
+    await fresh.login("bob", "bob-password-2")

@@ -129,6 +129,13 @@ export async function tokensPage() {
   const page = document.getElementById("page");
   const tokens = await api("GET", "/api/user/tokens");
   const created = h("div#created-token");
+  const own = form([field("New password", input("password", {type: "password",
+    autocomplete: "new-password"}), "at least 8 characters; your other sessions end")],
+  "Change my password", async (v, f) => {
+    await api("POST", `/api/users/${session.user.id}/password`, {password: v.password});
+    f.reset();
+    flash("Your password was changed.", "ok");
+  });
   clear(page, h("div.page-head", h("h1", "API tokens"),
     h("button.primary", {type: "button", onclick: create}, "New token")), created,
   h("div.table-wrap", h("table", h("thead", h("tr", ["Token", "Created", "State", "Actions"]
@@ -137,7 +144,8 @@ export async function tokensPage() {
     h("td", when(t.created)), h("td", t.expired ? "revoked" : "valid"),
     h("td.buttons", t.expired ? null : h("button.danger", {type: "button",
       onclick: () => revoke(t)}, "Revoke"))))
-    : h("tr", h("td", {colspan: 4}, "No tokens."))))));
+    : h("tr", h("td", {colspan: 4}, "No tokens."))))),
+  h("section", h("h2", "Your password"), own));
 
   async function create() {
     try {
