@@ -624,3 +624,31 @@ async def test_user_changes_their_own_password(hub, page):
     await page.get_by_text("Your password was changed.").wait_for()
     fresh = await hub.api(login=False)
     await fresh.login("bob", "bob-password-2")
+
+
+async def test_rollout_canary_is_started_and_followed_from_the_runners_page(tmp_path, page):
+    from hub.runner_binaries import add_binary
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    running = await start_hub(tmp_path, runner_binaries_path=str(builds))
+    try:
+        add_binary(str(builds), running.hub.release_key, Path("/bin/true"), "0.2.0", "amd64")
+        await running.start_runner(tmp_path, name="web-1")
+        await login(page, running)
+        await page.goto(running.base_url + "/#/runners")
+        await page.get_by_label("Version").fill("0.2.0")
+        await page.get_by_label("Canary runners first").fill("1")
+        await page.get_by_label("Healthy minutes before the rest").fill("0")
+        await page.get_by_role("button", name="Start rollout").click()
+        await page.locator(".rollout-state", has_text="Rollout to 0.2.0").wait_for()
+        api = await running.api()
+        rollout = await api.ok("GET", "/api/runners/update")
+        assert rollout["version"] == "0.2.0" and rollout["canary"] == 1
+        # The runner's part shows in its row (this in-process runner cannot update itself:
+        # it says so, and the page shows it).
+        row = page.locator("tr[data-runner]", has_text="web-1")
+        await row.get_by_text("update:").wait_for(timeout=30_000)
+        await page.locator(".rollout-standing").wait_for(timeout=30_000)
+        await shot(page, "runners-rollout")
+    finally:
+        await running.close()

@@ -37,6 +37,7 @@ export async function runnersPage(projectId, container = null) {
       body)),
     session.user.admin ? rollout : null);
 
+  let refreshRollout = null;
   async function load() {
     runners = await api("GET", base);
     await Promise.all(runners.map(async (r) => {
@@ -50,6 +51,7 @@ export async function runnersPage(projectId, container = null) {
       }
     }));
     render();
+    if (refreshRollout) await refreshRollout();
   }
 
   function render() {
@@ -138,7 +140,7 @@ export async function runnersPage(projectId, container = null) {
   const timer = setInterval(() => { if (!live.isUp()) load().catch(() => {}); }, 5000);
   onLeave(() => clearInterval(timer));
   await load();
-  if (session.user.admin) await rolloutSection(rollout, projectId);
+  if (session.user.admin) refreshRollout = await rolloutSection(rollout, projectId, () => runners);
 }
 
 function hubUrl() {
@@ -233,34 +235,49 @@ function addRunner(projectId) {
   d.querySelector("input").focus();
 }
 
-async function rolloutSection(box, projectId) {
+// The staged update: its state and where the runners stand (redrawn on every refresh of
+// the list), and the form that starts one (built once: a refresh never eats what is typed).
+async function rolloutSection(box, projectId, listed) {
+  const status = h("div.rollout-status", {"aria-live": "polite"});
+  const f = form([
+    field("Version", input("version", {placeholder: "0.2.0"})),
+    field("Canary runners first", input("canary", {type: "number", value: 1, min: 0})),
+    field("Healthy minutes before the rest", input("healthy_minutes", {type: "number",
+      value: 10, min: 0})),
+  ], "Start rollout", async (v) => {
+    const body = {version: v.version, canary: Number(v.canary || 0),
+      healthy_minutes: Number(v.healthy_minutes || 0)};
+    if (projectId) body.project_id = projectId;
+    await api("PUT", "/api/runners/update", body);
+    await show();
+  });
+
   async function show() {
     let current = null;
     try { current = await api("GET", "/api/runners/update"); } catch { current = null; }
     const state = current && current.state && current.state !== "none" ? current : null;
-    const f = form([
-      field("Version", input("version", {placeholder: "0.2.0"})),
-      field("Canary runners first", input("canary", {type: "number", value: 1, min: 0})),
-      field("Healthy minutes before the rest", input("healthy_minutes", {type: "number",
-        value: 10, min: 0})),
-    ], "Start rollout", async (v) => {
-      const body = {version: v.version, canary: Number(v.canary || 0),
-        healthy_minutes: Number(v.healthy_minutes || 0)};
-      if (projectId) body.project_id = projectId;
-      await api("PUT", "/api/runners/update", body);
-      await show();
-    });
     const stop = state && state.state === "running"
       ? h("button.danger", {type: "button", onclick: async () => {
         if (!(await confirmAction("Stop the rollout? Runners not yet told are not told.", "Stop"))) return;
         try { await api("DELETE", "/api/runners/update"); } catch (err) { flash(describe(err)); }
         await show();
       }}, "Stop rollout") : null;
-    clear(box, h("h2", "Runner updates"),
+    // Where it stands: the runners by their part in the update.
+    const counts = {};
+    for (const r of listed()) {
+      const part = (r.update && r.update.state) || "none";
+      counts[part] = (counts[part] || 0) + 1;
+    }
+    const standing = Object.entries(counts).filter(([part]) => part !== "none")
+      .map(([part, n]) => `${n} ${part}`).join(", ");
+    clear(status,
       state ? h("p.rollout-state", `Rollout to ${state.version || "?"}: ${state.state}`,
         state.error ? h("span.error-text", ` (${state.error})`) : null,
         state.canary !== undefined ? ` · canary ${state.canary}` : "") : h("p", "No rollout."),
-      stop, f);
+      standing ? h("p.rollout-standing", "Runners: ", standing) : null,
+      stop);
   }
+  clear(box, h("h2", "Runner updates"), status, f);
   await show();
+  return show;
 }
