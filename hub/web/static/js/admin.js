@@ -69,9 +69,8 @@ export async function usersPage() {
 
 export async function membersPage(projectId) {
   // The project header and tabs, then the members in its content area.
-  await projectPage(projectId, "members-shell");
-  const content = document.querySelector(".tab-content");
-  for (const a of document.querySelectorAll(".tabs a")) {
+  const content = await projectPage(projectId, "members-shell");
+  for (const a of content.parentElement.querySelectorAll(".tabs a")) {
     if (a.getAttribute("href").endsWith("/members")) a.setAttribute("aria-current", "page");
   }
   const role = await projectRole(projectId);

@@ -62,9 +62,12 @@ function layout() {
 async function route() {
   for (const fn of cleanup.splice(0)) { try { fn(); } catch (err) { console.error(err); } }
   const hash = location.hash || "#/projects";
-  const page = document.getElementById("page");
-  if (!page || !session.user) return;
-  clear(page);
+  const old = document.getElementById("page");
+  if (!old || !session.user) return;
+  // A fresh element per visit: a slow page still rendering after the user moved on writes
+  // into its own, detached element, never over the page now shown.
+  const page = h("main#page", {tabindex: -1});
+  old.replaceWith(page);
   const flash = document.getElementById("flash");
   if (flash) clear(flash);
   for (const a of document.querySelectorAll("[data-nav]")) {

@@ -71,6 +71,7 @@ export async function projectPage(projectId, tab = "templates", id = null) {
         "aria-current": key === tab ? "page" : null}, label))))),
     content);
   const ctx = {projectId, role, content, base: `/api/project/${projectId}`};
+  if (tab === "members-shell") return content; // the members page fills it
   if (tab === "tasks" && id) return taskPage(ctx, id);
   if (tab === "tasks") return tasksPage(ctx);
   if (tab === "runners") {
