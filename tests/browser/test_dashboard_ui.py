@@ -652,3 +652,29 @@ async def test_rollout_canary_is_started_and_followed_from_the_runners_page(tmp_
         await shot(page, "runners-rollout")
     finally:
         await running.close()
+
+
+async def test_project_owner_adds_a_project_runner_that_connects(hub, page, tmp_path):
+    api = await hub.api()
+    project_id = await api.project("Team")
+    owner = await api.ok("POST", "/api/users", {"name": "Olga", "username": "olga",
+                                                "email": "olga@example.com",
+                                                "password": "olga-password-1"}, 201)
+    await api.ok("POST", f"/api/project/{project_id}/users",
+                 {"user_id": owner["id"], "role": "owner"}, 204)
+    await login(page, hub, "olga", "olga-password-1")
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/runners")
+    await page.get_by_role("heading", name="Project runners").wait_for()
+    assert await page.get_by_text("Runner updates").count() == 0  # admins only
+    await page.get_by_role("button", name="Add runner").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Name").fill("team-1")
+    await dialog.get_by_role("button", name="Create runner").click()
+    token = await page.locator("#new-token").inner_text()
+    config = json.loads(await page.locator("#setup-config").inner_text())
+    assert config["runner"]["token"] == token
+    await dialog.get_by_role("button", name="Close").click()
+    await hub.start_runner(tmp_path, name="team-1", token=token)
+    row = page.locator("tr[data-runner]", has_text="team-1")
+    await row.locator(".state.online").wait_for()
+    assert f"project {project_id}" in await row.inner_text()

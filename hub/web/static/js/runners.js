@@ -163,7 +163,7 @@ export function setupText(token, {registration = true, name = "runner-1", tags =
   }, null, 2);
   const setup = registration
     ? `semaphore runner setup --config /etc/semaphore/config.runner.json \\\n    --web-host ${hub} --registration-token '${token}' \\\n    --name ${name}${tags.length ? " --tags " + tags.join(",") : ""} --max-parallel-tasks 2\nsemaphore runner register --config /etc/semaphore/config.runner.json`
-    : "# the config above already holds the runner's own token: no register step";
+    : "# the config above holds the runner's own token: no register step\nsemaphore runner start --config /etc/semaphore/config.runner.json";
   const unit = `# /etc/systemd/system/semaphore-runner.service
 [Unit]
 Description=Semaphore runner
@@ -227,7 +227,8 @@ function addRunner(projectId) {
         h("code#new-token", token)),
       copyBlock("1. Download the runner from this hub", text.download, "setup-download"),
       copyBlock("2. config.runner.json", text.config, "setup-config"),
-      copyBlock("3. Set up and register", text.setup, "setup-command"),
+      copyBlock(useRegistration ? "3. Set up and register" : "3. Start it", text.setup,
+        "setup-command"),
       copyBlock("4. systemd unit", text.unit, "setup-unit"));
   });
   const d = dialog("Add runner", h("div.dialog-body", f));
