@@ -136,11 +136,18 @@ export async function runnersPage(projectId, container = null) {
     }
   }));
   onLeave(live.onReconnect(() => load().catch(() => {})));
-  // Without the websocket (or between heartbeats) the list is refreshed now and then.
-  const timer = setInterval(() => { if (!live.isUp()) load().catch(() => {}); }, 5000);
+  // Refreshed now and then as well: often without the websocket, and with it for what no
+  // event carries (a runner's part in an update).
+  let ticks = 0;
+  const timer = setInterval(() => {
+    ticks++;
+    if (!live.isUp() || ticks % 2 === 0) load().catch(() => {});
+  }, 5000);
   onLeave(() => clearInterval(timer));
   await load();
-  if (session.user.admin) refreshRollout = await rolloutSection(rollout, projectId, () => runners);
+  if (session.user.admin) {
+    refreshRollout = await rolloutSection(rollout, projectId, () => runners, () => load());
+  }
 }
 
 function hubUrl() {
@@ -238,7 +245,7 @@ function addRunner(projectId) {
 
 // The staged update: its state and where the runners stand (redrawn on every refresh of
 // the list), and the form that starts one (built once: a refresh never eats what is typed).
-async function rolloutSection(box, projectId, listed) {
+async function rolloutSection(box, projectId, listed, onStarted) {
   const status = h("div.rollout-status", {"aria-live": "polite"});
   const f = form([
     field("Version", input("version", {placeholder: "0.2.0"})),
@@ -250,7 +257,7 @@ async function rolloutSection(box, projectId, listed) {
       healthy_minutes: Number(v.healthy_minutes || 0)};
     if (projectId) body.project_id = projectId;
     await api("PUT", "/api/runners/update", body);
-    await show();
+    await onStarted();
   });
 
   async function show() {
