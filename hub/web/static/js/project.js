@@ -488,11 +488,15 @@ async function taskPage(ctx, taskId) {
   }));
   onLeave(live.subscribeOutput(taskId, () => view.lastSeq));
   onLeave(live.onReconnect(() => refresh().catch(() => {})));
+  let finalLooks = 0;
   const timer = setInterval(async () => {
     if (live.isUp() && viaSocket) return;
     try {
       await refresh();
       if (!viaSocket) await poll();
+      // An ended task changes no more; its last output may be stored just after its status,
+      // so a few more looks, then stop asking.
+      if (FINAL.has(task.status) && ++finalLooks > 3) clearInterval(timer);
     } catch (err) {
       if (err.status === 404) {
         clearInterval(timer);
