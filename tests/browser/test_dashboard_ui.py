@@ -155,7 +155,7 @@ EXPECTED = [f"line {i:02d}" for i in range(1, 31)] + ["no newline at the end"]
 
 
 async def test_run_template_and_watch_output_in_order(hub, page, tmp_path):
-    await hub.start_runner(tmp_path)
+    await hub.start_runner(tmp_path, name="builder")
     _, project_id, _ = await project_with_script(hub, tmp_path, SCRIPT)
     await login(page, hub)
     await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
@@ -170,9 +170,11 @@ async def test_run_template_and_watch_output_in_order(hub, page, tmp_path):
         assert await page.locator(".output").get_attribute("data-source") == "live"
     # ANSI green rendered as a class, the escape codes gone.
     assert await page.locator(".output .line span.fg2").count() == 30
+    assert "on builder · by Admin" in await page.locator(".task-head").inner_text()
     await shot(page, "task")
     await page.get_by_role("link", name="Tasks").click()
     await page.locator("tr[data-task] .status.success").wait_for()
+    assert "builder" in await page.locator("tr[data-task]").inner_text()
     await shot(page, "tasks")
 
 

@@ -301,6 +301,26 @@ function runDialog(ctx, template) {
 
 // ---- Task list ----
 
+// Runner and member names for the task pages, where the user may read them (ids otherwise).
+async function names(ctx) {
+  const runners = new Map();
+  const users = new Map();
+  const path = session.user.admin ? "/api/runners"
+    : can(ctx.role, "manager") ? `${ctx.base}/runners` : null;
+  await Promise.all([
+    path && api("GET", path).then((rows) => rows.forEach((r) => runners.set(r.id, r.name)))
+      .catch(() => {}),
+    api("GET", `${ctx.base}/users`).then((rows) => rows.forEach(
+      (m) => users.set(m.id, m.name || m.username))).catch(() => {}),
+  ]);
+  return {
+    runner: (id) => (id ? runners.get(id) || `runner ${id}` : ""),
+    user: (id) => (id ? users.get(id) || `user ${id}` : ""),
+    // False only for a runner this user could name but that is new since the last look.
+    known: (id) => !path || !id || runners.has(id),
+  };
+}
+
 function statusBadge(status) {
   return h(`span.status.${status}`, status.replace("_", " "));
 }
@@ -308,8 +328,8 @@ function statusBadge(status) {
 async function tasksPage(ctx) {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const templates = await api("GET", `${ctx.base}/templates`);
-  const names = new Map(templates.map((t) => [t.id, t.name]));
-  const users = new Map();
+  const templateNames = new Map(templates.map((t) => [t.id, t.name]));
+  let who = await names(ctx);
   const statusFilter = select("status", [["", "all"], ...STATUSES.map((s) => [s, s])],
     params.get("status") || "");
   const templateFilter = select("template", [["", "all"], ...templates.map((t) => [t.id, t.name])],
@@ -330,10 +350,10 @@ async function tasksPage(ctx) {
     const shown = tasks.filter((x) => (!s || x.status === s) && (!t || String(x.template_id) === t));
     clear(body, shown.length ? shown.map((x) => h("tr", {"data-task": x.id},
       h("th", {scope: "row"}, h("a", {href: `#/project/${ctx.projectId}/tasks/${x.id}`}, `#${x.id}`)),
-      h("td", names.get(x.template_id) || `template ${x.template_id}`),
+      h("td", templateNames.get(x.template_id) || `template ${x.template_id}`),
       h("td", statusBadge(x.status), x.waiting_reason ? h("div.small", x.waiting_reason) : null),
-      h("td", x.runner_id ? `runner ${x.runner_id}` : ""),
-      h("td", users.get(x.user_id) || (x.user_id ? `user ${x.user_id}` : "")),
+      h("td", who.runner(x.runner_id)),
+      h("td", who.user(x.user_id)),
       h("td", when(x.start)),
       h("td", duration(x.start, FINAL.has(x.status) ? x.end : null)),
       h("td", h("code", (x.commit_hash || "").slice(0, 8)), x.commit_message
@@ -344,9 +364,9 @@ async function tasksPage(ctx) {
     // The most recent 200, as Semaphore's own list: a big project stays fast.
     tasks = await api("GET", `${ctx.base}/tasks/last`);
     tasks.sort((a, b) => b.id - a.id);
-    try {
-      for (const m of await api("GET", `${ctx.base}/users`)) users.set(m.id, m.name || m.username);
-    } catch { /* names only */ }
+    if (tasks.some((x) => !who.known(x.runner_id))) {
+      who = await names(ctx); // a runner new since the last look
+    }
     render();
   }
   for (const el of [statusFilter, templateFilter]) el.addEventListener("change", render);
@@ -415,6 +435,7 @@ export class OutputView {
 async function taskPage(ctx, taskId) {
   let task = await api("GET", `${ctx.base}/tasks/${taskId}`);
   const template = await api("GET", `${ctx.base}/templates/${task.template_id}`).catch(() => null);
+  let who = await names(ctx);
   const head = h("div.task-head");
   const pre = h("div.output", {role: "log", "aria-label": "Task output", tabindex: 0});
   const view = new OutputView(pre);
@@ -433,7 +454,8 @@ async function taskPage(ctx, taskId) {
     }
     clear(head,
       h("h2", `Task #${task.id}`, template ? ` · ${template.name}` : ""),
-      h("p", statusBadge(task.status), task.runner_id ? ` on runner ${task.runner_id}` : "",
+      h("p", statusBadge(task.status), task.runner_id ? ` on ${who.runner(task.runner_id)}` : "",
+        task.user_id ? ` · by ${who.user(task.user_id)}` : "",
         task.start ? ` · started ${when(task.start)}` : "",
         task.start ? ` · ${duration(task.start, FINAL.has(task.status) ? task.end : null)}` : "",
         task.commit_hash ? h("span", " · commit ", h("code", task.commit_hash.slice(0, 8))) : ""),
@@ -456,6 +478,9 @@ async function taskPage(ctx, taskId) {
 
   async function refresh() {
     task = await api("GET", `${ctx.base}/tasks/${taskId}`);
+    if (!who.known(task.runner_id)) {
+      who = await names(ctx);
+    }
     renderHead();
   }
 
