@@ -193,6 +193,7 @@ def _print_welcome(address: str, password: str, project_id: int, template_id: in
                    root: Path) -> None:
     print(f"""
 Semaphore hub is running at {address}
+  open it in a browser and sign in (the dashboard), or use the REST API below
   login:     admin
   password:  {password}        (also in {root / 'admin-password'})
   runner:    `local`, connected (log: {root / 'runner.log'})

@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hub import gateway
+from hub import web as dashboard
 from hub.api import (
     live,
     projects,
@@ -23,6 +24,9 @@ RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROUTES: list[tuple[str, str, Handler]] = [
+    # The web dashboard (hub/web): one page, its files, and #/... routes in the browser.
+    ("GET", "/", dashboard.index),
+    ("GET", "/static/{path:.+}", dashboard.static),
     ("GET", "/api/ping", system.ping),
     ("GET", "/api/info", system.info),
     # Live updates for the browser (task, runner and output events): hub/api/live.py.
@@ -112,4 +116,5 @@ def add_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
         # Semaphore's clients use some paths with a trailing slash (/api/user/, /project/1/).
-        app.router.add_route(method, path + "/", handler)
+        if not path.endswith("/") and not path.startswith("/static/"):
+            app.router.add_route(method, path + "/", handler)

@@ -1,0 +1,535 @@
+// Projects -> templates -> tasks; keys, repositories, inventories, environments, templates.
+import {api, clear, confirmAction, describe, dialog, duration, field, flash, form, h, input,
+  select, textarea, when} from "./h.js";
+import * as live from "./live.js";
+import {onLeave, session} from "./app.js";
+import {ansiLine, newState} from "./ansi.js";
+import {runnersPage} from "./runners.js";
+
+const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
+const FINAL = new Set(["success", "error", "stopped", "rejected"]);
+const STATUSES = ["waiting", "starting", "running", "waiting_confirmation", "confirmed",
+  "success", "error", "stopped", "rejected"];
+
+// The signed-in user's role in a project (admins act as owners).
+export async function projectRole(projectId) {
+  if (session.user.admin) return "owner";
+  const members = await api("GET", `/api/project/${projectId}/users`);
+  return members.find((m) => m.id === session.user.id)?.role || "guest";
+}
+
+export const can = (role, needed) => RANK[role] >= RANK[needed];
+
+export async function projectsPage() {
+  const page = document.getElementById("page");
+  const projects = await api("GET", "/api/projects");
+  const f = form([field("Name", input("name"))], "Create project", async (v) => {
+    const p = await api("POST", "/api/projects", {name: v.name});
+    location.hash = `#/project/${p.id}/templates`;
+  });
+  clear(page, h("h1", "Projects"),
+    projects.length ? h("ul.cards", projects.map((p) =>
+      h("li", h("a", {href: `#/project/${p.id}/templates`}, p.name)))) : h("p", "No projects yet."),
+    h("section", h("h2", "New project"), f));
+}
+
+const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["keys", "Keys"],
+  ["repositories", "Repositories"], ["inventory", "Inventory"], ["environment", "Environment"],
+  ["runners", "Runners", "manager"], ["members", "Members"]];
+
+export async function projectPage(projectId, tab = "templates", id = null) {
+  const page = document.getElementById("page");
+  const [project, role] = await Promise.all([api("GET", `/api/project/${projectId}`),
+    projectRole(projectId)]);
+  const content = h("div.tab-content");
+  const owner = can(role, "owner");
+  const rename = () => {
+    const f = form([field("Name", input("name", {value: project.name}))], "Save", async (v) => {
+      await api("PUT", `/api/project/${projectId}`, {name: v.name});
+      d.close();
+      await projectPage(projectId, tab, id);
+    });
+    const d = dialog("Rename project", f);
+    d.querySelector("input").focus();
+  };
+  const remove = async () => {
+    if (!(await confirmAction(`Delete project "${project.name}" with all its templates and tasks?`))) return;
+    try {
+      await api("DELETE", `/api/project/${projectId}`);
+      location.hash = "#/projects";
+    } catch (err) {
+      flash(describe(err));
+    }
+  };
+  clear(page, h("div.page-head", h("h1", project.name), h("div.buttons",
+    h("span.role", `your role: ${role}`),
+    owner ? h("button", {type: "button", onclick: rename}, "Rename") : null,
+    owner ? h("button.danger", {type: "button", onclick: remove}, "Delete project") : null)),
+    h("nav.tabs", {"aria-label": "Project"}, h("ul", TABS.filter(([, , need]) => !need || can(role, need))
+      .map(([key, label]) => h("li", h("a", {href: key === "members"
+        ? `#/project/${projectId}/members` : `#/project/${projectId}/${key}`,
+        "aria-current": key === tab ? "page" : null}, label))))),
+    content);
+  const ctx = {projectId, role, content, base: `/api/project/${projectId}`};
+  if (tab === "members-shell") return content; // the members page fills it
+  if (tab === "tasks" && id) return taskPage(ctx, id);
+  if (tab === "tasks") return tasksPage(ctx);
+  if (tab === "runners") {
+    await runnersPage(projectId, content);
+    return;
+  }
+  if (RESOURCES[tab]) return resourcePage(ctx, tab);
+  clear(content, h("p", "No such tab."));
+}
+
+// ---- Resources (keys, repositories, inventory, environment, templates) ----
+
+function idSelect(name, rows, value, none = "— none —") {
+  return select(name, [["", none], ...rows.map((r) => [r.id, r.name])], value ?? "");
+}
+
+function jsonArgs(text) {
+  return text;
+}
+
+const num = (v) => (v === "" || v === undefined ? null : Number(v));
+
+const RESOURCES = {
+  keys: {
+    title: "Keys", columns: [["name", "Name"], ["type", "Type"]],
+    needs: [],
+    fields(row) {
+      const editing = !!row.id;
+      const hint = editing ? "write-only: leave empty to keep the stored secret" : null;
+      return [
+        field("Name", input("name", {value: row.name || ""})),
+        field("Type", select("type", [["none", "None"], ["ssh", "SSH key"],
+          ["login_password", "Login and password"]], row.type || "none")),
+        field("Login", input("login", {autocomplete: "off"})),
+        field("Password", input("password", {type: "password", autocomplete: "new-password"}), hint),
+        field("Private key", textarea("private_key", {autocomplete: "off", spellcheck: "false"}), hint),
+        field("Passphrase", input("passphrase", {type: "password", autocomplete: "new-password"}), hint),
+      ];
+    },
+    // Only the fields of the chosen type are shown.
+    setup(f) {
+      const type = f.elements.type;
+      const show = () => {
+        const wanted = {none: [], ssh: ["login", "private_key", "passphrase"],
+          login_password: ["login", "password"]}[type.value] || [];
+        for (const name of ["login", "password", "private_key", "passphrase"]) {
+          f.querySelector(`.field[data-field="${name}"]`).hidden = !wanted.includes(name);
+        }
+      };
+      type.addEventListener("change", show);
+      show();
+    },
+    body(v, row) {
+      const secret = v.login || v.password || v.private_key || v.passphrase;
+      const body = {name: v.name, type: v.type, override_secret: !row.id || !!secret};
+      if (v.type === "login_password") body.login_password = {login: v.login, password: v.password};
+      if (v.type === "ssh") body.ssh = {login: v.login, private_key: v.private_key,
+        passphrase: v.passphrase};
+      return body;
+    },
+  },
+  repositories: {
+    title: "Repositories", columns: [["name", "Name"], ["git_url", "URL"], ["git_branch", "Branch"]],
+    needs: ["keys"],
+    fields(row, deps) {
+      return [field("Name", input("name", {value: row.name || ""})),
+        field("Git URL", input("git_url", {value: row.git_url || ""})),
+        field("Branch", input("git_branch", {value: row.git_branch || ""})),
+        field("Access key", idSelect("ssh_key_id", deps.keys, row.ssh_key_id))];
+    },
+    body: (v) => ({name: v.name, git_url: v.git_url, git_branch: v.git_branch,
+      ssh_key_id: num(v.ssh_key_id)}),
+  },
+  inventory: {
+    title: "Inventory", columns: [["name", "Name"], ["type", "Type"]],
+    needs: ["keys", "repositories"],
+    fields(row, deps) {
+      return [field("Name", input("name", {value: row.name || ""})),
+        field("Type", select("type", [["static", "Static (INI)"], ["static-yaml", "Static (YAML)"],
+          ["file", "File in the repository"], ["terraform-workspace", "Terraform workspace"]],
+        row.type || "static")),
+        field("Inventory", textarea("inventory", {value: row.inventory || "", rows: 6})),
+        field("SSH key", idSelect("ssh_key_id", deps.keys, row.ssh_key_id)),
+        field("Become key", idSelect("become_key_id", deps.keys, row.become_key_id)),
+        field("Repository", idSelect("repository_id", deps.repositories, row.repository_id))];
+    },
+    body: (v) => ({name: v.name, type: v.type, inventory: v.inventory,
+      ssh_key_id: num(v.ssh_key_id), become_key_id: num(v.become_key_id),
+      repository_id: num(v.repository_id)}),
+  },
+  environment: {
+    title: "Environment", columns: [["name", "Name"]],
+    needs: [],
+    fields(row) {
+      return [field("Name", input("name", {value: row.name || ""})),
+        field("Extra variables (JSON)", textarea("json", {value: row.json || "{}"})),
+        field("Environment variables (JSON)", textarea("env", {value: row.env || "{}"})),
+        field("Vault password", input("password", {type: "password", autocomplete: "new-password"}),
+          "write-only: never shown again")];
+    },
+    body: (v) => ({name: v.name, json: v.json, env: v.env, password: v.password}),
+  },
+  templates: {
+    title: "Templates", columns: [["name", "Name"], ["app", "App"], ["playbook", "Playbook / script"]],
+    needs: ["repositories", "inventory", "environment"],
+    fields(row, deps) {
+      return [field("Name", input("name", {value: row.name || ""})),
+        field("App", select("app", ["ansible", "terraform", "tofu", "bash", "python", "powershell",
+          "pulumi"].map((a) => [a, a]), row.app || "ansible")),
+        field("Playbook / script", input("playbook", {value: row.playbook || ""})),
+        field("Arguments (JSON list)", input("arguments", {value: row.arguments || "[]"})),
+        field("Description", textarea("description", {value: row.description || "", rows: 2})),
+        field("Repository", idSelect("repository_id", deps.repositories, row.repository_id)),
+        field("Inventory", idSelect("inventory_id", deps.inventory, row.inventory_id)),
+        field("Environment", idSelect("environment_id", deps.environment, row.environment_id)),
+        field("Branch", input("git_branch", {value: row.git_branch || ""})),
+        field("Runner tag", input("runner_tag", {value: row.runner_tag || ""})),
+        field("Timeout (seconds, 0: none)", input("timeout_sec", {type: "number", min: 0,
+          value: row.timeout_sec || 0})),
+        h("div.field.check", {"data-field": "allow_override_args_in_task"},
+          h("label", h("input", {type: "checkbox", name: "allow_override_args_in_task",
+            checked: row.allow_override_args_in_task}), " Arguments may be overridden per task"),
+          h("div.field-error")),
+        h("div.field.check", {"data-field": "allow_override_branch_in_task"},
+          h("label", h("input", {type: "checkbox", name: "allow_override_branch_in_task",
+            checked: row.allow_override_branch_in_task}), " Branch may be chosen per task"),
+          h("div.field-error"))];
+    },
+    body: (v) => ({name: v.name, app: v.app, playbook: v.playbook, arguments: jsonArgs(v.arguments),
+      description: v.description, repository_id: num(v.repository_id),
+      inventory_id: num(v.inventory_id), environment_id: num(v.environment_id),
+      git_branch: v.git_branch, runner_tag: v.runner_tag, timeout_sec: Number(v.timeout_sec || 0),
+      allow_override_args_in_task: v.allow_override_args_in_task,
+      allow_override_branch_in_task: v.allow_override_branch_in_task}),
+  },
+};
+
+async function resourcePage(ctx, kind) {
+  const spec = RESOURCES[kind];
+  const manage = can(ctx.role, "manager");
+  const rows = await api("GET", `${ctx.base}/${kind}`);
+  const table = h("table",
+    h("thead", h("tr", spec.columns.map(([, t]) => h("th", {scope: "col"}, t)),
+      h("th", {scope: "col"}, "Actions"))),
+    h("tbody", rows.length ? rows.map((row) => h("tr", {"data-id": row.id},
+      spec.columns.map(([k], i) => (i === 0 ? h("th", {scope: "row"}, row[k]) : h("td", row[k] ?? ""))),
+      h("td.buttons",
+        kind === "templates" && can(ctx.role, "task_runner")
+          ? h("button.primary", {type: "button", onclick: () => runDialog(ctx, row)}, "Run") : null,
+        kind === "templates" ? h("a.button", {href: `#/project/${ctx.projectId}/tasks?template=${row.id}`},
+          "Tasks") : null,
+        manage ? h("button", {type: "button", onclick: () => edit(row)}, "Edit") : null,
+        manage ? h("button.danger", {type: "button", onclick: () => remove(row)}, "Delete") : null)))
+      : h("tr", h("td", {colspan: spec.columns.length + 1}, "None yet."))));
+  clear(ctx.content, h("div.page-head", h("h2", spec.title),
+    manage ? h("button.primary", {type: "button", onclick: () => edit({})}, `New`) : null),
+  h("div.table-wrap", table));
+
+  async function edit(row) {
+    const deps = {};
+    for (const dep of spec.needs) deps[dep] = await api("GET", `${ctx.base}/${dep}`);
+    let current = row;
+    if (row.id) {
+      try {
+        current = await api("GET", `${ctx.base}/${kind}/${row.id}`);
+      } catch (err) {
+        flash(describe(err));
+        return;
+      }
+    }
+    const f = form(spec.fields(current, deps), row.id ? "Save" : "Create", async (v) => {
+      const body = spec.body(v, current);
+      if (row.id) await api("PUT", `${ctx.base}/${kind}/${row.id}`, body);
+      else await api("POST", `${ctx.base}/${kind}`, body);
+      d.close();
+      await resourcePage(ctx, kind);
+    });
+    if (spec.setup) spec.setup(f);
+    const d = dialog(`${row.id ? "Edit" : "New"} ${spec.title.toLowerCase()}`, f);
+    d.querySelector("input, select, textarea").focus();
+  }
+
+  async function remove(row) {
+    if (!(await confirmAction(`Delete "${row.name}"?`))) return;
+    try {
+      await api("DELETE", `${ctx.base}/${kind}/${row.id}`);
+    } catch (err) {
+      flash(describe(err));
+    }
+    await resourcePage(ctx, kind);
+  }
+}
+
+// ---- Run a template ----
+
+function runDialog(ctx, template) {
+  const fields = [field("Message", input("message"))];
+  if (template.allow_override_branch_in_task) {
+    fields.push(field("Branch", input("git_branch", {value: template.git_branch || ""})));
+    fields.push(field("Commit", input("commit_hash", {placeholder: "latest of the branch"}),
+      "a commit hash, or empty"));
+  }
+  if (template.allow_override_args_in_task) {
+    fields.push(field("Arguments (JSON list)", input("arguments", {value: template.arguments || "[]"})));
+  }
+  if (template.app === "ansible") {
+    fields.push(field("Limit", input("limit"), "hosts or groups (ansible --limit)"));
+    for (const [name, label] of [["debug", "Debug"], ["dry_run", "Dry run (--check)"], ["diff", "Diff"]]) {
+      fields.push(h("div.field.check", {"data-field": name},
+        h("label", h("input", {type: "checkbox", name}), " ", label), h("div.field-error")));
+    }
+  }
+  const f = form(fields, "Run", async (v) => {
+    const body = {template_id: template.id, message: v.message};
+    if ("git_branch" in v) body.git_branch = v.git_branch;
+    if (v.commit_hash) body.commit_hash = v.commit_hash;
+    if (v.limit) body.limit = v.limit;
+    if ("arguments" in v) body.arguments = v.arguments;
+    for (const k of ["debug", "dry_run", "diff"]) if (k in v) body[k] = v[k];
+    const task = await api("POST", `${ctx.base}/tasks`, body);
+    d.close();
+    location.hash = `#/project/${ctx.projectId}/tasks/${task.id}`;
+  });
+  const d = dialog(`Run ${template.name}`, f);
+  d.querySelector("input").focus();
+}
+
+// ---- Task list ----
+
+// Runner and member names for the task pages, where the user may read them (ids otherwise).
+async function names(ctx) {
+  const runners = new Map();
+  const users = new Map();
+  const path = session.user.admin ? "/api/runners"
+    : can(ctx.role, "manager") ? `${ctx.base}/runners` : null;
+  await Promise.all([
+    path && api("GET", path).then((rows) => rows.forEach((r) => runners.set(r.id, r.name)))
+      .catch(() => {}),
+    api("GET", `${ctx.base}/users`).then((rows) => rows.forEach(
+      (m) => users.set(m.id, m.name || m.username))).catch(() => {}),
+  ]);
+  return {
+    runner: (id) => (id ? runners.get(id) || `runner ${id}` : ""),
+    user: (id) => (id ? users.get(id) || `user ${id}` : ""),
+    // False only for a runner this user could name but that is new since the last look.
+    known: (id) => !path || !id || runners.has(id),
+  };
+}
+
+function statusBadge(status) {
+  return h(`span.status.${status}`, status.replace("_", " "));
+}
+
+async function tasksPage(ctx) {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const templates = await api("GET", `${ctx.base}/templates`);
+  const templateNames = new Map(templates.map((t) => [t.id, t.name]));
+  let who = await names(ctx);
+  const statusFilter = select("status", [["", "all"], ...STATUSES.map((s) => [s, s])],
+    params.get("status") || "");
+  const templateFilter = select("template", [["", "all"], ...templates.map((t) => [t.id, t.name])],
+    params.get("template") || "");
+  statusFilter.id = "filter-status";
+  templateFilter.id = "filter-template";
+  const body = h("tbody");
+  let tasks = [];
+  clear(ctx.content, h("div.page-head", h("h2", "Tasks"), h("span.small", "the last 200")),
+    h("div.filters", h("label", {for: "filter-status"}, "Status"), statusFilter,
+      h("label", {for: "filter-template"}, "Template"), templateFilter),
+    h("div.table-wrap", h("table.tasks", h("thead", h("tr", ["#", "Template", "Status", "Runner",
+      "Started by", "Start", "Duration", "Commit"].map((t) => h("th", {scope: "col"}, t)))), body)));
+
+  function render() {
+    const s = statusFilter.value;
+    const t = templateFilter.value;
+    const shown = tasks.filter((x) => (!s || x.status === s) && (!t || String(x.template_id) === t));
+    clear(body, shown.length ? shown.map((x) => h("tr", {"data-task": x.id},
+      h("th", {scope: "row"}, h("a", {href: `#/project/${ctx.projectId}/tasks/${x.id}`}, `#${x.id}`)),
+      h("td", templateNames.get(x.template_id) || `template ${x.template_id}`),
+      h("td", statusBadge(x.status), x.waiting_reason ? h("div.small", x.waiting_reason) : null),
+      h("td", who.runner(x.runner_id)),
+      h("td", who.user(x.user_id)),
+      h("td", when(x.start)),
+      h("td", duration(x.start, FINAL.has(x.status) ? x.end : null)),
+      h("td", h("code", (x.commit_hash || "").slice(0, 8)), x.commit_message
+        ? h("span.small", " " + x.commit_message) : null)))
+      : h("tr", h("td", {colspan: 8}, "No tasks.")));
+  }
+  async function load() {
+    // The most recent 200, as Semaphore's own list: a big project stays fast.
+    tasks = await api("GET", `${ctx.base}/tasks/last`);
+    tasks.sort((a, b) => b.id - a.id);
+    if (tasks.some((x) => !who.known(x.runner_id))) {
+      who = await names(ctx); // a runner new since the last look
+    }
+    render();
+  }
+  for (const el of [statusFilter, templateFilter]) el.addEventListener("change", render);
+  let pending = null;
+  onLeave(live.on((m) => {
+    if (m.type === "task" && m.project_id === ctx.projectId && !pending) {
+      pending = setTimeout(() => { pending = null; load().catch(() => {}); }, 200);
+    }
+  }));
+  onLeave(live.onReconnect(() => load().catch(() => {})));
+  const timer = setInterval(() => { if (!live.isUp()) load().catch(() => {}); }, 3000);
+  onLeave(() => { clearInterval(timer); clearTimeout(pending); });
+  await load();
+}
+
+// ---- Task page: live output ----
+
+// Frames joined by seq, split into lines here; the incomplete last line is redrawn as it grows.
+export class OutputView {
+  constructor(el) {
+    this.el = el;
+    this.lastSeq = 0;
+    this.partial = "";
+    this.partialEl = null;
+    this.state = newState();
+    this.partialState = newState();
+  }
+
+  frame(seq, data) {
+    if (seq <= this.lastSeq) return; // already shown (a resend after a reconnect)
+    this.lastSeq = seq;
+    this.text(data);
+  }
+
+  text(data) {
+    const stick = this.el.scrollTop + this.el.clientHeight >= this.el.scrollHeight - 20;
+    const pieces = (this.partial + data).split("\n");
+    if (this.partialEl) {
+      this.partialEl.remove();
+      this.partialEl = null;
+    }
+    this.state = {...this.partialState};
+    for (const piece of pieces.slice(0, -1)) this.line(piece);
+    this.partial = pieces[pieces.length - 1];
+    this.partialState = {...this.state};
+    if (this.partial) this.partialEl = this.line(this.partial, {...this.state});
+    if (stick) this.el.scrollTop = this.el.scrollHeight;
+  }
+
+  line(text, state = this.state) {
+    const el = h("div.line", ansiLine(text, state));
+    this.el.append(el);
+    return el;
+  }
+
+  reset() {
+    this.el.replaceChildren();
+    this.lastSeq = 0;
+    this.partial = "";
+    this.partialEl = null;
+    this.state = newState();
+    this.partialState = newState();
+  }
+}
+
+async function taskPage(ctx, taskId) {
+  let task = await api("GET", `${ctx.base}/tasks/${taskId}`);
+  const template = await api("GET", `${ctx.base}/templates/${task.template_id}`).catch(() => null);
+  let who = await names(ctx);
+  const head = h("div.task-head");
+  const pre = h("div.output", {role: "log", "aria-label": "Task output", tabindex: 0});
+  const view = new OutputView(pre);
+  let viaSocket = false;
+  clear(ctx.content, head, pre);
+
+  function renderHead() {
+    const running = !FINAL.has(task.status);
+    const buttons = [];
+    if (running && can(ctx.role, "task_runner")) {
+      buttons.push(h("button.danger", {type: "button", onclick: () => act("stop")}, "Stop"));
+    }
+    if (task.status === "waiting_confirmation" && can(ctx.role, "task_runner")) {
+      buttons.push(h("button.primary", {type: "button", onclick: () => act("confirm")}, "Confirm"),
+        h("button.danger", {type: "button", onclick: () => act("reject")}, "Reject"));
+    }
+    clear(head,
+      h("h2", `Task #${task.id}`, template ? ` · ${template.name}` : ""),
+      h("p", statusBadge(task.status), task.runner_id ? ` on ${who.runner(task.runner_id)}` : "",
+        task.user_id ? ` · by ${who.user(task.user_id)}` : "",
+        task.start ? ` · started ${when(task.start)}` : "",
+        task.start ? ` · ${duration(task.start, FINAL.has(task.status) ? task.end : null)}` : "",
+        task.commit_hash ? h("span", " · commit ", h("code", task.commit_hash.slice(0, 8))) : ""),
+      task.status === "waiting" && task.waiting_reason
+        ? h("p.waiting-reason", {role: "status"}, "Waiting: ", task.waiting_reason) : null,
+      task.status_message ? h("p.small", task.status_message) : null,
+      task.message ? h("p.small", "Message: ", task.message) : null,
+      h("div.buttons", buttons));
+  }
+
+  async function act(what) {
+    if (what === "stop" && !(await confirmAction(`Stop task #${task.id}?`, "Stop"))) return;
+    try {
+      await api("POST", `${ctx.base}/tasks/${taskId}/${what}`, what === "stop" ? {} : undefined);
+      await refresh();
+    } catch (err) {
+      flash(describe(err));
+    }
+  }
+
+  async function refresh() {
+    task = await api("GET", `${ctx.base}/tasks/${taskId}`);
+    if (!who.known(task.runner_id)) {
+      who = await names(ctx);
+    }
+    renderHead();
+  }
+
+  // Without the websocket the stored output is fetched whole and redrawn (no seq to go on).
+  async function poll() {
+    if (viaSocket) return;
+    const lines = await api("GET", `${ctx.base}/tasks/${taskId}/output`);
+    if (viaSocket) return;
+    view.reset();
+    pre.dataset.source = "poll";
+    view.text(lines.map((l) => l.output + "\n").join(""));
+  }
+
+  onLeave(live.on((m) => {
+    if (m.type === "output" && m.task_id === taskId) {
+      if (!viaSocket) {
+        viaSocket = true;
+        pre.dataset.source = "live";
+        if (m.seq === 1 || view.lastSeq === 0) view.reset();
+      }
+      view.frame(m.seq, m.data);
+    } else if (m.type === "task" && m.task_id === taskId) {
+      task = {...task, status: m.status, runner_id: m.runner_id,
+        waiting_reason: m.waiting_reason || ""};
+      renderHead();
+      refresh().catch(() => {});
+    } else if (m.type === "output_end" && m.task_id === taskId) {
+      refresh().catch(() => {});
+    }
+  }));
+  onLeave(live.subscribeOutput(taskId, () => view.lastSeq));
+  onLeave(live.onReconnect(() => refresh().catch(() => {})));
+  let finalLooks = 0;
+  const timer = setInterval(async () => {
+    if (live.isUp() && viaSocket) return;
+    try {
+      await refresh();
+      if (!viaSocket) await poll();
+      // An ended task changes no more; its last output may be stored just after its status,
+      // so a few more looks, then stop asking.
+      if (FINAL.has(task.status) && ++finalLooks > 3) clearInterval(timer);
+    } catch (err) {
+      if (err.status === 404) {
+        clearInterval(timer);
+        flash("This task no longer exists (deleted meanwhile).");
+      }
+    }
+  }, 1000);
+  onLeave(() => clearInterval(timer));
+  renderHead();
+  if (!live.isUp()) await poll().catch(() => {});
+}
