@@ -13,7 +13,7 @@ For a frontend test:
 - `logged_in_page`: the same, logged in as the admin (through the login form at `/` when the
   dashboard has one: inputs labelled "Login" and "Password", a button "Sign in"; else through
   the API with the page's own request context, which sets the session cookie in the browser).
-- `screenshot(page, name)`: saves docs/screenshots/<name>.png (for the README) and returns
+- `screenshot(page, name)`: saves <name>.png in tests.browser.screenshots_dir() and returns
   its path.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import ADMIN_LOGIN, ADMIN_PASSWORD, ROOT, HubProcess, Rest, RunnerProcess
+from tests.browser import screenshots_dir
+from tests.faults import ADMIN_LOGIN, ADMIN_PASSWORD, HubProcess, Rest, RunnerProcess
 
 CHROMIUM = Path(os.environ.get("SEMAPHORE_TEST_CHROMIUM", "/usr/bin/chromium"))
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 # Playwright's default waits are 30 s; a real hub answers in milliseconds, so failures show
 # sooner (a slow CI machine still has ample room).
 DEFAULT_TIMEOUT_MS = 15_000
@@ -139,8 +139,7 @@ def log_in(page: "Page", login: str = ADMIN_LOGIN, password: str = ADMIN_PASSWOR
 @pytest.fixture(scope="session")
 def screenshot() -> Callable[["Page", str], Path]:
     def take(page: "Page", name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        path = screenshots_dir() / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 

@@ -3,7 +3,8 @@ real runner: log in, runners, run a template and watch its output, stop, waiting
 disable a runner, roles, form errors, stale pages.
 
 Own minimal fixtures (an in-process hub from tests/hubkit and async Playwright on the same
-event loop); screenshots of the main pages go to docs/screenshots/ for the README.
+event loop); screenshots of the main pages go to tests.browser.screenshots_dir()
+(SEMAPHORE_SCREENSHOTS_DIR=docs/screenshots refreshes the README's).
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import screenshots_dir
 from tests.hubkit import ADMIN_LOGIN, ADMIN_PASSWORD, RUNNER_PUBLIC_KEY, start_hub, write_script
 from tests.proxy import CuttingProxy
 
@@ -21,7 +23,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium (apt install chromium)", allow_module_level=True)
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 TIMEOUT_MS = 15_000
 
 
@@ -62,8 +63,7 @@ async def login(page, hub, user=ADMIN_LOGIN, password=ADMIN_PASSWORD):
 
 
 async def shot(page, name):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    await page.screenshot(path=str(screenshots_dir() / f"{name}.png"), full_page=True)
 
 
 async def output_lines(page) -> list[str]:
