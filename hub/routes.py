@@ -115,6 +115,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
 def add_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+        if method == "GET" and not path.startswith("/api/"):
+            # The dashboard's pages and files answer HEAD too (proxies and checkers ask).
+            app.router.add_route("HEAD", path, handler)
         # Semaphore's clients use some paths with a trailing slash (/api/user/, /project/1/).
         if not path.endswith("/") and not path.startswith("/static/"):
             app.router.add_route(method, path + "/", handler)

@@ -22,6 +22,10 @@ async def test_root_is_the_dashboard_page_with_a_strict_policy(tmp_path):
             assert "loginPage" in await response.text()
         async with api.session.get(hub.base_url + "/static/app.css") as response:
             assert response.content_type == "text/css"
+        for path in ("/", "/static/js/app.js"):  # HEAD, as proxies and checkers ask
+            async with api.session.head(hub.base_url + path) as response:
+                assert response.status == 200, path
+                assert await response.read() == b""
         async with api.session.get(hub.base_url + "/static/nothing.js") as response:
             assert response.status == 404
             assert (await response.json())["error"]
