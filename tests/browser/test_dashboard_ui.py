@@ -680,3 +680,86 @@ async def test_project_owner_adds_a_project_runner_that_connects(hub, page, tmp_
     row = page.locator("tr[data-runner]", has_text="team-1")
     await row.locator(".state.online").wait_for()
     assert f"project {project_id}" in await row.inner_text()
+
+
+async def test_edit_a_runner_name_tags_and_limit(hub, page, tmp_path):
+    await hub.start_runner(tmp_path, name="web-1", tags=["prod"])
+    await login(page, hub)
+    await page.goto(hub.base_url + "/#/runners")
+    row = page.locator("tr[data-runner]", has_text="web-1")
+    await row.get_by_role("button", name="Edit").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Max parallel tasks").fill("-1")
+    await dialog.get_by_role("button", name="Save").click()
+    error = dialog.locator('.field[data-field="max_parallel_tasks"] .field-error')
+    await error.get_by_text("max_parallel_tasks").wait_for()
+    await dialog.get_by_label("Name").fill("web-renamed")
+    await dialog.get_by_label("Tags").fill("prod, gpu")
+    await dialog.get_by_label("Max parallel tasks").fill("3")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    await page.locator("tr[data-runner]", has_text="web-renamed").wait_for()
+    api = await hub.api()
+    (runner,) = await api.ok("GET", "/api/runners")
+    assert (runner["name"], runner["tags"], runner["max_parallel_tasks"]) == (
+        "web-renamed", ["prod", "gpu"], 3)
+    assert runner["active"] is True
+
+
+SECRET_SCRIPT = ('echo "TOKEN=${API_TOKEN:+set}"\n'
+                 '[ "$API_TOKEN" = second-value-2 ] && echo "TOKEN=updated"\ntrue\n')
+
+
+async def _run_output(api, project_id, template_id) -> str:
+    task_id = await api.run(project_id, template_id)
+    assert (await api.wait_status(project_id, task_id))["status"] == "success"
+    return await api.raw_output(project_id, task_id)
+
+
+async def _edit_environment(page, hub, project_id):
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/environment")
+    await page.locator("tbody tr").first.get_by_role("button", name="Edit").click()
+    return page.get_by_role("dialog")
+
+
+async def test_environment_secrets_add_change_delete_never_shown(hub, page, tmp_path):
+    await hub.start_runner(tmp_path)
+    api, project_id, template_id = await project_with_script(hub, tmp_path, SECRET_SCRIPT,
+                                                             env={})
+    (environment,) = await api.ok("GET", f"/api/project/{project_id}/environment")
+    await login(page, hub)
+    dialog = await _edit_environment(page, hub, project_id)
+    await dialog.get_by_role("button", name="Add secret").click()
+    await dialog.get_by_label("Secret value").fill("first-value-1")
+    await dialog.get_by_role("button", name="Save").click()
+    # No name: the API's error shows next to the secrets.
+    error = dialog.locator('.field[data-field="secrets"] .field-error')
+    await error.get_by_text("needs a `name`").wait_for()
+    await dialog.get_by_label("Secret name").fill("API_TOKEN")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    assert "first-value-1" not in await page.content()
+    path = f"/api/project/{project_id}/environment/{environment['id']}"
+    secrets = (await api.ok("GET", path))["secrets"]
+    assert [(s["name"], s["type"]) for s in secrets] == [("API_TOKEN", "env")]
+    assert "first-value-1" not in json.dumps(await api.ok("GET", path))
+    output = await _run_output(api, project_id, template_id)
+    assert "TOKEN=set" in output and "TOKEN=updated" not in output
+    # Listed (name and type, no value), given a new value.
+    dialog = await _edit_environment(page, hub, project_id)
+    row = dialog.locator("tr[data-secret-id]")
+    assert "API_TOKEN" in await row.inner_text()
+    assert await dialog.get_by_label("New value of API_TOKEN").input_value() == ""
+    await dialog.get_by_label("New value of API_TOKEN").fill("second-value-2")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    assert "second-value-2" not in await page.content()
+    assert "TOKEN=updated" in await _run_output(api, project_id, template_id)
+    # Deleted: gone from the API and from the task's environment.
+    dialog = await _edit_environment(page, hub, project_id)
+    await dialog.get_by_role("button", name="Delete secret API_TOKEN").click()
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    assert (await api.ok("GET", path))["secrets"] == []
+    output = await _run_output(api, project_id, template_id)
+    assert "TOKEN=set" not in output and "TOKEN=" in output

@@ -47,9 +47,10 @@ export class ApiError extends Error {
   }
 }
 
-// The API names the field as "field `name`" or msgspec's "at `$.name`"/"field `name`".
+// The API names the field as "field `name`" (or "field `name[2]`": an item of a list) or
+// msgspec's "at `$.name`"/"field `name`".
 export function fieldOf(message) {
-  const m = /`\$\.([A-Za-z_]+)/.exec(message) || /field `([A-Za-z_]+)`/.exec(message);
+  const m = /`\$\.([A-Za-z_]+)/.exec(message) || /field `([A-Za-z_]+)(?:\[\d+\])?`/.exec(message);
   return m ? m[1] : null;
 }
 
@@ -121,9 +122,11 @@ export function showFormError(form, err) {
   const box = name && form.querySelector(`.field[data-field="${CSS.escape(name)}"]`);
   if (box) {
     box.querySelector(".field-error").textContent = err.message;
-    const control = box.querySelector("input, select, textarea");
-    control.setAttribute("aria-invalid", "true");
-    control.focus();
+    const control = box.querySelector("input:not([disabled]), select, textarea");
+    if (control) {
+      control.setAttribute("aria-invalid", "true");
+      control.focus();
+    }
   } else {
     let slot = form.querySelector(".form-error");
     if (!slot) {

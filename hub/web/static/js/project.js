@@ -5,6 +5,7 @@ import * as live from "./live.js";
 import {onLeave, session} from "./app.js";
 import {ansiLine, newState} from "./ansi.js";
 import {runnersPage} from "./runners.js";
+import {secretOperations, secretsField} from "./secrets.js";
 
 const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
 const FINAL = new Set(["success", "error", "stopped", "rejected"]);
@@ -170,9 +171,11 @@ const RESOURCES = {
         field("Extra variables (JSON)", textarea("json", {value: row.json || "{}"})),
         field("Environment variables (JSON)", textarea("env", {value: row.env || "{}"})),
         field("Vault password", input("password", {type: "password", autocomplete: "new-password"}),
-          "write-only: never shown again")];
+          "write-only: never shown again"),
+        secretsField(row.secrets || [])];
     },
-    body: (v) => ({name: v.name, json: v.json, env: v.env, password: v.password}),
+    body: (v, row, f) => ({name: v.name, json: v.json, env: v.env, password: v.password,
+      secrets: secretOperations(f)}),
   },
   templates: {
     title: "Templates", columns: [["name", "Name"], ["app", "App"], ["playbook", "Playbook / script"]],
@@ -243,7 +246,7 @@ async function resourcePage(ctx, kind) {
       }
     }
     const f = form(spec.fields(current, deps), row.id ? "Save" : "Create", async (v) => {
-      const body = spec.body(v, current);
+      const body = spec.body(v, current, f);
       if (row.id) await api("PUT", `${ctx.base}/${kind}/${row.id}`, body);
       else await api("POST", `${ctx.base}/${kind}`, body);
       d.close();

@@ -1,5 +1,5 @@
 // Runners: global (admins) or one project's (owner/manager); state, live metrics with a chart,
-// add (token shown once with the set-up lines), enable/disable/delete, staged updates.
+// add (token shown once with the set-up lines), edit, enable/disable/delete, staged updates.
 import {api, bytes, clear, confirmAction, describe, dialog, field, flash, form, h, input,
   select, when} from "./h.js";
 import * as live from "./live.js";
@@ -71,6 +71,7 @@ export async function runnersPage(projectId, container = null) {
     const upd = r.update || {};
     const toggle = h("button", {type: "button", onclick: () => setActive(r, !r.active)},
       r.active ? "Disable" : "Enable");
+    const edit = h("button", {type: "button", onclick: () => editRunner(r)}, "Edit");
     const del = h("button.danger", {type: "button", onclick: () => remove(r)}, "Delete");
     return h("tr", {"data-runner": r.id},
       h("th", {scope: "row"}, r.name || `runner ${r.id}`, r.shared_identity
@@ -90,7 +91,26 @@ export async function runnersPage(projectId, container = null) {
         sparkline(mem, {max: 100, label: `memory of ${r.name}, last minutes`})),
       h("td", m.disk_free !== undefined ? bytes(m.disk_free) : "",
         m.load1 !== undefined ? h("div.small", `load ${m.load1.toFixed(2)}`) : null),
-      h("td.buttons", toggle, del));
+      h("td.buttons", edit, toggle, del));
+  }
+
+  // PUT sets every field: webhook and active are sent back as they are.
+  function editRunner(r) {
+    const f = form([
+      field("Name", input("name", {value: r.name || ""})),
+      field("Tags", input("tags", {value: (r.tags || []).join(", ")}), "comma-separated"),
+      field("Max parallel tasks", input("max_parallel_tasks", {type: "number", min: 0,
+        value: r.max_parallel_tasks || 0}), "0: no limit"),
+    ], "Save", async (v) => {
+      await api("PUT", `${base}/${r.id}`, {
+        name: v.name.trim(), tags: v.tags.split(",").map((t) => t.trim()).filter(Boolean),
+        max_parallel_tasks: Number(v.max_parallel_tasks || 0), webhook: r.webhook || "",
+        active: r.active});
+      d.close();
+      await load().catch((err) => flash(describe(err)));
+    });
+    const d = dialog(`Edit runner "${r.name || r.id}"`, f);
+    d.querySelector("input").focus();
   }
 
   async function setActive(r, active) {
