@@ -763,3 +763,54 @@ async def test_environment_secrets_add_change_delete_never_shown(hub, page, tmp_
     assert (await api.ok("GET", path))["secrets"] == []
     output = await _run_output(api, project_id, template_id)
     assert "TOKEN=set" not in output and "TOKEN=" in output
+
+
+async def test_template_vaults_added_and_removed_ansible_only(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "- hosts: all\n",
+                                                             app="ansible")
+    base = f"/api/project/{project_id}"
+    key = await api.ok("POST", f"{base}/keys", {
+        "name": "vault-pass", "type": "login_password",
+        "login_password": {"login": "", "password": "vault-secret-1"}}, 201)
+    await api.ok("POST", f"{base}/keys", {"name": "no-password", "type": "none"}, 201)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Edit").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_role("button", name="Add vault").click()
+    await dialog.get_by_label("Vault id").fill("bad id")
+    # Only keys holding a password are offered.
+    options = await dialog.get_by_label("Vault password key").locator("option").all_inner_texts()
+    assert options[1:] == ["vault-pass"]
+    await dialog.get_by_label("Vault password key").select_option("vault-pass")
+    await dialog.get_by_role("button", name="Save").click()
+    error = dialog.locator('.field[data-field="vaults"] .field-error')
+    await error.get_by_text("a vault id of letters").wait_for()
+    await dialog.get_by_label("Vault id").fill("prod")
+    await dialog.get_by_role("button", name="Add vault").click()
+    second = dialog.locator("tr.vault").nth(1)
+    await second.get_by_label("Vault id").fill("dev")
+    await second.get_by_label("Vault type").select_option("script")
+    assert await second.get_by_label("Vault password key").is_hidden()
+    await second.get_by_label("Vault script").fill("vault-pass.sh")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    template = await api.ok("GET", f"{base}/templates/{template_id}")
+    assert [(v["name"], v["type"], v["vault_key_id"], v["script"])
+            for v in template["vaults"]] == [("prod", "password", key["id"], ""),
+                                              ("dev", "script", None, "vault-pass.sh")]
+    # Listed again on edit; one removed.
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Edit").click()
+    await dialog.locator("tr.vault").nth(1).wait_for()
+    assert await dialog.locator("tr.vault").count() == 2
+    assert await dialog.locator("tr.vault").first.get_by_label("Vault id").input_value() == "prod"
+    await dialog.locator("tr.vault").first.get_by_role("button", name="Remove vault").click()
+    # Not ansible: no vaults shown.
+    await dialog.get_by_label("App").select_option("bash")
+    assert await dialog.locator('.field[data-field="vaults"]').is_hidden()
+    await dialog.get_by_label("App").select_option("ansible")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    template = await api.ok("GET", f"{base}/templates/{template_id}")
+    assert [v["name"] for v in template["vaults"]] == ["dev"]
+    assert "vault-secret-1" not in await page.content()

@@ -6,6 +6,7 @@ import {onLeave, session} from "./app.js";
 import {ansiLine, newState} from "./ansi.js";
 import {runnersPage} from "./runners.js";
 import {secretOperations, secretsField} from "./secrets.js";
+import {vaultList, vaultsField} from "./vaults.js";
 
 const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
 const FINAL = new Set(["success", "error", "stopped", "rejected"]);
@@ -179,7 +180,7 @@ const RESOURCES = {
   },
   templates: {
     title: "Templates", columns: [["name", "Name"], ["app", "App"], ["playbook", "Playbook / script"]],
-    needs: ["repositories", "inventory", "environment"],
+    needs: ["repositories", "inventory", "environment", "keys"],
     fields(row, deps) {
       return [field("Name", input("name", {value: row.name || ""})),
         field("App", select("app", ["ansible", "terraform", "tofu", "bash", "python", "powershell",
@@ -201,14 +202,24 @@ const RESOURCES = {
         h("div.field.check", {"data-field": "allow_override_branch_in_task"},
           h("label", h("input", {type: "checkbox", name: "allow_override_branch_in_task",
             checked: row.allow_override_branch_in_task}), " Branch may be chosen per task"),
-          h("div.field-error"))];
+          h("div.field-error")),
+        vaultsField(row.vaults || [], deps.keys)];
     },
-    body: (v) => ({name: v.name, app: v.app, playbook: v.playbook, arguments: jsonArgs(v.arguments),
+    // Vaults are ansible's: shown for it only.
+    setup(f) {
+      const app = f.elements.app;
+      const box = f.querySelector('.field[data-field="vaults"]');
+      const show = () => { box.hidden = app.value !== "ansible"; };
+      app.addEventListener("change", show);
+      show();
+    },
+    body: (v, row, f) => ({name: v.name, app: v.app, playbook: v.playbook, arguments: jsonArgs(v.arguments),
       description: v.description, repository_id: num(v.repository_id),
       inventory_id: num(v.inventory_id), environment_id: num(v.environment_id),
       git_branch: v.git_branch, runner_tag: v.runner_tag, timeout_sec: Number(v.timeout_sec || 0),
       allow_override_args_in_task: v.allow_override_args_in_task,
-      allow_override_branch_in_task: v.allow_override_branch_in_task}),
+      allow_override_branch_in_task: v.allow_override_branch_in_task,
+      vaults: v.app === "ansible" ? vaultList(f) : []}),
   },
 };
 
