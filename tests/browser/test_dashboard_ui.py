@@ -680,6 +680,13 @@ async def test_project_owner_adds_a_project_runner_that_connects(hub, page, tmp_
     row = page.locator("tr[data-runner]", has_text="team-1")
     await row.locator(".state.online").wait_for()
     assert f"project {project_id}" in await row.inner_text()
+    # The owner edits it (through the project's runners API).
+    await row.get_by_role("button", name="Edit").click()
+    await dialog.get_by_label("Tags").fill("team")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    (runner,) = await api.ok("GET", f"/api/project/{project_id}/runners")
+    assert (runner["name"], runner["tags"], runner["active"]) == ("team-1", ["team"], True)
 
 
 async def test_edit_a_runner_name_tags_and_limit(hub, page, tmp_path):
