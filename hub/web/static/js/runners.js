@@ -100,7 +100,8 @@ export async function runnersPage(projectId, container = null) {
       field("Name", input("name", {value: r.name || ""})),
       field("Tags", input("tags", {value: (r.tags || []).join(", ")}), "comma-separated"),
       field("Max parallel tasks", input("max_parallel_tasks", {type: "number", min: 0,
-        value: r.max_parallel_tasks || 0}), "0: no limit"),
+        value: r.max_parallel_tasks || 0}),
+        "0: no limit. The runner's own config sets it again when it connects."),
     ], "Save", async (v) => {
       await api("PUT", `${base}/${r.id}`, {
         name: v.name.trim(), tags: v.tags.split(",").map((t) => t.trim()).filter(Boolean),
