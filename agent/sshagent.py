@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -109,7 +110,7 @@ class SshAgent:
             self.on_process(self._proc.pid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        while not self.socket.exists():
+        while not _listening(self.socket):
             if self._proc.returncode is not None or loop.time() > deadline:
                 error = b""
                 if self._proc.stderr is not None and self._proc.returncode is not None:
@@ -171,3 +172,16 @@ class SshAgent:
         if not self.identity.separate:
             return {}
         return {"user": self.identity.uid, "group": self.identity.gid, "extra_groups": []}
+
+
+def _listening(path: Path) -> bool:
+    """The agent's socket takes connections: it exists between ssh-agent's bind and its
+    listen, when a connect is refused (seen under load)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
