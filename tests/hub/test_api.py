@@ -31,6 +31,18 @@ async def test_login_wrong_password_and_logout(hub):
     assert (await client.request("GET", "/api/user"))[0] == 401
 
 
+async def test_logout_without_credentials_clears_the_cookie(hub):
+    """As in Semaphore: logout needs no session; it ends the one the cookie names, if any."""
+    anonymous = await hub.api(login=False)
+    assert (await anonymous.request("POST", "/api/auth/logout"))[0] == 204
+    client = await hub.api(login=False)
+    await client.login()
+    await client.ok("POST", "/api/auth/logout", status=204)
+    # A second logout with the session gone (and its cookie cleared) still answers 204.
+    assert (await client.request("POST", "/api/auth/logout"))[0] == 204
+    assert (await client.request("GET", "/api/user"))[0] == 401
+
+
 async def test_login_with_email_and_info(api, hub):
     other = await hub.api(login=False)
     await other.ok("POST", "/api/auth/login",
