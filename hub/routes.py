@@ -63,6 +63,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", f"{P}/{RESOURCE}/{{item_id}}", resources.get_row),
     ("PUT", f"{P}/{RESOURCE}/{{item_id}}", resources.update_row),
     ("DELETE", f"{P}/{RESOURCE}/{{item_id}}", resources.delete_row),
+    # Semaphore's "stop all" button of a template.
+    ("POST", f"{P}/templates/{{template_id}}/stop_all_tasks", tasks.stop_all_tasks),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

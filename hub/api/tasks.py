@@ -201,3 +201,16 @@ async def stop_task(request: web.Request) -> web.Response:
     await hub.store.get_task(task_id, project_id)
     await hub.tasks.stop(task_id)
     return no_content()
+
+
+async def stop_all_tasks(request: web.Request) -> web.Response:
+    """Semaphore's POST .../templates/{id}/stop_all_tasks: every unfinished task of the
+    template is stopped, one by one, as if each had been stopped on its own."""
+    project_id = await project_access(request, "task_runner")
+    template_id = int_param(request, "template_id")
+    hub = hub_of(request)
+    await hub.store.get_row("template", project_id, template_id)  # 404 for another project's
+    for row in await hub.store.list_unfinished_tasks():
+        if row["project_id"] == project_id and row["template_id"] == template_id:
+            await hub.tasks.stop(row["id"])
+    return no_content()
