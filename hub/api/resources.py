@@ -20,6 +20,7 @@ from hub.api.common import (
     no_content,
     project_access,
     read_body,
+    sort_params,
 )
 from hub.api.models import (
     AccessKeyRequest,
@@ -146,7 +147,8 @@ async def _show(request: web.Request, resource: Resource, row: dict) -> dict:
 async def list_rows(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request)
-    rows = await hub_of(request).store.list_rows(resource.table, project_id)
+    sort, descending = sort_params(request, resource.table)
+    rows = await hub_of(request).store.list_rows(resource.table, project_id, sort, descending)
     return json_response([await _show(request, resource, row) for row in rows])
 
 

@@ -19,6 +19,7 @@ from hub.api.common import (
     project_access,
     read_body,
     require_admin,
+    sort_params,
 )
 from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
@@ -40,7 +41,8 @@ def _show(request: web.Request, row: dict) -> dict:
 async def list_tasks(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     limit = 200 if request.path.rstrip("/").endswith("/last") else None
-    rows = await hub_of(request).store.list_tasks(project_id, limit)
+    sort, descending = sort_params(request, "task", descending=True)
+    rows = await hub_of(request).store.list_tasks(project_id, limit, sort, descending)
     return json_response([_show(request, row) for row in rows])
 
 
