@@ -22,6 +22,7 @@ SORT_KEYS: dict[str, dict[str, str]] = {
             "(SELECT e.name FROM environment e WHERE e.id = template.environment_id)",
         "repository": "(SELECT r.name FROM repository r WHERE r.id = template.repository_id)",
     },
+    "project_view": {"position": "position", "title": "title"},
     "task": {"id": "id", "created": "created", "start": "start", "end": "end",
              "status": "status", "template": "template_id"},
 }
