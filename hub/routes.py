@@ -16,10 +16,11 @@ from hub.api import (
     system,
     tasks,
     users,
+    views,
 )
 
 P = "/api/project/{project_id:\\d+}"
-RESOURCE = "{resource:keys|repositories|inventory|environment|templates}"
+RESOURCE = "{resource:keys|repositories|inventory|environment|templates|views}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,12 +58,17 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", f"{P}/users", users.add_member),
     ("PUT", f"{P}/users/{{user_id}}", users.set_member_role),
     ("DELETE", f"{P}/users/{{user_id}}", users.remove_member),
-    # Keys, repositories, inventory, environments, templates.
+    # Views (Semaphore's groups of templates): their order at once, and one view's templates.
+    ("POST", f"{P}/views/positions", views.set_positions),
+    ("GET", f"{P}/views/{{view_id}}/templates", views.view_templates),
+    # Keys, repositories, inventory, environments, templates, views.
     ("GET", f"{P}/{RESOURCE}", resources.list_rows),
     ("POST", f"{P}/{RESOURCE}", resources.create_row),
     ("GET", f"{P}/{RESOURCE}/{{item_id}}", resources.get_row),
     ("PUT", f"{P}/{RESOURCE}/{{item_id}}", resources.update_row),
     ("DELETE", f"{P}/{RESOURCE}/{{item_id}}", resources.delete_row),
+    # Semaphore's "stop all" button of a template.
+    ("POST", f"{P}/templates/{{template_id}}/stop_all_tasks", tasks.stop_all_tasks),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

@@ -11,6 +11,7 @@ from aiohttp import web
 from hub.api.models import INT64_MAX
 from hub.context import HUB, PROJECT, USER, Hub
 from hub.jsontext import excerpt, format_path, path_at, too_deep_at
+from hub.store.sorting import SORT_KEYS
 from protocol.validation import describe
 
 T = TypeVar("T")
@@ -115,6 +116,21 @@ def int_param(request: web.Request, name: str) -> int:
     if raw.startswith("-") or not digits or len(digits) > 19 or int(digits) > INT64_MAX:
         raise ApiError(404, f"{name} {raw if len(raw) <= 40 else raw[:40] + '...'} not found")
     return int(digits)
+
+
+def sort_params(request: web.Request, table: str, descending: bool = False) -> tuple[str, bool]:
+    """Semaphore's `sort` and `order` query parameters of a list: a key of the table's
+    whitelist ("" when absent: the list's own order) and whether it runs descending."""
+    sort = request.query.get("sort", "")
+    keys = SORT_KEYS[table]
+    if sort and sort not in keys:
+        raise ApiError(400, f"query parameter `sort` must be one of {', '.join(keys)}, "
+                            f"got {excerpt(sort, 40)}")
+    order = request.query.get("order", "")
+    if order and order.lower() not in ("asc", "desc"):
+        raise ApiError(400, f"query parameter `order` must be asc or desc, got "
+                            f"{excerpt(order, 40)}")
+    return sort, order.lower() == "desc" if order else descending
 
 
 def current_user(request: web.Request) -> dict[str, Any]:

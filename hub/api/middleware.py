@@ -17,12 +17,14 @@ from hub.store import NotFound, StoreError
 
 log = structlog.get_logger("hub.http")
 
-# (method, path) reachable without a user: ping, login, runner registration and the runner
-# endpoints, which check the runner's own token themselves.
+# (method, path) reachable without a user: ping, login, logout (as in Semaphore it only ends
+# the session the cookie names, if any, and clears the cookie), runner registration and the
+# runner endpoints, which check the runner's own token themselves.
 PUBLIC = {
     ("GET", "/api/ping"),
     ("GET", "/api/auth/login"),
     ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/logout"),
     ("POST", "/api/internal/runners"),
     ("DELETE", "/api/internal/runners"),
     ("GET", "/api/internal/runners/ws"),
@@ -32,6 +34,7 @@ PUBLIC = {
 }
 
 LOGIN = ("POST", "/api/auth/login")
+LOGOUT = ("POST", "/api/auth/logout")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -81,8 +84,9 @@ async def errors_middleware(request: web.Request, handler):
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     path = request.path.rstrip("/") or "/"
-    if (request.method, path) == LOGIN:
-        # Login CSRF: a foreign page must not log the browser in to an account of its choice.
+    if (request.method, path) in (LOGIN, LOGOUT):
+        # Login CSRF: a foreign page must not log the browser in to an account of its choice,
+        # nor (logout being public) end the browser's session.
         refuse_cross_site(request)
     if (request.method, path) in PUBLIC or not path.startswith("/api/"):
         return await handler(request)

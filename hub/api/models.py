@@ -110,6 +110,13 @@ class TemplateRequest(msgspec.Struct):
     runner_tag: str = ""
     timeout_sec: Count = 0  # beyond Semaphore: the task is ended `error` after this long
     vaults: list[TemplateVault] | None = None
+    view_id: Id | None = None  # Semaphore's view (group of templates) it is shown in
+
+
+class ViewRequest(msgspec.Struct):
+    """Semaphore's view: a named tab of templates, ordered by position."""
+    title: Name
+    position: Count = 0
 
 
 class TaskRequest(msgspec.Struct):

@@ -20,6 +20,7 @@ from hub.api.common import (
     no_content,
     project_access,
     read_body,
+    sort_params,
 )
 from hub.api.models import (
     AccessKeyRequest,
@@ -27,6 +28,7 @@ from hub.api.models import (
     InventoryRequest,
     RepositoryRequest,
     TemplateRequest,
+    ViewRequest,
 )
 from hub.api.secrets import (
     access_key_values,
@@ -58,6 +60,8 @@ class Resource:
     extra: Callable[[Hub, dict], Awaitable[dict]] | None = None
     # Checks that read the store (references inside a field), before anything is stored.
     check: Callable[[Hub, int, Any], Awaitable[None]] | None = None
+    # The list's order without a `sort` parameter ("" for the row id).
+    default_sort: str = ""
 
 
 def _environment_values(body: EnvironmentRequest, hub: Hub, creating: bool) -> dict:
@@ -109,8 +113,10 @@ RESOURCES = {
                             after_save=save_env_secrets, extra=_environment_extra),
     "templates": Resource("template", TemplateRequest, serialize.template_json, "template_id",
                           (("repository_id", "repository"), ("inventory_id", "inventory"),
-                           ("environment_id", "environment")), to_values=_template_values,
-                          check=check_vault_keys),
+                           ("environment_id", "environment"), ("view_id", "project_view")),
+                          to_values=_template_values, check=check_vault_keys),
+    "views": Resource("project_view", ViewRequest, serialize.view_json, "view_id",
+                      default_sort="position"),
 }
 
 
@@ -131,9 +137,13 @@ async def _values(request: web.Request, resource: Resource, project_id: int,
             try:
                 await store.get_row(table, project_id, ref)
             except NotFound:
-                raise ApiError(400, f"field `{field}`: {table.replace('_', ' ')} {ref} "
+                raise ApiError(400, f"field `{field}`: {_noun(table)} {ref} "
                                     f"not found in project {project_id}") from None
     return values, body
+
+
+def _noun(table: str) -> str:
+    return "view" if table == "project_view" else table.replace("_", " ")
 
 
 async def _show(request: web.Request, resource: Resource, row: dict) -> dict:
@@ -146,7 +156,9 @@ async def _show(request: web.Request, resource: Resource, row: dict) -> dict:
 async def list_rows(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request)
-    rows = await hub_of(request).store.list_rows(resource.table, project_id)
+    sort, descending = sort_params(request, resource.table)
+    rows = await hub_of(request).store.list_rows(resource.table, project_id,
+                                                 sort or resource.default_sort, descending)
     return json_response([await _show(request, resource, row) for row in rows])
 
 

@@ -55,13 +55,17 @@ def template_json(row: Row) -> Row:
     out = {key: row[key] for key in (
         "id", "project_id", "name", "app", "playbook", "arguments", "description",
         "git_branch", "repository_id", "inventory_id", "environment_id", "type", "runner_tag",
-        "timeout_sec")}
+        "timeout_sec", "view_id")}
     out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
     out["allow_override_branch_in_task"] = bool(row["allow_override_branch_in_task"])
     out["survey_vars"] = []
     out["vaults"] = [{**vault, "template_id": row["id"]}
                      for vault in stored_vaults(row.get("vaults"))]
     return out
+
+
+def view_json(row: Row) -> Row:
+    return {key: row[key] for key in ("id", "project_id", "title", "position")}
 
 
 def task_json(row: Row, waiting_reason: str = "") -> Row:

@@ -19,6 +19,7 @@ from hub.api.common import (
     project_access,
     read_body,
     require_admin,
+    sort_params,
 )
 from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
@@ -40,7 +41,8 @@ def _show(request: web.Request, row: dict) -> dict:
 async def list_tasks(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     limit = 200 if request.path.rstrip("/").endswith("/last") else None
-    rows = await hub_of(request).store.list_tasks(project_id, limit)
+    sort, descending = sort_params(request, "task", descending=True)
+    rows = await hub_of(request).store.list_tasks(project_id, limit, sort, descending)
     return json_response([_show(request, row) for row in rows])
 
 
@@ -200,4 +202,17 @@ async def stop_task(request: web.Request) -> web.Response:
     hub = hub_of(request)
     await hub.store.get_task(task_id, project_id)
     await hub.tasks.stop(task_id)
+    return no_content()
+
+
+async def stop_all_tasks(request: web.Request) -> web.Response:
+    """Semaphore's POST .../templates/{id}/stop_all_tasks: every unfinished task of the
+    template is stopped, one by one, as if each had been stopped on its own."""
+    project_id = await project_access(request, "task_runner")
+    template_id = int_param(request, "template_id")
+    hub = hub_of(request)
+    await hub.store.get_row("template", project_id, template_id)  # 404 for another project's
+    for row in await hub.store.list_unfinished_tasks():
+        if row["project_id"] == project_id and row["template_id"] == template_id:
+            await hub.tasks.stop(row["id"])
     return no_content()

@@ -287,6 +287,24 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runner ADD COLUMN update_error TEXT NOT NULL DEFAULT '';
     ALTER TABLE runner ADD COLUMN update_wave INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: taken by schedules (another branch); this placeholder gives way to it on merge.
+    """
+    SELECT 1;
+    """,
+    # 11: Semaphore's views: named, ordered groups of a project's templates. A template is
+    # in at most one; deleting a view leaves its templates in none. (The table is not named
+    # `view`, a word of SQL's own.)
+    """
+    CREATE TABLE project_view (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        position INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX project_view_project ON project_view(project_id, position);
+    ALTER TABLE template ADD COLUMN view_id INTEGER REFERENCES project_view(id)
+        ON DELETE SET NULL;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

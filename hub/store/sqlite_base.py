@@ -24,7 +24,9 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
     "template": frozenset({"name", "app", "playbook", "arguments", "description", "git_branch",
                            "repository_id", "inventory_id", "environment_id",
                            "allow_override_args_in_task", "type", "runner_tag",
-                           "timeout_sec", "allow_override_branch_in_task", "vaults"}),
+                           "timeout_sec", "allow_override_branch_in_task", "vaults",
+                           "view_id"}),
+    "project_view": frozenset({"title", "position"}),
 }
 RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
                             "max_parallel_tasks", "public_key", "platform", "version", "touched",

@@ -14,6 +14,7 @@ from hub.store.base import (
     TaskUpdate,
     utcnow,
 )
+from hub.store.sorting import order_by
 from hub.store.sqlite_base import (
     ROLLOUT_COLUMNS,
     RUNNER_COLUMNS,
@@ -38,10 +39,12 @@ class WorkQueries(SqliteConnection):
             f"SELECT * FROM {table} WHERE id = ? AND project_id = ?", (row_id, project_id)),
             table.replace("_", " "), row_id)
 
-    async def list_rows(self, table: str, project_id: int) -> list[Row]:
+    async def list_rows(self, table: str, project_id: int, sort: str = "",
+                        descending: bool = False) -> list[Row]:
         _check_columns(table, {})
         return await self._fetch_all(
-            f"SELECT * FROM {table} WHERE project_id = ? ORDER BY id", (project_id,))
+            f"SELECT * FROM {table} WHERE project_id = ? {order_by(table, sort, descending)}",
+            (project_id,))
 
     async def update_row(self, table: str, project_id: int, row_id: int,
                          values: dict[str, Any]) -> None:
@@ -188,8 +191,9 @@ class WorkQueries(SqliteConnection):
                                         (task_id, project_id))
         return _found(row, "task", task_id)
 
-    async def list_tasks(self, project_id: int, limit: int | None = None) -> list[Row]:
-        sql = "SELECT * FROM task WHERE project_id = ? ORDER BY id DESC"
+    async def list_tasks(self, project_id: int, limit: int | None = None, sort: str = "",
+                         descending: bool = True) -> list[Row]:
+        sql = f"SELECT * FROM task WHERE project_id = ? {order_by('task', sort, descending)}"
         if limit is not None:
             return await self._fetch_all(sql + " LIMIT ?", (project_id, limit))
         return await self._fetch_all(sql, (project_id,))

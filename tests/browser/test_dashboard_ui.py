@@ -821,3 +821,22 @@ async def test_template_vaults_added_and_removed_ansible_only(hub, page, tmp_pat
     template = await api.ok("GET", f"{base}/templates/{template_id}")
     assert [v["name"] for v in template["vaults"]] == ["dev"]
     assert "vault-secret-1" not in await page.content()
+
+
+async def test_editing_a_template_keeps_the_view_it_is_in(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "echo hi\n")
+    base = f"/api/project/{project_id}"
+    view = await api.ok("POST", f"{base}/views", {"title": "Deploys"}, 201)
+    template = await api.ok("GET", f"{base}/templates/{template_id}")
+    template["view_id"] = view["id"]
+    await api.ok("PUT", f"{base}/templates/{template_id}", template, 204)
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Edit").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Description").fill("edited in the dashboard")
+    await dialog.get_by_role("button", name="Save").click()
+    await dialog.wait_for(state="detached")
+    template = await api.ok("GET", f"{base}/templates/{template_id}")
+    assert template["description"] == "edited in the dashboard"
+    assert template["view_id"] == view["id"]

@@ -31,6 +31,18 @@ async def test_login_wrong_password_and_logout(hub):
     assert (await client.request("GET", "/api/user"))[0] == 401
 
 
+async def test_logout_without_credentials_clears_the_cookie(hub):
+    """As in Semaphore: logout needs no session; it ends the one the cookie names, if any."""
+    anonymous = await hub.api(login=False)
+    assert (await anonymous.request("POST", "/api/auth/logout"))[0] == 204
+    client = await hub.api(login=False)
+    await client.login()
+    await client.ok("POST", "/api/auth/logout", status=204)
+    # A second logout with the session gone (and its cookie cleared) still answers 204.
+    assert (await client.request("POST", "/api/auth/logout"))[0] == 204
+    assert (await client.request("GET", "/api/user"))[0] == 401
+
+
 async def test_login_with_email_and_info(api, hub):
     other = await hub.api(login=False)
     await other.ok("POST", "/api/auth/login",
@@ -194,3 +206,55 @@ async def test_project_roles_limit_what_members_do(hub, api):
     other = await api.project("hidden")
     assert (await client.request("GET", f"/api/project/{other}"))[0] == 404
     assert (await client.request("GET", "/api/runners"))[0] == 403
+
+
+async def test_lists_sort_by_semaphores_columns_and_refuse_others(api):
+    pid = await api.project()
+    base = f"/api/project/{pid}"
+    for name, kind in (("b", "ssh"), ("c", "none"), ("a", "login_password")):
+        body: dict = {"name": name, "type": kind}
+        if kind == "ssh":
+            body["ssh"] = {"private_key": "x"}
+        if kind == "login_password":
+            body["login_password"] = {"login": "u", "password": "p"}
+        await api.ok("POST", f"{base}/keys", body, 201)
+    by = [k["name"] for k in await api.ok("GET", f"{base}/keys?sort=name&order=asc")]
+    assert by == ["a", "b", "c"]
+    by = [k["name"] for k in await api.ok("GET", f"{base}/keys?sort=name&order=desc")]
+    assert by == ["c", "b", "a"]
+    by = [k["type"] for k in await api.ok("GET", f"{base}/keys?sort=type")]
+    assert by == sorted(by) and len(by) == 3
+    assert [k["name"] for k in await api.ok("GET", f"{base}/keys")] == ["b", "c", "a"]
+
+    inventories = {}
+    for name in ("zeta", "alpha"):
+        inventories[name] = (await api.ok("POST", f"{base}/inventory",
+                                          {"name": name, "type": "static"}, 201))["id"]
+    for name, playbook, inventory in (("t1", "b.yml", "alpha"), ("t2", "a.yml", "zeta")):
+        await api.ok("POST", f"{base}/templates",
+                     {"name": name, "app": "bash", "playbook": playbook,
+                      "inventory_id": inventories[inventory]}, 201)
+    playbooks = [t["playbook"] for t in await api.ok("GET", f"{base}/templates?sort=playbook")]
+    assert playbooks == ["a.yml", "b.yml"]
+    # A reference sorts by the name of the row it points to.
+    names = [t["name"] for t in await api.ok(
+        "GET", f"{base}/templates?sort=inventory&order=desc")]
+    assert names == ["t2", "t1"]
+
+    status, body = await api.request("GET", f"{base}/keys?sort=secret")
+    assert status == 400 and "`sort`" in body["error"] and "name, type" in body["error"]
+    status, body = await api.request("GET", f"{base}/templates?sort=name&order=up")
+    assert status == 400 and "`order`" in body["error"]
+    status, body = await api.request("GET", f"{base}/tasks?sort=name")
+    assert status == 400 and "`sort`" in body["error"]
+
+
+async def test_tasks_sort_by_created_newest_first_unless_asked(api):
+    pid = await api.project()
+    template = await api.template(pid, None, "x.sh", runner_tag="none")
+    ids = [await api.run(pid, template) for _ in range(3)]
+    base = f"/api/project/{pid}/tasks"
+    assert [t["id"] for t in await api.ok("GET", base)] == ids[::-1]
+    assert [t["id"] for t in await api.ok("GET", f"{base}?sort=created")] == ids[::-1]
+    assert [t["id"] for t in await api.ok("GET", f"{base}?sort=created&order=asc")] == ids
+    assert [t["id"] for t in await api.ok("GET", f"{base}/last?order=asc")] == ids

@@ -3,6 +3,7 @@
 import asyncio
 import subprocess
 
+from tests.hub.test_users_api import logged_in, make_user
 from tests.hubkit import start_hub, write_script
 
 
@@ -192,3 +193,26 @@ async def test_repeated_assign_starts_one_process(hub, api, tmp_path):
     assert task["status"] == "success"
     assert len(pids.read_text().split()) == 1
     assert await api.raw_output(pid, task_id) == "done\n"
+
+
+async def test_stop_all_tasks_of_a_template_stops_only_its_unfinished_tasks(hub, api):
+    pid = await api.project()
+    template = await api.template(pid, None, "x.sh", runner_tag="none")
+    other = await api.template(pid, None, "y.sh", runner_tag="none")
+    mine = [await api.run(pid, template) for _ in range(2)]
+    kept = await api.run(pid, other)
+    guest_id = await make_user(api, "guest")
+    await api.ok("POST", f"/api/project/{pid}/users", {"user_id": guest_id, "role": "guest"},
+                 204)
+    guest = await logged_in(hub, "guest")
+    url = f"/api/project/{pid}/templates/{template}/stop_all_tasks"
+    status, body = await guest.request("POST", url)
+    assert status == 403 and "task_runner" in body["error"]
+    foreign = await api.project("Q")
+    assert (await api.request(
+        "POST", f"/api/project/{foreign}/templates/{template}/stop_all_tasks"))[0] == 404
+    await api.ok("POST", url, status=204)
+    for task_id in mine:
+        assert (await api.wait_status(pid, task_id))["status"] == "stopped"
+    assert (await api.task(pid, kept))["status"] == "waiting"
+    await api.ok("POST", url, status=204)  # nothing left to stop: still fine

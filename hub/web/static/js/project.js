@@ -219,7 +219,9 @@ const RESOURCES = {
       git_branch: v.git_branch, runner_tag: v.runner_tag, timeout_sec: Number(v.timeout_sec || 0),
       allow_override_args_in_task: v.allow_override_args_in_task,
       allow_override_branch_in_task: v.allow_override_branch_in_task,
-      vaults: v.app === "ansible" ? vaultList(f) : []}),
+      vaults: v.app === "ansible" ? vaultList(f) : [],
+      // The view (tab) it is in is set through the API; an edit here keeps it.
+      view_id: (row && row.view_id) || null}),
   },
 };
 
