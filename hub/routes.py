@@ -12,6 +12,7 @@ from hub.api import (
     resources,
     runner_binary,
     runners,
+    schedules,
     session,
     system,
     tasks,
@@ -63,6 +64,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", f"{P}/{RESOURCE}/{{item_id}}", resources.get_row),
     ("PUT", f"{P}/{RESOURCE}/{{item_id}}", resources.update_row),
     ("DELETE", f"{P}/{RESOURCE}/{{item_id}}", resources.delete_row),
+    # Schedules: cron or run-once starts of a template (hub/core/schedules.py runs them).
+    ("GET", f"{P}/schedules", schedules.list_schedules),
+    ("POST", f"{P}/schedules", schedules.create_schedule),
+    ("GET", f"{P}/schedules/{{schedule_id}}", schedules.get_schedule),
+    ("PUT", f"{P}/schedules/{{schedule_id}}", schedules.update_schedule),
+    ("DELETE", f"{P}/schedules/{{schedule_id}}", schedules.delete_schedule),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

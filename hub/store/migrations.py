@@ -287,6 +287,27 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runner ADD COLUMN update_error TEXT NOT NULL DEFAULT '';
     ALTER TABLE runner ADD COLUMN update_wave INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: Semaphore's schedules: a cron expression (or a run-once `run_at`) that starts a
+    # template. `last_fire` is the due time last handled; a task keeps the schedule and due
+    # time that made it, unique together, so a fire is never made twice (even when the hub
+    # stopped between creating the task and recording last_fire).
+    """
+    CREATE TABLE schedule (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        template_id INTEGER NOT NULL REFERENCES template(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        cron_format TEXT NOT NULL DEFAULT '',
+        run_at TEXT,
+        active INTEGER NOT NULL DEFAULT 1,
+        last_fire TEXT,
+        created TEXT NOT NULL
+    );
+    ALTER TABLE task ADD COLUMN schedule_id INTEGER REFERENCES schedule(id) ON DELETE SET NULL;
+    ALTER TABLE task ADD COLUMN schedule_due TEXT;
+    CREATE UNIQUE INDEX task_schedule_due ON task(schedule_id, schedule_due)
+        WHERE schedule_id IS NOT NULL;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
