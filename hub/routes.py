@@ -67,9 +67,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     # Schedules: cron or run-once starts of a template (hub/core/schedules.py runs them).
     ("GET", f"{P}/schedules", schedules.list_schedules),
     ("POST", f"{P}/schedules", schedules.create_schedule),
+    # Before {schedule_id}, which would otherwise take "validate".
+    ("POST", f"{P}/schedules/validate", schedules.validate_cron),
     ("GET", f"{P}/schedules/{{schedule_id}}", schedules.get_schedule),
     ("PUT", f"{P}/schedules/{{schedule_id}}", schedules.update_schedule),
     ("DELETE", f"{P}/schedules/{{schedule_id}}", schedules.delete_schedule),
+    ("PUT", f"{P}/schedules/{{schedule_id}}/active", schedules.set_active),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

@@ -4,7 +4,7 @@ Guests read, managers create and edit, owners delete (Semaphore's roles). The hu
 (hub/core/schedules.py) starts the tasks; times are UTC.
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
@@ -30,16 +30,27 @@ class ScheduleRequest(msgspec.Struct):
     name: Name
     cron_format: Cron = ""
     active: bool = True
-    # Run once at this time (ISO 8601) instead of a cron expression.
+    # Semaphore's types: "" (cron) or "run_at" (once, at `run_at`, ISO 8601).
+    type: Literal["", "run_at"] = ""
     run_at: str | None = None
+    # A run_at schedule that has fired is switched off, or deleted with this.
+    delete_after_run: bool = False
+
+
+class CronRequest(msgspec.Struct):
+    cron_format: Cron
+
+
+class ActiveRequest(msgspec.Struct):
+    active: bool
 
 
 def schedule_json(row: Row) -> Row:
     return {"id": row["id"], "project_id": row["project_id"],
             "template_id": row["template_id"], "name": row["name"],
-            "cron_format": row["cron_format"], "run_at": row["run_at"],
-            "active": bool(row["active"]), "last_fire": row["last_fire"],
-            "created": row["created"]}
+            "cron_format": row["cron_format"], "type": row["type"], "run_at": row["run_at"],
+            "delete_after_run": bool(row["delete_after_run"]), "active": bool(row["active"]),
+            "last_fire": row["last_fire"], "created": row["created"]}
 
 
 async def _values(request: web.Request, project_id: int) -> dict:
@@ -50,24 +61,26 @@ async def _values(request: web.Request, project_id: int) -> dict:
         raise ApiError(400, f"field `template_id`: template {body.template_id} not found in "
                             f"project {project_id}") from None
     run_at = None
+    # Without a type, a run_at and no cron expression means once (older clients).
+    once = body.type == "run_at" or (not body.cron_format and body.run_at is not None)
     try:
-        if body.cron_format:
-            if body.run_at:
-                raise BadSchedule("field `run_at`: give either `cron_format` or `run_at`, "
-                                  "not both")
-            check_cron(body.cron_format)
-        elif body.run_at:
+        if once:
+            if not body.run_at:
+                raise BadSchedule("field `run_at`: required for a schedule of type run_at")
             run_at = format_stamp(parse_stamp(body.run_at))
+        elif not body.cron_format:
+            raise BadSchedule("field `cron_format`: required (or `run_at` with type run_at "
+                              "for a run-once schedule)")
         else:
-            raise BadSchedule("field `cron_format`: required (or `run_at` for a run-once "
-                              "schedule)")
+            check_cron(body.cron_format)
     except BadSchedule as exc:
         raise ApiError(400, str(exc)) from None
     # last_fire starts now: times that passed before this (or before it was changed or
     # switched on again) are not run.
     return {"template_id": body.template_id, "name": body.name,
-            "cron_format": body.cron_format, "run_at": run_at, "active": int(body.active),
-            "last_fire": None if run_at else utcnow()}
+            "cron_format": "" if once else body.cron_format, "type": "run_at" if once else "",
+            "run_at": run_at, "delete_after_run": int(body.delete_after_run),
+            "active": int(body.active), "last_fire": None if once else utcnow()}
 
 
 async def list_schedules(request: web.Request) -> web.Response:
@@ -106,3 +119,28 @@ async def delete_schedule(request: web.Request) -> web.Response:
     await hub_of(request).store.delete_row("schedule", project_id,
                                            int_param(request, "schedule_id"))
     return no_content()
+
+
+async def set_active(request: web.Request) -> web.Response:
+    """Semaphore's PUT .../schedules/{id}/active {"active": bool}."""
+    project_id = await project_access(request, "manager")
+    schedule_id = int_param(request, "schedule_id")
+    store = hub_of(request).store
+    row = await store.get_row("schedule", project_id, schedule_id)
+    body = await read_body(request, ActiveRequest)
+    values: dict = {"active": int(body.active)}
+    if body.active and not row["active"] and row["type"] != "run_at":
+        values["last_fire"] = utcnow()  # the times it was off are not run
+    await store.update_row("schedule", project_id, schedule_id, values)
+    return no_content()
+
+
+async def validate_cron(request: web.Request) -> web.Response:
+    """Semaphore's POST .../schedules/validate {"cron_format"}: 200, or 400 naming it."""
+    await project_access(request)
+    body = await read_body(request, CronRequest)
+    try:
+        check_cron(body.cron_format)
+    except BadSchedule as exc:
+        raise ApiError(400, str(exc)) from None
+    return json_response({})

@@ -55,14 +55,14 @@ def latest_due(schedule: Row, now: datetime) -> datetime | None:
     """The latest due time <= now and after the last one handled; None if there is none."""
     last = schedule["last_fire"] or schedule["created"]
     after = parse_stamp(last)
-    if schedule["cron_format"]:
+    if schedule["type"] != "run_at":
         try:
             # get_prev from just past now: the latest match <= now (a match at now included).
             due = croniter(schedule["cron_format"], now + timedelta(seconds=1)).get_prev(datetime)
         except (CroniterBadCronError, CroniterBadDateError, ValueError):
             return None  # checked by the API; a row from elsewhere is skipped, not fatal
         return due if due > after else None
-    if schedule["run_at"]:
+    if schedule["run_at"]:  # type run_at: once
         due = parse_stamp(schedule["run_at"])
         return due if (schedule["last_fire"] is None and due <= now) else None
     return None
@@ -138,5 +138,7 @@ class Scheduler:
             log.info("schedule.fire_exists", schedule_id=schedule["id"], due=due,
                      error=str(exc))
         await self.store.set_schedule_fire(schedule["id"], due)
+        if schedule["type"] == "run_at":
+            await self.store.end_schedule(schedule["id"], bool(schedule["delete_after_run"]))
         return task_id
 

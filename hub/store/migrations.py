@@ -287,7 +287,7 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runner ADD COLUMN update_error TEXT NOT NULL DEFAULT '';
     ALTER TABLE runner ADD COLUMN update_wave INTEGER NOT NULL DEFAULT 0;
     """,
-    # 10: Semaphore's schedules: a cron expression (or a run-once `run_at`) that starts a
+    # 10: Semaphore's schedules: a cron expression (or, type `run_at`, one time) that starts a
     # template. `last_fire` is the due time last handled; a task keeps the schedule and due
     # time that made it, unique together, so a fire is never made twice (even when the hub
     # stopped between creating the task and recording last_fire).
@@ -298,7 +298,9 @@ MIGRATIONS: list[Migration] = [
         template_id INTEGER NOT NULL REFERENCES template(id) ON DELETE CASCADE,
         name TEXT NOT NULL DEFAULT '',
         cron_format TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL DEFAULT '',
         run_at TEXT,
+        delete_after_run INTEGER NOT NULL DEFAULT 0,
         active INTEGER NOT NULL DEFAULT 1,
         last_fire TEXT,
         created TEXT NOT NULL

@@ -25,8 +25,8 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
                            "repository_id", "inventory_id", "environment_id",
                            "allow_override_args_in_task", "type", "runner_tag",
                            "timeout_sec", "allow_override_branch_in_task", "vaults"}),
-    "schedule": frozenset({"template_id", "name", "cron_format", "run_at", "active",
-                           "last_fire", "created"}),
+    "schedule": frozenset({"template_id", "name", "cron_format", "type", "run_at", "active",
+                           "delete_after_run", "last_fire", "created"}),
 }
 RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
                             "max_parallel_tasks", "public_key", "platform", "version", "touched",

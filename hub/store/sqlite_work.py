@@ -207,6 +207,13 @@ class WorkQueries(SqliteConnection):
     async def set_schedule_fire(self, schedule_id: int, due: str) -> None:
         await self._update("schedule", "id = ?", (schedule_id,), {"last_fire": due})
 
+    async def end_schedule(self, schedule_id: int, delete: bool) -> None:
+        """A run-once schedule that has fired: switched off, or deleted if it asked to be."""
+        if delete:
+            await self._execute("DELETE FROM schedule WHERE id = ?", (schedule_id,))
+        else:
+            await self._update("schedule", "id = ?", (schedule_id,), {"active": 0})
+
     async def update_task(self, task_id: int, values: dict[str, Any]) -> None:
         _check_keys(values, TASK_COLUMNS, "task")
         if not await self._update("task", "id = ?", (task_id,), values):

@@ -151,20 +151,52 @@ async def test_fires_at_due_minutes_once_and_once_after_a_jump(hub, api, tmp_pat
     assert await tick() == []
 
 
-async def test_run_at_fires_once(hub, api, tmp_path):
+@pytest.mark.parametrize("delete_after_run", [False, True])
+async def test_run_at_fires_once(hub, api, tmp_path, delete_after_run):
     project = await api.project()
     template = await _template(api, tmp_path, project)
     t = _next_minute() + timedelta(minutes=5)
     schedule = await api.ok("POST", f"/api/project/{project}/schedules",
-                            {"name": "once", "template_id": template,
+                            {"name": "once", "template_id": template, "type": "run_at",
+                             "cron_format": "* * * * *", "delete_after_run": delete_after_run,
                              "run_at": t.strftime("%Y-%m-%dT%H:%M:%SZ")}, 201)
+    assert schedule["type"] == "run_at" and schedule["cron_format"] == ""
     clock = await _manual_clock(hub, t - timedelta(seconds=1))
     assert await hub.hub.scheduler.tick() == []
     clock[0] = t
     assert len(await hub.hub.scheduler.tick()) == 1
     clock[0] = t + timedelta(days=1)
     assert await hub.hub.scheduler.tick() == []
-    assert len(await _scheduled_tasks(api, project, schedule["id"])) == 1
+    tasks = await _scheduled_tasks(api, project, None if delete_after_run else schedule["id"])
+    assert [task["message"] for task in tasks] == ["scheduled: once"]
+    status, got = await api.request("GET", f"/api/project/{project}/schedules/{schedule['id']}")
+    if delete_after_run:
+        assert status == 404
+    else:
+        assert status == 200 and got["active"] is False
+
+
+async def test_set_active_and_validate(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    schedule = await api.ok("POST", base, {"name": "s", "template_id": template,
+                                           "cron_format": "* * * * *"}, 201)
+    t = _next_minute()
+    clock = await _manual_clock(hub, t)
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": False}, 204)
+    assert (await api.ok("GET", f"{base}/{schedule['id']}"))["active"] is False
+    assert await hub.hub.scheduler.tick() == []
+    status, answer = await api.request("PUT", f"{base}/{schedule['id']}/active", {})
+    assert status == 400 and "`active`" in answer["error"]
+    assert (await api.request("PUT", f"{base}/999/active", {"active": True}))[0] == 404
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": True}, 204)
+    clock[0] = t + timedelta(minutes=1)
+    assert len(await hub.hub.scheduler.tick()) == 1
+
+    await api.ok("POST", f"{base}/validate", {"cron_format": "*/15 9-17 * * 1-5"})
+    status, answer = await api.request("POST", f"{base}/validate", {"cron_format": "* * *"})
+    assert status == 400 and "`cron_format`" in answer["error"]
 
 
 async def test_restart_neither_duplicates_nor_loses_a_fire(tmp_path):
