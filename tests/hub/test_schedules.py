@@ -153,6 +153,7 @@ async def test_fires_at_due_minutes_once_and_once_after_a_jump(hub, api, tmp_pat
 
 @pytest.mark.parametrize("delete_after_run", [False, True])
 async def test_run_at_fires_once(hub, api, tmp_path, delete_after_run):
+    await hub.start_runner(tmp_path)
     project = await api.project()
     template = await _template(api, tmp_path, project)
     t = _next_minute() + timedelta(minutes=5)
@@ -169,6 +170,9 @@ async def test_run_at_fires_once(hub, api, tmp_path, delete_after_run):
     assert await hub.hub.scheduler.tick() == []
     tasks = await _scheduled_tasks(api, project, None if delete_after_run else schedule["id"])
     assert [task["message"] for task in tasks] == ["scheduled: once"]
+    # It runs as any task does, on a real runner connection.
+    assert (await api.wait_status(project, tasks[0]["id"]))["status"] == "success"
+    assert "scheduled run" in await api.raw_output(project, tasks[0]["id"])
     status, got = await api.request("GET", f"/api/project/{project}/schedules/{schedule['id']}")
     if delete_after_run:
         assert status == 404
