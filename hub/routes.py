@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", f"{P}/schedules/{{schedule_id}}", schedules.update_schedule),
     ("DELETE", f"{P}/schedules/{{schedule_id}}", schedules.delete_schedule),
     ("PUT", f"{P}/schedules/{{schedule_id}}/active", schedules.set_active),
+    ("GET", f"{P}/templates/{{template_id}}/schedules", schedules.template_schedules),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

@@ -89,6 +89,16 @@ async def list_schedules(request: web.Request) -> web.Response:
     return json_response([schedule_json(row) for row in rows])
 
 
+async def template_schedules(request: web.Request) -> web.Response:
+    """Semaphore's GET .../templates/{template_id}/schedules."""
+    project_id = await project_access(request)
+    store = hub_of(request).store
+    template = await store.get_row("template", project_id, int_param(request, "template_id"))
+    rows = await store.list_rows("schedule", project_id)
+    return json_response([schedule_json(row) for row in rows
+                          if row["template_id"] == template["id"]])
+
+
 async def get_schedule(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     row = await hub_of(request).store.get_row("schedule", project_id,

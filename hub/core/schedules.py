@@ -31,9 +31,14 @@ class BadSchedule(ValueError):
 
 def check_cron(expression: str) -> None:
     """Raises BadSchedule naming `cron_format` when croniter cannot use the expression."""
-    if not croniter.is_valid(expression):
+    # Five fields or a descriptor (@daily), as Semaphore's standard parser takes them:
+    # croniter would read a sixth field as seconds, which a 5 s round cannot keep.
+    fields = expression.split()
+    if (len(fields) != 5 and not expression.startswith("@")) or not croniter.is_valid(
+            expression):
         raise BadSchedule(f"field `cron_format`: {expression[:80]!r} is not a cron expression "
-                          "(five fields: minute hour day-of-month month day-of-week)")
+                          "(five fields: minute hour day-of-month month day-of-week, or @hourly, "
+                          "@daily, @weekly, @monthly, @yearly)")
 
 
 def parse_stamp(stamp: str) -> datetime:

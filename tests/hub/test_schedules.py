@@ -49,6 +49,13 @@ async def test_crud_and_validation(hub, api, tmp_path):
     got = await api.ok("GET", path)
     assert got["name"] == "hourly" and got["active"] is False
     assert [row["id"] for row in await api.ok("GET", base)] == [created["id"]]
+    templates = f"/api/project/{project}/templates"
+    assert [row["id"] for row in await api.ok("GET", f"{templates}/{template}/schedules")] == [
+        created["id"]]
+    assert (await api.request("GET", f"{templates}/999/schedules"))[0] == 404
+    daily = await api.ok("POST", base, {"name": "d", "template_id": template,
+                                        "cron_format": "@daily"}, 201)
+    await api.ok("DELETE", f"{base}/{daily['id']}", status=204)
     once = await api.ok("POST", base, {"name": "once", "template_id": template,
                                        "run_at": "2030-01-02T03:04:05+01:00"}, 201)
     assert once["run_at"] == "2030-01-02T02:04:05Z" and once["cron_format"] == ""
@@ -56,6 +63,8 @@ async def test_crud_and_validation(hub, api, tmp_path):
     for body, field in [
         ({"name": "x", "template_id": template, "cron_format": "61 * * * *"}, "cron_format"),
         ({"name": "x", "template_id": template, "cron_format": "every day"}, "cron_format"),
+        ({"name": "x", "template_id": template, "cron_format": "* * * * * *"}, "cron_format"),
+        ({"name": "x", "template_id": template, "cron_format": "@reboot"}, "cron_format"),
         ({"name": "x", "template_id": template}, "cron_format"),
         ({"name": "x", "cron_format": "* * * * *"}, "template_id"),
         ({"name": "x", "template_id": "1", "cron_format": "* * * * *"}, "template_id"),
