@@ -18,6 +18,7 @@ from hub.core.local_runner import LocalLink
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
+from hub.core.schedules import Scheduler
 from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
 from hub.release_key import load_release_key
@@ -81,12 +82,15 @@ def _hub_context(config: HubConfig):
             dispatcher.attach(local)
         dispatcher.start()
         rollout.start()
+        scheduler = hub.scheduler = Scheduler(store, tasks)
+        scheduler.start()
         # Everything built so far lives as long as the hub: keep it out of the collector's
         # full passes, which otherwise pause the event loop for tens of ms.
         gc.freeze()
         log.info("hub.started", database=config.database_path,
                  use_remote_runner=config.use_remote_runner)
         yield
+        await scheduler.stop()
         await rollout.stop()
         await dispatcher.stop()
         if local is not None:

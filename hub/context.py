@@ -13,6 +13,7 @@ from hub.core.metrics import MetricsHistory
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
+from hub.core.schedules import Scheduler
 from hub.core.tasks import TaskService
 from hub.crypto import SecretCipher
 from hub.store import Store
@@ -33,6 +34,8 @@ class Hub:
     release_key: SigningKey
     # The runners' last minutes of heartbeat figures (the dashboard's charts).
     metrics: MetricsHistory = field(default_factory=MetricsHistory)
+    # Cron and run-once schedules (hub/core/schedules.py); set once the hub has started.
+    scheduler: Scheduler | None = None
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)

@@ -12,6 +12,7 @@ from hub.api import (
     resources,
     runner_binary,
     runners,
+    schedules,
     session,
     system,
     tasks,
@@ -69,6 +70,16 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", f"{P}/{RESOURCE}/{{item_id}}", resources.delete_row),
     # Semaphore's "stop all" button of a template.
     ("POST", f"{P}/templates/{{template_id}}/stop_all_tasks", tasks.stop_all_tasks),
+    # Schedules: cron or run-once starts of a template (hub/core/schedules.py runs them).
+    ("GET", f"{P}/schedules", schedules.list_schedules),
+    ("POST", f"{P}/schedules", schedules.create_schedule),
+    # Before {schedule_id}, which would otherwise take "validate".
+    ("POST", f"{P}/schedules/validate", schedules.validate_cron),
+    ("GET", f"{P}/schedules/{{schedule_id}}", schedules.get_schedule),
+    ("PUT", f"{P}/schedules/{{schedule_id}}", schedules.update_schedule),
+    ("DELETE", f"{P}/schedules/{{schedule_id}}", schedules.delete_schedule),
+    ("PUT", f"{P}/schedules/{{schedule_id}}/active", schedules.set_active),
+    ("GET", f"{P}/templates/{{template_id}}/schedules", schedules.template_schedules),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

@@ -74,6 +74,8 @@ def task_json(row: Row, waiting_reason: str = "") -> Row:
         "git_branch", "message", "inventory_id", "user_id", "runner_id", "commit_hash",
         "commit_message", "created", "start", "end", "status_message", "exit_code")}
     out["params"] = json.loads(row["params"] or "{}")
+    # Semaphore's task schedule_id: the schedule that started it (None: a user did).
+    out["schedule_id"] = row.get("schedule_id")
     if waiting_reason:
         out["waiting_reason"] = waiting_reason
     return out

@@ -287,9 +287,28 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runner ADD COLUMN update_error TEXT NOT NULL DEFAULT '';
     ALTER TABLE runner ADD COLUMN update_wave INTEGER NOT NULL DEFAULT 0;
     """,
-    # 10: taken by schedules (another branch); this placeholder gives way to it on merge.
+    # 10: Semaphore's schedules: a cron expression (or, type `run_at`, one time) that starts a
+    # template. `last_fire` is the due time last handled; a task keeps the schedule and due
+    # time that made it, unique together, so a fire is never made twice (even when the hub
+    # stopped between creating the task and recording last_fire).
     """
-    SELECT 1;
+    CREATE TABLE schedule (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        template_id INTEGER NOT NULL REFERENCES template(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        cron_format TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL DEFAULT '',
+        run_at TEXT,
+        delete_after_run INTEGER NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 1,
+        last_fire TEXT,
+        created TEXT NOT NULL
+    );
+    ALTER TABLE task ADD COLUMN schedule_id INTEGER REFERENCES schedule(id) ON DELETE SET NULL;
+    ALTER TABLE task ADD COLUMN schedule_due TEXT;
+    CREATE UNIQUE INDEX task_schedule_due ON task(schedule_id, schedule_due)
+        WHERE schedule_id IS NOT NULL;
     """,
     # 11: Semaphore's views: named, ordered groups of a project's templates. A template is
     # in at most one; deleting a view leaves its templates in none. (The table is not named

@@ -27,6 +27,8 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
                            "timeout_sec", "allow_override_branch_in_task", "vaults",
                            "view_id"}),
     "project_view": frozenset({"title", "position"}),
+    "schedule": frozenset({"template_id", "name", "cron_format", "type", "run_at", "active",
+                           "delete_after_run", "last_fire", "created"}),
 }
 RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags", "webhook",
                             "max_parallel_tasks", "public_key", "platform", "version", "touched",

@@ -204,6 +204,20 @@ class WorkQueries(SqliteConnection):
             f"SELECT * FROM task WHERE status NOT IN ({placeholders}) ORDER BY id",
             tuple(FINAL_STATUSES))
 
+    async def list_active_schedules(self) -> list[Row]:
+        """Every active schedule of every project (the scheduler's round)."""
+        return await self._fetch_all("SELECT * FROM schedule WHERE active = 1 ORDER BY id")
+
+    async def set_schedule_fire(self, schedule_id: int, due: str) -> None:
+        await self._update("schedule", "id = ?", (schedule_id,), {"last_fire": due})
+
+    async def end_schedule(self, schedule_id: int, delete: bool) -> None:
+        """A run-once schedule that has fired: switched off, or deleted if it asked to be."""
+        if delete:
+            await self._execute("DELETE FROM schedule WHERE id = ?", (schedule_id,))
+        else:
+            await self._update("schedule", "id = ?", (schedule_id,), {"active": 0})
+
     async def update_task(self, task_id: int, values: dict[str, Any]) -> None:
         _check_keys(values, TASK_COLUMNS, "task")
         if not await self._update("task", "id = ?", (task_id,), values):

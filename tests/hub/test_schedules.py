@@ -1,0 +1,252 @@
+"""Schedules through the REST API of a real hub, and its scheduler on a clock the test sets
+(the hub's own loop is stopped; each round is a `tick`), across a real hub restart."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.hub.test_users_api import logged_in, make_user
+from tests.hubkit import start_hub, write_script
+
+
+async def _template(api, tmp_path, project_id: int) -> int:
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "ok.sh", "echo scheduled run\n")
+    return await api.template(project_id, scripts, "ok.sh")
+
+
+def _next_minute() -> datetime:
+    """A minute boundary after every schedule the test creates now (their last_fire)."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now + timedelta(minutes=1)
+
+
+async def _manual_clock(running, start: datetime) -> list[datetime]:
+    """Stop the hub's own scheduler loop; its rounds then run at the test's `clock[0]`."""
+    scheduler = running.hub.scheduler
+    await scheduler.stop()
+    clock = [start]
+    scheduler.now = lambda: clock[0]
+    return clock
+
+
+async def _scheduled_tasks(api, project_id: int, schedule_id: int) -> list[dict]:
+    tasks = await api.ok("GET", f"/api/project/{project_id}/tasks")
+    return [task for task in tasks if task["schedule_id"] == schedule_id]
+
+
+async def test_crud_and_validation(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    created = await api.ok("POST", base, {"name": "nightly", "template_id": template,
+                                          "cron_format": "0 3 * * *"}, 201)
+    assert created["active"] is True and created["cron_format"] == "0 3 * * *"
+    path = f"{base}/{created['id']}"
+    assert (await api.ok("GET", path))["name"] == "nightly"
+    await api.ok("PUT", path, {"name": "hourly", "template_id": template,
+                               "cron_format": "0 * * * *", "active": False}, 204)
+    got = await api.ok("GET", path)
+    assert got["name"] == "hourly" and got["active"] is False
+    assert [row["id"] for row in await api.ok("GET", base)] == [created["id"]]
+    templates = f"/api/project/{project}/templates"
+    assert [row["id"] for row in await api.ok("GET", f"{templates}/{template}/schedules")] == [
+        created["id"]]
+    assert (await api.request("GET", f"{templates}/999/schedules"))[0] == 404
+    daily = await api.ok("POST", base, {"name": "d", "template_id": template,
+                                        "cron_format": "@daily"}, 201)
+    await api.ok("DELETE", f"{base}/{daily['id']}", status=204)
+    once = await api.ok("POST", base, {"name": "once", "template_id": template,
+                                       "run_at": "2030-01-02T03:04:05+01:00"}, 201)
+    assert once["run_at"] == "2030-01-02T02:04:05Z" and once["cron_format"] == ""
+
+    for body, field in [
+        ({"name": "x", "template_id": template, "cron_format": "61 * * * *"}, "cron_format"),
+        ({"name": "x", "template_id": template, "cron_format": "every day"}, "cron_format"),
+        ({"name": "x", "template_id": template, "cron_format": "* * * * * *"}, "cron_format"),
+        ({"name": "x", "template_id": template, "cron_format": "@reboot"}, "cron_format"),
+        ({"name": "x", "template_id": template}, "cron_format"),
+        ({"name": "x", "cron_format": "* * * * *"}, "template_id"),
+        ({"name": "x", "template_id": "1", "cron_format": "* * * * *"}, "template_id"),
+        ({"name": "x", "template_id": 999, "cron_format": "* * * * *"}, "template_id"),
+        ({"template_id": template, "cron_format": "* * * * *"}, "name"),
+        ({"name": "x", "template_id": template, "cron_format": "* * * * *",
+          "active": "yes"}, "active"),
+        ({"name": "x", "template_id": template, "run_at": "tomorrow"}, "run_at"),
+    ]:
+        status, answer = await api.request("POST", base, body)
+        assert status == 400 and f"`{field}`" in answer["error"], (body, answer)
+    status, answer = await api.request("PUT", path, {"name": "x", "template_id": template,
+                                                     "cron_format": "* * * 13 *"})
+    assert status == 400 and "`cron_format`" in answer["error"]
+
+    # Another project's schedule and template are not found from this one.
+    other = await api.project("other")
+    other_template = await _template(api, tmp_path / "o", other)
+    for method in ("GET", "DELETE"):
+        assert (await api.request(method, f"/api/project/{other}/schedules/"
+                                          f"{created['id']}"))[0] == 404
+    status, answer = await api.request("POST", f"/api/project/{other}/schedules",
+                                       {"name": "x", "template_id": template,
+                                        "cron_format": "* * * * *"})
+    assert status == 400 and "`template_id`" in answer["error"]
+    assert other_template
+    await api.ok("DELETE", path, status=204)
+    assert (await api.request("GET", path))[0] == 404
+
+
+@pytest.mark.parametrize("role, read, edit, delete", [
+    ("guest", True, False, False), ("task_runner", True, False, False),
+    ("manager", True, True, False), ("owner", True, True, True)])
+async def test_roles(hub, api, tmp_path, role, read, edit, delete):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    body = {"name": "s", "template_id": template, "cron_format": "0 3 * * *"}
+    schedule = await api.ok("POST", base, body, 201)
+    user = await make_user(api, f"u{role.replace('_', '')}")
+    await api.ok("POST", f"/api/project/{project}/users", {"user_id": user, "role": role}, 204)
+    member = await logged_in(hub, f"u{role.replace('_', '')}")
+    path = f"{base}/{schedule['id']}"
+    assert ((await member.request("GET", path))[0] == 200) is read
+    assert ((await member.request("GET", base))[0] == 200) is read
+    assert ((await member.request("POST", base, body))[0] == 201) is edit
+    assert ((await member.request("PUT", path, body))[0] == 204) is edit
+    assert ((await member.request("DELETE", path))[0] == 204) is delete
+    stranger = await make_user(api, "stranger")
+    assert stranger and (await (await logged_in(hub, "stranger")).request("GET", path))[0] == 404
+
+
+async def test_fires_at_due_minutes_once_and_once_after_a_jump(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    schedule = await api.ok("POST", f"/api/project/{project}/schedules",
+                            {"name": "every-minute", "template_id": template,
+                             "cron_format": "* * * * *"}, 201)
+    t = _next_minute()
+    clock = await _manual_clock(hub, t - timedelta(seconds=30))
+    tick = hub.hub.scheduler.tick
+    assert await tick() == []
+    clock[0] = t
+    first = await tick()
+    assert len(first) == 1
+    assert await tick() == []  # the same minute again: nothing
+    clock[0] = t + timedelta(seconds=59)
+    assert await tick() == []
+    clock[0] = t + timedelta(minutes=1, seconds=5)
+    assert len(await tick()) == 1
+    # The clock jumps ten minutes ahead: one task, not ten.
+    clock[0] = t + timedelta(minutes=11)
+    assert len(await tick()) == 1
+    # ...and back five: nothing until it passes the last fire again.
+    clock[0] = t + timedelta(minutes=6)
+    assert await tick() == []
+    clock[0] = t + timedelta(minutes=11, seconds=30)
+    assert await tick() == []
+    clock[0] = t + timedelta(minutes=12)
+    assert len(await tick()) == 1
+    tasks = await _scheduled_tasks(api, project, schedule["id"])
+    assert len(tasks) == 4
+    assert all(task["message"] == "scheduled: every-minute" and task["user_id"] is None
+               for task in tasks)
+    got = await api.ok("GET", f"/api/project/{project}/schedules/{schedule['id']}")
+    assert got["last_fire"] == (t + timedelta(minutes=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # Inactive: no fire; switched on again, the minutes it was off are not run.
+    body = {"name": "every-minute", "template_id": template, "cron_format": "* * * * *"}
+    await api.ok("PUT", f"/api/project/{project}/schedules/{schedule['id']}",
+                 {**body, "active": False}, 204)
+    clock[0] = t + timedelta(minutes=20)
+    assert await tick() == []
+
+
+@pytest.mark.parametrize("delete_after_run", [False, True])
+async def test_run_at_fires_once(hub, api, tmp_path, delete_after_run):
+    await hub.start_runner(tmp_path)
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    t = _next_minute() + timedelta(minutes=5)
+    schedule = await api.ok("POST", f"/api/project/{project}/schedules",
+                            {"name": "once", "template_id": template, "type": "run_at",
+                             "cron_format": "* * * * *", "delete_after_run": delete_after_run,
+                             "run_at": t.strftime("%Y-%m-%dT%H:%M:%SZ")}, 201)
+    assert schedule["type"] == "run_at" and schedule["cron_format"] == ""
+    clock = await _manual_clock(hub, t - timedelta(seconds=1))
+    assert await hub.hub.scheduler.tick() == []
+    clock[0] = t
+    assert len(await hub.hub.scheduler.tick()) == 1
+    clock[0] = t + timedelta(days=1)
+    assert await hub.hub.scheduler.tick() == []
+    tasks = await _scheduled_tasks(api, project, None if delete_after_run else schedule["id"])
+    assert [task["message"] for task in tasks] == ["scheduled: once"]
+    # It runs as any task does, on a real runner connection.
+    assert (await api.wait_status(project, tasks[0]["id"]))["status"] == "success"
+    assert "scheduled run" in await api.raw_output(project, tasks[0]["id"])
+    status, got = await api.request("GET", f"/api/project/{project}/schedules/{schedule['id']}")
+    if delete_after_run:
+        assert status == 404
+    else:
+        assert status == 200 and got["active"] is False
+
+
+async def test_set_active_and_validate(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    schedule = await api.ok("POST", base, {"name": "s", "template_id": template,
+                                           "cron_format": "* * * * *"}, 201)
+    t = _next_minute()
+    clock = await _manual_clock(hub, t)
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": False}, 204)
+    assert (await api.ok("GET", f"{base}/{schedule['id']}"))["active"] is False
+    assert await hub.hub.scheduler.tick() == []
+    status, answer = await api.request("PUT", f"{base}/{schedule['id']}/active", {})
+    assert status == 400 and "`active`" in answer["error"]
+    assert (await api.request("PUT", f"{base}/999/active", {"active": True}))[0] == 404
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": True}, 204)
+    clock[0] = t + timedelta(minutes=1)
+    assert len(await hub.hub.scheduler.tick()) == 1
+
+    await api.ok("POST", f"{base}/validate", {"cron_format": "*/15 9-17 * * 1-5"})
+    status, answer = await api.request("POST", f"{base}/validate", {"cron_format": "* * *"})
+    assert status == 400 and "`cron_format`" in answer["error"]
+
+
+async def test_restart_neither_duplicates_nor_loses_a_fire(tmp_path):
+    first = await start_hub(tmp_path)
+    try:
+        api = await first.api()
+        project = await api.project()
+        template = await _template(api, tmp_path, project)
+        schedule = await api.ok("POST", f"/api/project/{project}/schedules",
+                                {"name": "hourly", "template_id": template,
+                                 "cron_format": "*/5 * * * *"}, 201)
+        t = _next_minute()
+        t += timedelta(minutes=(5 - t.minute % 5) % 5)
+        await _manual_clock(first, t)
+        assert len(await first.hub.scheduler.tick()) == 1
+        # The hub stops just after creating the task, before last_fire was written.
+        await first.hub.store.set_schedule_fire(schedule["id"], schedule["last_fire"])
+    finally:
+        await first.close()
+
+    second = await start_hub(tmp_path)
+    try:
+        clock = await _manual_clock(second, t + timedelta(seconds=20))
+        assert await second.hub.scheduler.tick() == []  # that fire's task exists already
+    finally:
+        await second.close()
+
+    # Down for half an hour: the missed fires run once at start, not six times.
+    third = await start_hub(tmp_path)
+    try:
+        clock = await _manual_clock(third, t + timedelta(minutes=31))
+        assert len(await third.hub.scheduler.tick()) == 1
+        assert await third.hub.scheduler.tick() == []
+        clock[0] = t + timedelta(minutes=35)
+        assert len(await third.hub.scheduler.tick()) == 1
+        api = await third.api()
+        tasks = await _scheduled_tasks(api, project, schedule["id"])
+        assert len(tasks) == 3
+    finally:
+        await third.close()
