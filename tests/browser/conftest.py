@@ -44,10 +44,10 @@ def browser() -> Iterator["Browser"]:
     """Headless chromium for one test module. Not for the session: Playwright's sync API
     keeps an event loop running in this thread while it is started, and the async tests
     that xdist may run next in the same worker need the thread without one."""
-    if sync_playwright is None:
-        pytest.skip("playwright is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    # Both are installed by .ci/run: missing, the tests fail rather than skip.
+    assert sync_playwright is not None, "playwright is not installed (pip install -e '.[test]')"
+    assert CHROMIUM.exists() or shutil.which("chromium"), \
+        f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)"
     # --no-sandbox: chromium refuses to run as root with its sandbox, and CI runs as root.
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_playwright() as playwright:
