@@ -124,7 +124,7 @@ class TaskExecution:
         self._started = time.monotonic()
         self._make_work_dir()
         try:
-            check_app(self.spec)
+            program = check_app(self.spec)  # found once; the steps below reuse it
         except UnsupportedApp as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))
@@ -140,7 +140,7 @@ class TaskExecution:
         try:
             playbook = resolve_playbook(cwd, self.spec.playbook)
             if self.spec.app == "ansible":  # its files and flags: agent/ansible.py
-                play = prepare_play(check_app(self.spec), self.spec, self.secrets,
+                play = prepare_play(program, self.spec, self.secrets,
                                     self.task_id, playbook, cwd, self.work_dir, self.identity)
                 command, answers = play.argv, play.answers
             else:
@@ -155,7 +155,8 @@ class TaskExecution:
         started = time.monotonic()
         if self.spec.app == "ansible":
             failed = (await self._inventory_agent(env)
-                      or await self._galaxy_requirements(cwd, playbook, env, started))
+                      or await self._galaxy_requirements(program, cwd, playbook, env,
+                                                         started))
             if failed is not None:
                 return failed
         exit_code, ended_by = await self._run_process(command, cwd, env, self._left(started),
@@ -197,15 +198,16 @@ class TaskExecution:
         return None
 
     def _left(self, since: float) -> float | None:
-        """What is left of the task's time limit: galaxy and the play share it."""
+        """What is left of the task's time limit since `since` (at least 0.1 s, so that a
+        step still starts and is timed out rather than refused)."""
         if self.timeout is None:
             return None
-        return max(0.0, self.timeout - (time.monotonic() - since))
+        return max(0.1, self.timeout - (time.monotonic() - since))
 
-    async def _galaxy_requirements(self, cwd: Path, playbook: Path, env: dict[str, str],
-                                   started: float) -> Outcome | None:
+    async def _galaxy_requirements(self, program: str, cwd: Path, playbook: Path,
+                                   env: dict[str, str], started: float) -> Outcome | None:
         """The repository's galaxy requirements (agent/galaxy.py); an Outcome if that failed."""
-        requirements = GalaxyRequirements.of_task(self.spec, check_app(self.spec), cwd,
+        requirements = GalaxyRequirements.of_task(self.spec, program, cwd,
                                                   playbook, self.work_dir)
         failed = await requirements.install(
             lambda argv: self._run_process(argv, cwd, env, self._left(started)), self._say,
@@ -275,9 +277,8 @@ class TaskExecution:
                        as_runner: bool) -> tuple[int | None, str]:
         # The task's time limit covers its fetch: a server that never answers must not hold
         # the runner's slot (and the repository's lock) for ever.
-        timeout = (None if self.timeout is None else
-                   max(self.timeout - (time.monotonic() - self._started), 0.1))
-        return await self._run_process(argv, cwd, env, timeout=timeout, as_runner=as_runner)
+        return await self._run_process(argv, cwd, env, timeout=self._left(self._started),
+                                       as_runner=as_runner)
 
     async def _commit_info(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
