@@ -188,6 +188,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_registration_token(self, token_id: int) -> None: ...
 
+    # The audit trail (Semaphore's events), newest first.
+    @abc.abstractmethod
+    async def add_event(self, values: dict[str, Any]) -> None: ...
+    @abc.abstractmethod
+    async def list_events(self, project_ids: Sequence[int] | None,
+                          limit: int | None = None) -> list[Row]:
+        """Events of these projects (None: every event, with those of no project), newest
+        first, at most `limit`."""
+
     # Tasks and their output.
     @abc.abstractmethod
     async def create_task(self, values: dict[str, Any]) -> Row: ...

@@ -324,6 +324,26 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE template ADD COLUMN view_id INTEGER REFERENCES project_view(id)
         ON DELETE SET NULL;
     """,
+    # 12: Semaphore's events, the audit trail: who created, changed, deleted or ran what.
+    # The names (project, user, object) are copied in when the event is written, so the
+    # trail still reads right after the project, user or object is gone; their ids become
+    # NULL then (an admin still sees every event).
+    """
+    CREATE TABLE event (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER REFERENCES project(id) ON DELETE SET NULL,
+        user_id INTEGER REFERENCES user(id) ON DELETE SET NULL,
+        integration_id INTEGER,
+        object_id INTEGER,
+        object_type TEXT NOT NULL,
+        object_name TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL,
+        project_name TEXT,
+        username TEXT,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX event_project ON event(project_id, id);
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

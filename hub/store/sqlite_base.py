@@ -35,6 +35,9 @@ RUNNER_COLUMNS = frozenset({"project_id", "name", "token_hash", "active", "tags"
                             "shared_identity", "update_state", "update_target",
                             "update_error", "update_wave"})
 ROLLOUT_COLUMNS = frozenset({"version", "project_id", "runner_id", "canary", "healthy_seconds"})
+EVENT_COLUMNS = frozenset({"project_id", "user_id", "integration_id", "object_id",
+                           "object_type", "object_name", "description", "project_name",
+                           "username", "created"})
 TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
                           "commit_message", "start", "end", "last_seq"})
 

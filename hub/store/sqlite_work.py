@@ -16,6 +16,7 @@ from hub.store.base import (
 )
 from hub.store.sorting import order_by
 from hub.store.sqlite_base import (
+    EVENT_COLUMNS,
     ROLLOUT_COLUMNS,
     RUNNER_COLUMNS,
     TASK_COLUMNS,
@@ -177,6 +178,26 @@ class WorkQueries(SqliteConnection):
                                      (token_id,))
         if not cursor.rowcount:
             raise NotFound(f"registration token {token_id} not found")
+
+    # The audit trail.
+
+    async def add_event(self, values: dict[str, Any]) -> None:
+        _check_keys(values, EVENT_COLUMNS, "event")
+        await self._insert("event", {"created": utcnow(), **values})
+
+    async def list_events(self, project_ids: Sequence[int] | None,
+                          limit: int | None = None) -> list[Row]:
+        where = ""
+        params: tuple[Any, ...] = ()
+        if project_ids is not None:
+            if not project_ids:
+                return []
+            where = f"WHERE project_id IN ({', '.join('?' for _ in project_ids)})"
+            params = tuple(project_ids)
+        tail = " LIMIT ?" if limit is not None else ""
+        return await self._fetch_all(
+            f"SELECT * FROM event {where} ORDER BY id DESC{tail}",
+            params + ((limit,) if limit is not None else ()))
 
     # Tasks.
 

@@ -1,0 +1,72 @@
+"""The audit trail (Semaphore's events): one row per change a person, a runner or an
+integration made, written after the change succeeded.
+
+Event shape and object types follow Semaphore (db/Event.go): `object_type` is one of
+OBJECT_TYPES, `description` a sentence a person reads ("Template deploy created").
+"""
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from hub.context import HUB, PROJECT, USER, Hub
+
+log = structlog.get_logger("hub.audit")
+
+# Semaphore's EventObjectType values, plus the runner (Semaphore writes no runner events).
+OBJECT_TYPES = frozenset({
+    "task", "environment", "inventory", "key", "project", "repository", "schedule",
+    "template", "user", "view", "integration", "integrationextractvalue",
+    "integrationmatcher", "runner",
+})
+
+
+async def record(hub: Hub, object_type: str, description: str, *,
+                 project: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
+                 object_id: int | None = None, object_name: str = "",
+                 integration_id: int | None = None) -> None:
+    """Store one event. `project` and `user` are rows (their names are copied in)."""
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"unknown event object type {object_type!r}")
+    values: dict[str, Any] = {
+        "object_type": object_type,
+        "description": description,
+        "object_id": object_id,
+        "object_name": object_name,
+        "integration_id": integration_id,
+    }
+    if project is not None:
+        values |= {"project_id": project["id"], "project_name": project["name"]}
+    if user is not None:
+        values |= {"user_id": user["id"], "username": user["username"]}
+    await hub.store.add_event(values)
+    log.info("audit.event", object_type=object_type, object_id=object_id,
+             project_id=values.get("project_id"), user_id=values.get("user_id"),
+             integration_id=integration_id, description=description)
+
+
+async def record_request(request: web.Request, object_type: str, description: str, *,
+                         object_id: int | None = None, object_name: str = "",
+                         project: dict[str, Any] | None = None) -> None:
+    """An event made by the request's user, in the request's project (if the URL has one and
+    access was checked) unless `project` says otherwise: no extra database reads."""
+    await record(request.app[HUB], object_type, description,
+                 project=project if project is not None else request.get(PROJECT),
+                 user=request.get(USER), object_id=object_id, object_name=object_name)
+
+
+def event_json(row: dict[str, Any]) -> dict[str, Any]:
+    """An event as Semaphore's API shows it."""
+    return {
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "integration_id": row["integration_id"],
+        "object_id": row["object_id"],
+        "object_type": row["object_type"],
+        "object_name": row["object_name"],
+        "description": row["description"],
+        "created": row["created"],
+        "project_name": row["project_name"],
+        "username": row["username"],
+    }
