@@ -7,6 +7,7 @@ from aiohttp import web
 from hub import gateway
 from hub import web as dashboard
 from hub.api import (
+    backup,
     live,
     projects,
     resources,
@@ -51,6 +52,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     # Projects.
     ("GET", "/api/projects", projects.list_projects),
     ("POST", "/api/projects", projects.create_project),
+    # Semaphore's backup format: a project to JSON, and JSON to a new project.
+    ("POST", "/api/projects/restore", backup.restore),
+    ("GET", f"{P}/backup", backup.get_backup),
     ("GET", P, projects.get_project),
     ("PUT", P, projects.update_project),
     ("DELETE", P, projects.delete_project),

@@ -127,19 +127,35 @@ def _resource(request: web.Request) -> Resource:
 async def _values(request: web.Request, resource: Resource, project_id: int,
                   creating: bool) -> tuple[dict, Any]:
     body: Any = await read_body(request, resource.model)
-    values = resource.to_values(body, hub_of(request), creating)
-    store = hub_of(request).store
+    return await checked_values(hub_of(request), resource, project_id, body, creating), body
+
+
+async def checked_values(hub: Hub, resource: Resource, project_id: int, body: Any,
+                         creating: bool) -> dict:
+    """The columns to store for a decoded request body, once every check of the REST API
+    passed (its own fields, then what it references in the project): one path for the API
+    and for a restored backup (hub/api/backup_format.py)."""
+    values = resource.to_values(body, hub, creating)
     if resource.check is not None:
-        await resource.check(hub_of(request), project_id, body)
+        await resource.check(hub, project_id, body)
     for field, table in resource.references:
         ref = values.get(field)
         if ref is not None:
             try:
-                await store.get_row(table, project_id, ref)
+                await hub.store.get_row(table, project_id, ref)
             except NotFound:
                 raise ApiError(400, f"field `{field}`: {_noun(table)} {ref} "
                                     f"not found in project {project_id}") from None
-    return values, body
+    return values
+
+
+async def create_from_body(hub: Hub, resource: Resource, project_id: int, body: Any) -> dict:
+    """Check and store a new row as POST would; the stored row."""
+    values = await checked_values(hub, resource, project_id, body, creating=True)
+    row = await hub.store.create_row(resource.table, project_id, values)
+    if resource.after_save is not None:
+        await resource.after_save(hub, row["id"], body)
+    return row
 
 
 def _noun(table: str) -> str:
@@ -165,11 +181,8 @@ async def list_rows(request: web.Request) -> web.Response:
 async def create_row(request: web.Request) -> web.Response:
     resource = _resource(request)
     project_id = await project_access(request, "manager")
-    values, body = await _values(request, resource, project_id, creating=True)
-    hub = hub_of(request)
-    row = await hub.store.create_row(resource.table, project_id, values)
-    if resource.after_save is not None:
-        await resource.after_save(hub, row["id"], body)
+    body: Any = await read_body(request, resource.model)
+    row = await create_from_body(hub_of(request), resource, project_id, body)
     return json_response(await _show(request, resource, row), status=201)
 
 

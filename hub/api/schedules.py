@@ -20,7 +20,7 @@ from hub.api.common import (
 )
 from hub.api.models import Id, Name
 from hub.core.schedules import BadSchedule, check_cron, format_stamp, parse_stamp
-from hub.store import NotFound, Row, utcnow
+from hub.store import NotFound, Row, Store, utcnow
 
 Cron = Annotated[str, msgspec.Meta(max_length=255)]
 
@@ -54,9 +54,14 @@ def schedule_json(row: Row) -> Row:
 
 
 async def _values(request: web.Request, project_id: int) -> dict:
-    body = await read_body(request, ScheduleRequest)
+    return await schedule_values(hub_of(request).store, project_id,
+                                 await read_body(request, ScheduleRequest))
+
+
+async def schedule_values(store: Store, project_id: int, body: ScheduleRequest) -> dict:
+    """The columns of a schedule, once checked (the API's and a restored backup's path)."""
     try:
-        await hub_of(request).store.get_row("template", project_id, body.template_id)
+        await store.get_row("template", project_id, body.template_id)
     except NotFound:
         raise ApiError(400, f"field `template_id`: template {body.template_id} not found in "
                             f"project {project_id}") from None
