@@ -1,7 +1,7 @@
 // Projects and their tabs: keys, repositories, inventories, environments, templates (runs);
 // the task list and task page are in tasks.js.
-import {api, clear, confirmAction, describe, dialog, duration, field, flash, form, h, input,
-  select, textarea, when} from "./h.js";
+import {ApiError, api, clear, confirmAction, describe, dialog, duration, field, flash, form, h,
+  input, select, textarea, when} from "./h.js";
 import {onLeave, session} from "./app.js";
 import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
@@ -29,7 +29,34 @@ export async function projectsPage() {
   clear(page, h("h1", "Projects"),
     projects.length ? h("ul.cards", projects.map((p) =>
       h("li", h("a", {href: `#/project/${p.id}/templates`}, p.name)))) : h("p", "No projects yet."),
-    h("section", h("h2", "New project"), f));
+    h("section", h("h2", "New project"), f),
+    h("section", h("h2", "Restore project"), restoreForm()));
+}
+
+function fileError(message) {
+  const err = new ApiError(0, message);
+  err.field = "backup"; // shown next to the file input
+  return err;
+}
+
+// Semaphore's "Restore project": a backup file (Semaphore's JSON, from here or from
+// Semaphore) becomes a new project, opened once it exists.
+function restoreForm() {
+  const file = input("backup", {type: "file", accept: ".json,application/json"});
+  return form([field("Backup file", file,
+    "A project backup in Semaphore's format; keys come back without their secrets.")],
+  "Restore project", async () => {
+    const chosen = file.files[0];
+    if (!chosen) throw fileError("choose a backup file");
+    let backup;
+    try {
+      backup = JSON.parse(await chosen.text());
+    } catch (err) {
+      throw fileError(`${chosen.name} is not JSON: ${err.message}`);
+    }
+    const p = await api("POST", "/api/projects/restore", backup);
+    location.hash = `#/project/${p.id}/templates`;
+  });
 }
 
 const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["keys", "Keys"],
@@ -63,6 +90,9 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   clear(page, h("div.page-head", h("h1", project.name), h("div.buttons",
     h("span.role", `your role: ${role}`),
     owner ? h("button", {type: "button", onclick: rename}, "Rename") : null,
+    // Semaphore's backup (its format, no secrets): managers and owners may take one.
+    can(role, "manager") ? h("a.button", {href: `/api/project/${projectId}/backup`,
+      download: `project-${projectId}-backup.json`}, "Backup") : null,
     owner ? h("button.danger", {type: "button", onclick: remove}, "Delete project") : null)),
     h("nav.tabs", {"aria-label": "Project"}, h("ul", TABS.filter(([, , need]) => !need || can(role, need))
       .map(([key, label]) => h("li", h("a", {href: key === "members"
