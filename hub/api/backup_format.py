@@ -358,6 +358,8 @@ class Restore:
         body = {key: value for key, value in item.items()
                 if key not in ("template", "task_params")}
         body["template_id"] = self.ids["templates"][item["template"]]
+        if not body.get("name"):  # Semaphore's schedules from before they had names
+            body["name"] = item["template"]
         request: ScheduleRequest = _convert(body, ScheduleRequest, where)
         try:
             values = await schedule_values(self.hub.store, self.project_id, request)

@@ -211,6 +211,13 @@ async def test_older_backup_with_template_cron_and_owned_keys(api):
     base = f"/api/project/{project['id']}"
     [schedule] = await api.ok("GET", f"{base}/schedules")
     assert (schedule["name"], schedule["cron_format"]) == ("Deploy site", "30 2 * * 1")
+    # A schedule from before schedules had names takes its template's.
+    backup = fixture()
+    backup["schedules"] = [{"cron_format": "@daily", "name": "", "active": True,
+                            "template": "Rotate logs"}]
+    project = await api.ok("POST", "/api/projects/restore", backup)
+    [schedule] = await api.ok("GET", f"/api/project/{project['id']}/schedules")
+    assert (schedule["name"], schedule["cron_format"]) == ("Rotate logs", "@daily")
     assert "TOKEN" not in {key["name"] for key in await api.ok("GET", f"{base}/keys")}
 
 
