@@ -67,6 +67,12 @@ def schedule_json(hub: Hub, row: Row) -> Row:
             "last_error": failure.json() if failure is not None else None}
 
 
+def _forget_failure(request: web.Request, schedule_id: int) -> None:
+    scheduler = hub_of(request).scheduler
+    if scheduler is not None:
+        scheduler.failures.pop(schedule_id, None)
+
+
 async def _values(request: web.Request, project_id: int, old: Row | None = None) -> dict:
     body = await read_body(request, ScheduleRequest)
     try:
@@ -142,6 +148,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     old = await store.get_row("schedule", project_id, schedule_id)  # 404 before the 400s
     values = await _values(request, project_id, old)
     await store.update_row("schedule", project_id, schedule_id, values)
+    _forget_failure(request, schedule_id)  # changed: the next round tries it afresh
     await record_request(request, "schedule", f"Schedule {values['name']} updated",
                          object_id=schedule_id, object_name=values["name"])
     return no_content()
@@ -168,6 +175,7 @@ async def set_active(request: web.Request) -> web.Response:
     if body.active and not row["active"] and row["type"] != "run_at":
         values["last_fire"] = utcnow()  # the times it was off are not run
     await store.update_row("schedule", project_id, schedule_id, values)
+    _forget_failure(request, schedule_id)
     state = "activated" if body.active else "deactivated"
     await record_request(request, "schedule", f"Schedule {row['name']} {state}",
                          object_id=schedule_id, object_name=row["name"])

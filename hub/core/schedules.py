@@ -83,10 +83,25 @@ def _cron_step(expression: str, start: datetime, zone: tzinfo, forward: bool) ->
     """The next (or previous) match of the expression from `start`, read in `zone`, in UTC."""
     try:
         matches = croniter(expression, start.astimezone(zone))
-        found = matches.get_next(datetime) if forward else matches.get_prev(datetime)
+        for _ in range(3):
+            found = matches.get_next(datetime) if forward else matches.get_prev(datetime)
+            if not _repeated_hour(found, expression, zone):
+                return found.astimezone(UTC)
     except (CroniterBadCronError, CroniterBadDateError, ValueError):
-        return None  # checked by the API; a row from elsewhere is skipped, not fatal
-    return found.astimezone(UTC)
+        pass  # checked by the API; a row from elsewhere is skipped, not fatal
+    return None
+
+
+def _repeated_hour(found: datetime, expression: str, zone: tzinfo) -> bool:
+    """True for the second pass of a wall time a DST change repeats (02:30 twice in autumn)
+    when the expression names its hours: "30 2 * * *" runs once that night, as with cron;
+    an hourly or every-minute one runs on through both passes."""
+    local = found.astimezone(zone)
+    if not local.fold or local.replace(fold=0).utcoffset() == local.utcoffset():
+        return False
+    if expression.startswith("@"):
+        return expression != "@hourly"
+    return expression.split()[1] != "*"
 
 
 def latest_due(schedule: Row, now: datetime, zone: tzinfo = UTC) -> datetime | None:

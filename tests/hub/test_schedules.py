@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hub.config import load_config
+from hub.core.schedules import latest_due, next_run
 from tests.faults import ROOT, free_port
 from tests.hub.test_users_api import logged_in, make_user
 from tests.hubkit import start_hub, write_script
@@ -310,6 +311,35 @@ def test_timezone_from_the_environment():
     assert load_config(environ={"SEMAPHORE_SCHEDULE_TIMEZONE": "Europe/Berlin"}).schedule_zone \
         == ZoneInfo("Europe/Berlin")
     assert load_config(environ={}).schedule.timezone == "UTC"
+
+
+def test_dst_changes_in_the_configured_zone():
+    """Berlin: 03:00 is 02:00 UTC in winter, 01:00 UTC in summer; the autumn night that has
+    02:30 twice runs "30 2 * * *" once, and an hourly schedule through both hours."""
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def row(cron: str, last: str) -> dict:
+        return {"active": 1, "type": "", "cron_format": cron, "run_at": None,
+                "last_fire": last, "created": "2027-01-01T00:00:00Z"}
+
+    def at(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    def upcoming(cron: str, now: str) -> str:
+        found = next_run(row(cron, now), at(now), berlin)
+        assert found is not None
+        return _stamp(found)
+
+    assert upcoming("0 3 * * *", "2027-01-10T12:00:00Z") == "2027-01-11T02:00:00Z"
+    assert upcoming("0 3 * * *", "2027-07-01T12:00:00Z") == "2027-07-02T01:00:00Z"
+    # Spring: 02:30 does not exist that night; it runs when the clock has jumped (03:00).
+    assert upcoming("30 2 * * *", "2027-03-27T12:00:00Z") == "2027-03-28T01:00:00Z"
+    # Autumn: 02:30 CEST (00:30Z) runs; 02:30 CET (01:30Z) does not; the next is a day on.
+    assert upcoming("30 2 * * *", "2027-10-30T12:00:00Z") == "2027-10-31T00:30:00Z"
+    assert upcoming("30 2 * * *", "2027-10-31T00:30:00Z") == "2027-11-01T01:30:00Z"
+    assert latest_due(row("30 2 * * *", "2027-10-31T00:30:00Z"), at("2027-10-31T01:35:00Z"),
+                      berlin) is None
+    assert upcoming("30 * * * *", "2027-10-31T00:30:00Z") == "2027-10-31T01:30:00Z"
 
 
 async def test_step_past_the_field_range_is_refused(hub, api, tmp_path):
