@@ -90,7 +90,7 @@ def test_views_create_move_a_template_in_and_reorder(logged_in_page, rest, tmp_p
     page.get_by_role("row", name="t-other.sh").wait_for()
     assert _view_tabs(page) == ["All"]
     for title in ("Deploy", "Maintenance"):
-        page.get_by_role("button", name="New view").click()
+        page.get_by_role("button", name="Add view").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_label("Title").fill(title)
         dialog.get_by_role("button", name="Create").click()
@@ -161,5 +161,5 @@ def test_a_guest_sees_schedules_and_views_but_cannot_change_them(page, rest, tmp
     page.goto(f"/#/project/{project}/templates?view={view['id']}")
     page.get_by_role("link", name="Ops").and_(page.locator("[aria-current]")).wait_for()
     page.get_by_text("None yet.").wait_for()
-    for name in ("New view", "Rename view", "Delete view", "Move view left", "New"):
+    for name in ("Add view", "Rename view", "Delete view", "Move view left", "New"):
         assert page.get_by_role("button", name=name, exact=True).count() == 0

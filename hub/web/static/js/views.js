@@ -31,7 +31,7 @@ export function viewTabs(ctx, views, current, again) {
       await action(v.title);
       d.close();
     });
-    const d = dialog(label === "Create" ? "New view" : "Rename view", f);
+    const d = dialog(label === "Create" ? "Add view" : "Rename view", f);
     f.elements.title.focus();
   };
   const create = () => named("", "Create", async (title) => {
@@ -71,7 +71,7 @@ export function viewTabs(ctx, views, current, again) {
     h("nav.tabs.subtabs", {"aria-label": "Views"},
       h("ul", link(null, "All"), views.map((v) => link(v.id, v.title)))),
     manage ? h("div.buttons.view-buttons",
-      h("button", {type: "button", onclick: create}, "New view"),
+      h("button", {type: "button", onclick: create}, "Add view"),
       view ? [
         h("button", {type: "button", onclick: rename}, "Rename view"),
         h("button", {type: "button", onclick: () => move(-1), disabled: index === 0,
