@@ -433,3 +433,27 @@ async def test_failed_fire_is_shown_and_retried_not_used_up(hub, api, tmp_path, 
         assert status == 404  # delete_after_run, now that it has really run
     else:
         assert got["last_error"] is None and got["last_fire"] == _stamp(t)
+
+
+async def test_changes_are_in_the_audit_trail(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    body = {"name": "nightly", "template_id": template, "cron_format": "0 3 * * *"}
+    schedule = await api.ok("POST", base, body, 201)
+    await api.ok("PUT", f"{base}/{schedule['id']}", {**body, "name": "daily"}, 204)
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": False}, 204)
+    await api.ok("DELETE", f"{base}/{schedule['id']}", status=204)
+    views = [await api.ok("POST", f"/api/project/{project}/views", {"title": title}, 201)
+             for title in ("a", "b")]
+    await api.ok("POST", f"/api/project/{project}/views/positions",
+                 {str(views[0]["id"]): 1, str(views[1]["id"]): 0}, 204)
+    events = await hub.hub.store.list_events([project])
+    mine = [(e["object_type"], e["object_id"], e["description"], e["username"])
+            for e in reversed(events) if e["object_type"] in ("schedule", "view")]
+    assert mine[:4] == [
+        ("schedule", schedule["id"], "Schedule nightly created", "admin"),
+        ("schedule", schedule["id"], "Schedule daily updated", "admin"),
+        ("schedule", schedule["id"], "Schedule daily deactivated", "admin"),
+        ("schedule", schedule["id"], "Schedule daily deleted", "admin")]
+    assert mine[-1] == ("view", None, "View order changed", "admin")
