@@ -8,6 +8,7 @@ message naming the key: a typo must never silently fall back to a default.
 import json
 import os
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -127,12 +128,14 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
         return self.sqlite.host
 
     @property
-    def schedule_zone(self) -> ZoneInfo:
+    def schedule_zone(self) -> tzinfo:
         return zone(self.schedule.timezone)
 
 
-def zone(name: str) -> ZoneInfo:
+def zone(name: str) -> tzinfo:
     """An IANA zone by name (ZoneInfo caches them); ValueError naming the problem."""
+    if name == "UTC":  # the default works without a zone database (no tzdata installed)
+        return UTC
     # ZoneInfo takes a path: keep it to names such as "UTC" or "Europe/Berlin".
     if not name or name.startswith("/") or ".." in name.split("/"):
         raise ValueError(f"{name[:80]!r} is not a time zone name (e.g. UTC, Europe/Berlin)")

@@ -311,6 +311,7 @@ def test_timezone_from_the_environment():
     assert load_config(environ={"SEMAPHORE_SCHEDULE_TIMEZONE": "Europe/Berlin"}).schedule_zone \
         == ZoneInfo("Europe/Berlin")
     assert load_config(environ={}).schedule.timezone == "UTC"
+    assert load_config(environ={}).schedule_zone is UTC
 
 
 def test_dst_changes_in_the_configured_zone():
