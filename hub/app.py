@@ -82,7 +82,7 @@ def _hub_context(config: HubConfig):
             dispatcher.attach(local)
         dispatcher.start()
         rollout.start()
-        scheduler = hub.scheduler = Scheduler(store, tasks)
+        scheduler = hub.scheduler = Scheduler(store, tasks, zone=config.schedule_zone)
         scheduler.start()
         # Everything built so far lives as long as the hub: keep it out of the collector's
         # full passes, which otherwise pause the event loop for tens of ms.

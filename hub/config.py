@@ -8,8 +8,10 @@ message naming the key: a typo must never silently fall back to a default.
 import json
 import os
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -36,6 +38,12 @@ class TlsConfig(msgspec.Struct, forbid_unknown_fields=True):
     key_file: str = ""
 
 
+class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Semaphore's `schedule` block: the zone cron expressions are read in (IANA name)."""
+
+    timezone: str = "UTC"
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Listening address (Semaphore: `interface` and `port`).
     interface: str = "127.0.0.1"
@@ -46,6 +54,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     sqlite: SqliteConfig = msgspec.field(default_factory=SqliteConfig)
     tmp_path: str = "/tmp/semaphore"
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    # Cron times are evaluated in schedule.timezone; stored and shown fire times stay UTC.
+    schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
     # Base64 of 32 random bytes; encrypts keys and secrets at rest (Semaphore's key name).
     access_key_encryption: str = ""
     # Runners.
@@ -102,6 +112,10 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
             _check(0 < getattr(self, key) <= 3600, key, "must be > 0 and at most 3600")
         _check(self.http_max_connections_per_address >= 0, "http_max_connections_per_address",
                "must be >= 0 (0: no limit)")
+        try:
+            zone(self.schedule.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"config key `schedule.timezone`: {exc}") from None
         if self.access_key_encryption:
             try:
                 decode_key(self.access_key_encryption)
@@ -112,6 +126,24 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def database_path(self) -> str:
         return self.sqlite.host
+
+    @property
+    def schedule_zone(self) -> tzinfo:
+        return zone(self.schedule.timezone)
+
+
+def zone(name: str) -> tzinfo:
+    """An IANA zone by name (ZoneInfo caches them); ValueError naming the problem."""
+    if name == "UTC":  # the default works without a zone database (no tzdata installed)
+        return UTC
+    # ZoneInfo takes a path: keep it to names such as "UTC" or "Europe/Berlin".
+    if not name or name.startswith("/") or ".." in name.split("/"):
+        raise ValueError(f"{name[:80]!r} is not a time zone name (e.g. UTC, Europe/Berlin)")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{name[:80]!r} is not a known time zone (IANA names such as UTC, "
+                         "Europe/Berlin)") from None
 
 
 def _check(ok: bool, key: str, problem: str) -> None:
@@ -133,6 +165,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_TLS_ENABLED": ("tls", "enabled"),
     "SEMAPHORE_TLS_CERT_FILE": ("tls", "cert_file"),
     "SEMAPHORE_TLS_KEY_FILE": ("tls", "key_file"),
+    "SEMAPHORE_SCHEDULE_TIMEZONE": ("schedule", "timezone"),
     "SEMAPHORE_ACCESS_KEY_ENCRYPTION": ("access_key_encryption",),
     "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),

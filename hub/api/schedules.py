@@ -1,7 +1,12 @@
 """/api/project/{project_id}/schedules: Semaphore's schedules (cron or run-once) of templates.
 
 Guests read, managers create and edit, owners delete (Semaphore's roles). The hub's scheduler
-(hub/core/schedules.py) starts the tasks; times are UTC.
+(hub/core/schedules.py) starts the tasks; times are UTC (cron fields are read in the hub's
+schedule.timezone).
+
+Beyond Semaphore's fields, each schedule's JSON has `next_run` (the next due time, UTC,
+or null when off or a run-once that has fired) and `last_error` (null, or the fire that
+failed and is being retried: {"due", "error", "since"}), which the dashboard shows.
 """
 
 from typing import Annotated, Literal
@@ -19,7 +24,9 @@ from hub.api.common import (
     read_body,
 )
 from hub.api.models import Id, Name
-from hub.core.schedules import BadSchedule, check_cron, format_stamp, parse_stamp
+from hub.context import Hub
+from hub.core.audit import record_request
+from hub.core.schedules import BadSchedule, check_cron, format_stamp, next_run, parse_stamp
 from hub.store import NotFound, Row, Store, utcnow
 
 Cron = Annotated[str, msgspec.Meta(max_length=255)]
@@ -45,21 +52,36 @@ class ActiveRequest(msgspec.Struct):
     active: bool
 
 
-def schedule_json(row: Row) -> Row:
+def schedule_json(hub: Hub, row: Row) -> Row:
+    scheduler = hub.scheduler
+    zone = scheduler.zone if scheduler is not None else hub.config.schedule_zone
+    now = scheduler.now() if scheduler is not None else parse_stamp(utcnow())
+    upcoming = next_run(row, now, zone)
+    failure = scheduler.failures.get(row["id"]) if scheduler is not None else None
     return {"id": row["id"], "project_id": row["project_id"],
             "template_id": row["template_id"], "name": row["name"],
             "cron_format": row["cron_format"], "type": row["type"], "run_at": row["run_at"],
             "delete_after_run": bool(row["delete_after_run"]), "active": bool(row["active"]),
-            "last_fire": row["last_fire"], "created": row["created"]}
+            "last_fire": row["last_fire"], "created": row["created"],
+            "next_run": format_stamp(upcoming) if upcoming is not None else None,
+            "last_error": failure.json() if failure is not None else None}
 
 
-async def _values(request: web.Request, project_id: int) -> dict:
+def _forget_failure(request: web.Request, schedule_id: int) -> None:
+    scheduler = hub_of(request).scheduler
+    if scheduler is not None:
+        scheduler.failures.pop(schedule_id, None)
+
+
+async def _values(request: web.Request, project_id: int, old: Row | None = None) -> dict:
     return await schedule_values(hub_of(request).store, project_id,
-                                 await read_body(request, ScheduleRequest))
+                                 await read_body(request, ScheduleRequest), old)
 
 
-async def schedule_values(store: Store, project_id: int, body: ScheduleRequest) -> dict:
-    """The columns of a schedule, once checked (the API's and a restored backup's path)."""
+async def schedule_values(store: Store, project_id: int, body: ScheduleRequest,
+                          old: Row | None = None) -> dict:
+    """The columns of a schedule, once checked (the API's and a restored backup's path);
+    `old` is the stored row when it is an edit."""
     try:
         await store.get_row("template", project_id, body.template_id)
     except NotFound:
@@ -81,17 +103,22 @@ async def schedule_values(store: Store, project_id: int, body: ScheduleRequest) 
     except BadSchedule as exc:
         raise ApiError(400, str(exc)) from None
     # last_fire starts now: times that passed before this (or before it was changed or
-    # switched on again) are not run.
+    # switched on again) are not run. A run-once that has fired stays fired unless its
+    # run_at moves to a time still to come.
+    fired = None
+    if once and old is not None and old["type"] == "run_at" and old["last_fire"] is not None:
+        moved = run_at != old["run_at"] and run_at is not None and run_at > utcnow()
+        fired = None if moved else old["last_fire"]
     return {"template_id": body.template_id, "name": body.name,
             "cron_format": "" if once else body.cron_format, "type": "run_at" if once else "",
             "run_at": run_at, "delete_after_run": int(body.delete_after_run),
-            "active": int(body.active), "last_fire": None if once else utcnow()}
+            "active": int(body.active), "last_fire": fired if once else utcnow()}
 
 
 async def list_schedules(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     rows = await hub_of(request).store.list_rows("schedule", project_id)
-    return json_response([schedule_json(row) for row in rows])
+    return json_response([schedule_json(hub_of(request), row) for row in rows])
 
 
 async def template_schedules(request: web.Request) -> web.Response:
@@ -100,7 +127,7 @@ async def template_schedules(request: web.Request) -> web.Response:
     store = hub_of(request).store
     template = await store.get_row("template", project_id, int_param(request, "template_id"))
     rows = await store.list_rows("schedule", project_id)
-    return json_response([schedule_json(row) for row in rows
+    return json_response([schedule_json(hub_of(request), row) for row in rows
                           if row["template_id"] == template["id"]])
 
 
@@ -108,7 +135,7 @@ async def get_schedule(request: web.Request) -> web.Response:
     project_id = await project_access(request)
     row = await hub_of(request).store.get_row("schedule", project_id,
                                               int_param(request, "schedule_id"))
-    return json_response(schedule_json(row))
+    return json_response(schedule_json(hub_of(request), row))
 
 
 async def create_schedule(request: web.Request) -> web.Response:
@@ -116,23 +143,31 @@ async def create_schedule(request: web.Request) -> web.Response:
     values = await _values(request, project_id)
     row = await hub_of(request).store.create_row("schedule", project_id,
                                                  {**values, "created": utcnow()})
-    return json_response(schedule_json(row), status=201)
+    await record_request(request, "schedule", f"Schedule {row['name']} created",
+                         object_id=row["id"], object_name=row["name"])
+    return json_response(schedule_json(hub_of(request), row), status=201)
 
 
 async def update_schedule(request: web.Request) -> web.Response:
     project_id = await project_access(request, "manager")
     schedule_id = int_param(request, "schedule_id")
     store = hub_of(request).store
-    await store.get_row("schedule", project_id, schedule_id)  # 404 before the body's 400s
-    await store.update_row("schedule", project_id, schedule_id,
-                           await _values(request, project_id))
+    old = await store.get_row("schedule", project_id, schedule_id)  # 404 before the 400s
+    values = await _values(request, project_id, old)
+    await store.update_row("schedule", project_id, schedule_id, values)
+    _forget_failure(request, schedule_id)  # changed: the next round tries it afresh
+    await record_request(request, "schedule", f"Schedule {values['name']} updated",
+                         object_id=schedule_id, object_name=values["name"])
     return no_content()
 
 
 async def delete_schedule(request: web.Request) -> web.Response:
     project_id = await project_access(request, "owner")
-    await hub_of(request).store.delete_row("schedule", project_id,
-                                           int_param(request, "schedule_id"))
+    store = hub_of(request).store
+    row = await store.get_row("schedule", project_id, int_param(request, "schedule_id"))
+    await store.delete_row("schedule", project_id, row["id"])
+    await record_request(request, "schedule", f"Schedule {row['name']} deleted",
+                         object_id=row["id"], object_name=row["name"])
     return no_content()
 
 
@@ -147,6 +182,10 @@ async def set_active(request: web.Request) -> web.Response:
     if body.active and not row["active"] and row["type"] != "run_at":
         values["last_fire"] = utcnow()  # the times it was off are not run
     await store.update_row("schedule", project_id, schedule_id, values)
+    _forget_failure(request, schedule_id)
+    state = "activated" if body.active else "deactivated"
+    await record_request(request, "schedule", f"Schedule {row['name']} {state}",
+                         object_id=schedule_id, object_name=row["name"])
     return no_content()
 
 

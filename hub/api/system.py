@@ -20,4 +20,5 @@ async def info(request: web.Request) -> web.Response:
         "version": PACKAGE_VERSION, "ansible": "", "web_host": config.web_host,
         "use_remote_runner": config.use_remote_runner,
         "auth_methods": {"login": True, "totp": False, "email": False},
-        "git_client": "cmd_git", "schedule_timezone": "UTC", "premium_features": {}})
+        "git_client": "cmd_git", "schedule_timezone": config.schedule.timezone,
+        "premium_features": {}})

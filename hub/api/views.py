@@ -15,6 +15,7 @@ from hub.api.common import (
     sort_params,
 )
 from hub.api.models import Count
+from hub.core.audit import record_request
 
 
 async def set_positions(request: web.Request) -> web.Response:
@@ -33,6 +34,8 @@ async def set_positions(request: web.Request) -> web.Response:
         wanted[view_id] = position
     for view_id, position in wanted.items():
         await store.update_row("project_view", project_id, view_id, {"position": position})
+    if wanted:
+        await record_request(request, "view", "View order changed")
     return no_content()
 
 

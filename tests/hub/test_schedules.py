@@ -1,10 +1,18 @@
 """Schedules through the REST API of a real hub, and its scheduler on a clock the test sets
 (the hub's own loop is stopped; each round is a `tick`), across a real hub restart."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from hub.config import load_config
+from hub.core.schedules import latest_due, next_run
+from tests.faults import ROOT, free_port
 from tests.hub.test_users_api import logged_in, make_user
 from tests.hubkit import start_hub, write_script
 
@@ -250,3 +258,203 @@ async def test_restart_neither_duplicates_nor_loses_a_fire(tmp_path):
         assert len(tasks) == 3
     finally:
         await third.close()
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_cron_is_read_in_the_configured_timezone(tmp_path):
+    # Kiritimati is UTC+14 all year: "0 3 * * *" there is 13:00 UTC the day before.
+    running = await start_hub(tmp_path, schedule={"timezone": "Pacific/Kiritimati"})
+    try:
+        api = await running.api()
+        assert (await api.ok("GET", "/api/info"))["schedule_timezone"] == "Pacific/Kiritimati"
+        project = await api.project()
+        template = await _template(api, tmp_path, project)
+        schedule = await api.ok("POST", f"/api/project/{project}/schedules",
+                                {"name": "three", "template_id": template,
+                                 "cron_format": "0 3 * * *"}, 201)
+        now = datetime.now(UTC).replace(microsecond=0)
+        due = now.replace(hour=13, minute=0, second=0)
+        if due <= now:
+            due += timedelta(days=1)
+        assert schedule["next_run"] == _stamp(due)
+        clock = await _manual_clock(running, due - timedelta(seconds=1))
+        assert await running.hub.scheduler.tick() == []
+        clock[0] = due
+        assert len(await running.hub.scheduler.tick()) == 1
+        got = await api.ok("GET", f"/api/project/{project}/schedules/{schedule['id']}")
+        assert got["last_fire"] == _stamp(due)  # stored in UTC
+        assert got["next_run"] == _stamp(due + timedelta(days=1))
+    finally:
+        await running.close()
+
+
+@pytest.mark.parametrize("content, environ", [
+    ({"schedule": {"timezone": "Mars/Olympus"}}, {}),
+    ({}, {"SEMAPHORE_SCHEDULE_TIMEZONE": "../../etc/passwd"}),
+    ({}, {"SEMAPHORE_SCHEDULE_TIMEZONE": ""}),
+])
+def test_bad_timezone_stops_the_hub_naming_the_key(tmp_path, content, environ):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"sqlite": {"host": str(tmp_path / "db.sqlite")},
+                                  "port": free_port(), **content}))
+    result = subprocess.run([sys.executable, "-m", "hub.cli", "server", "--config",
+                             str(config)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, **environ})
+    assert result.returncode == 2, result.stderr
+    assert "`schedule.timezone`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_timezone_from_the_environment():
+    assert load_config(environ={"SEMAPHORE_SCHEDULE_TIMEZONE": "Europe/Berlin"}).schedule_zone \
+        == ZoneInfo("Europe/Berlin")
+    assert load_config(environ={}).schedule.timezone == "UTC"
+    assert load_config(environ={}).schedule_zone is UTC
+
+
+def test_dst_changes_in_the_configured_zone():
+    """Berlin: 03:00 is 02:00 UTC in winter, 01:00 UTC in summer; the autumn night that has
+    02:30 twice runs "30 2 * * *" once, and an hourly schedule through both hours."""
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def row(cron: str, last: str) -> dict:
+        return {"active": 1, "type": "", "cron_format": cron, "run_at": None,
+                "last_fire": last, "created": "2027-01-01T00:00:00Z"}
+
+    def at(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    def upcoming(cron: str, now: str) -> str:
+        found = next_run(row(cron, now), at(now), berlin)
+        assert found is not None
+        return _stamp(found)
+
+    assert upcoming("0 3 * * *", "2027-01-10T12:00:00Z") == "2027-01-11T02:00:00Z"
+    assert upcoming("0 3 * * *", "2027-07-01T12:00:00Z") == "2027-07-02T01:00:00Z"
+    # Spring: 02:30 does not exist that night; it runs when the clock has jumped (03:00).
+    assert upcoming("30 2 * * *", "2027-03-27T12:00:00Z") == "2027-03-28T01:00:00Z"
+    # Autumn: 02:30 CEST (00:30Z) runs; 02:30 CET (01:30Z) does not; the next is a day on.
+    assert upcoming("30 2 * * *", "2027-10-30T12:00:00Z") == "2027-10-31T00:30:00Z"
+    assert upcoming("30 2 * * *", "2027-10-31T00:30:00Z") == "2027-11-01T01:30:00Z"
+    assert latest_due(row("30 2 * * *", "2027-10-31T00:30:00Z"), at("2027-10-31T01:35:00Z"),
+                      berlin) is None
+    assert upcoming("30 * * * *", "2027-10-31T00:30:00Z") == "2027-10-31T01:30:00Z"
+
+
+async def test_step_past_the_field_range_is_refused(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    for cron in ("*/500 * * * *", "0 */25 * * *", "0 0 1-31/32 * *", "0 0 * */13 *",
+                 "0 0 * * */8", "*/0 * * * *"):
+        for path, body in [(base, {"name": "x", "template_id": template, "cron_format": cron}),
+                           (f"{base}/validate", {"cron_format": cron})]:
+            status, answer = await api.request("POST", path, body)
+            assert status == 400 and "`cron_format`" in answer["error"], (cron, answer)
+    for cron in ("*/59 * * * *", "0 */24 * * *", "0 0 * * */7", "5-50/15 1,*/6 * * *"):
+        await api.ok("POST", f"{base}/validate", {"cron_format": cron})
+
+
+async def test_editing_a_fired_run_once_fires_it_again_only_for_a_new_future_time(
+        hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    t = _next_minute() + timedelta(minutes=5)
+    body = {"name": "once", "template_id": template, "type": "run_at", "run_at": _stamp(t)}
+    schedule = await api.ok("POST", f"/api/project/{project}/schedules", body, 201)
+    assert schedule["next_run"] == _stamp(t)
+    path = f"/api/project/{project}/schedules/{schedule['id']}"
+    clock = await _manual_clock(hub, t)
+    tick = hub.hub.scheduler.tick
+    assert len(await tick()) == 1
+    assert (await api.ok("GET", path))["next_run"] is None
+    # Renamed and switched on again with the same time: it has run, it does not run again.
+    await api.ok("PUT", path, {**body, "name": "renamed", "active": True}, 204)
+    await api.ok("PUT", f"{path}/active", {"active": True}, 204)
+    clock[0] = t + timedelta(minutes=1)
+    assert await tick() == []
+    assert (await api.ok("GET", path))["next_run"] is None
+    # Moved to a time already past: still not.
+    await api.ok("PUT", path, {**body, "run_at": _stamp(t - timedelta(days=1))}, 204)
+    assert await tick() == []
+    # Moved to a time to come: it fires then, once.
+    later = _next_minute() + timedelta(minutes=30)
+    await api.ok("PUT", path, {**body, "run_at": _stamp(later)}, 204)
+    assert (await api.ok("GET", path))["next_run"] == _stamp(later)
+    clock[0] = later
+    assert len(await tick()) == 1
+    assert await tick() == []
+    assert len(await _scheduled_tasks(api, project, schedule["id"])) == 2
+
+
+@pytest.mark.parametrize("kind", ["cron", "run_at"])
+async def test_failed_fire_is_shown_and_retried_not_used_up(hub, api, tmp_path, kind):
+    project = await api.project()
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "site.yml", "- hosts: all\n")
+    inventories = f"/api/project/{project}/inventory"
+    inventory = await api.ok("POST", inventories, {"name": "i", "type": "static",
+                                                   "inventory": "localhost\n"}, 201)
+    repository = await api.ok("POST", f"/api/project/{project}/repositories",
+                              {"name": "r", "git_url": str(scripts), "git_branch": ""}, 201)
+    template = (await api.ok("POST", f"/api/project/{project}/templates",
+                             {"name": "site", "app": "ansible", "playbook": "site.yml",
+                              "repository_id": repository["id"],
+                              "inventory_id": inventory["id"]}, 201))["id"]
+    t = _next_minute() + timedelta(minutes=2)
+    body: dict = {"name": "s", "template_id": template}
+    body |= ({"cron_format": "* * * * *"} if kind == "cron"
+             else {"type": "run_at", "run_at": _stamp(t), "delete_after_run": True})
+    schedule = await api.ok("POST", f"/api/project/{project}/schedules", body, 201)
+    path = f"/api/project/{project}/schedules/{schedule['id']}"
+    # Meanwhile the inventory becomes one an ansible template cannot use.
+    await api.ok("PUT", f"{inventories}/{inventory['id']}",
+                 {"name": "i", "type": "terraform-workspace", "inventory": "w"}, 204)
+    clock = await _manual_clock(hub, t)
+    tick = hub.hub.scheduler.tick
+    assert await tick() == []
+    got = await api.ok("GET", path)
+    assert got["active"] is True and got["last_error"]["due"] == _stamp(t)
+    assert "cannot use" in got["last_error"]["error"]
+    assert got["next_run"] == _stamp(t)  # still due: tried again each round
+    clock[0] = t + timedelta(seconds=10)
+    assert await tick() == []
+    assert (await api.ok("GET", path))["last_error"]["since"] == _stamp(t)
+    # Put right: the next round makes the task, and the error is gone.
+    await api.ok("PUT", f"{inventories}/{inventory['id']}",
+                 {"name": "i", "type": "static", "inventory": "localhost\n"}, 204)
+    clock[0] = t + timedelta(seconds=20)
+    assert len(await tick()) == 1
+    tasks = await _scheduled_tasks(api, project, None if kind == "run_at" else schedule["id"])
+    assert [task["message"] for task in tasks] == ["scheduled: s"]
+    status, got = await api.request("GET", path)
+    if kind == "run_at":
+        assert status == 404  # delete_after_run, now that it has really run
+    else:
+        assert got["last_error"] is None and got["last_fire"] == _stamp(t)
+
+
+async def test_changes_are_in_the_audit_trail(hub, api, tmp_path):
+    project = await api.project()
+    template = await _template(api, tmp_path, project)
+    base = f"/api/project/{project}/schedules"
+    body = {"name": "nightly", "template_id": template, "cron_format": "0 3 * * *"}
+    schedule = await api.ok("POST", base, body, 201)
+    await api.ok("PUT", f"{base}/{schedule['id']}", {**body, "name": "daily"}, 204)
+    await api.ok("PUT", f"{base}/{schedule['id']}/active", {"active": False}, 204)
+    await api.ok("DELETE", f"{base}/{schedule['id']}", status=204)
+    views = [await api.ok("POST", f"/api/project/{project}/views", {"title": title}, 201)
+             for title in ("a", "b")]
+    await api.ok("POST", f"/api/project/{project}/views/positions",
+                 {str(views[0]["id"]): 1, str(views[1]["id"]): 0}, 204)
+    events = await hub.hub.store.list_events([project])
+    mine = [(e["object_type"], e["object_id"], e["description"], e["username"])
+            for e in reversed(events) if e["object_type"] in ("schedule", "view")]
+    assert mine[:4] == [
+        ("schedule", schedule["id"], "Schedule nightly created", "admin"),
+        ("schedule", schedule["id"], "Schedule daily updated", "admin"),
+        ("schedule", schedule["id"], "Schedule daily deactivated", "admin"),
+        ("schedule", schedule["id"], "Schedule daily deleted", "admin")]
+    assert mine[-1] == ("view", None, "View order changed", "admin")

@@ -7,6 +7,8 @@ import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
 import {secretOperations, secretsField} from "./secrets.js";
 import {vaultList, vaultsField} from "./vaults.js";
+import {scheduleList, schedulesPage} from "./schedules.js";
+import {currentView, projectViews, viewTabs} from "./views.js";
 
 const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
 
@@ -59,7 +61,8 @@ function restoreForm() {
   });
 }
 
-const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["keys", "Keys"],
+const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["schedules", "Schedules"],
+  ["keys", "Keys"],
   ["repositories", "Repositories"], ["inventory", "Inventory"], ["environment", "Environment"],
   ["runners", "Runners", "manager"], ["members", "Members"]];
 
@@ -103,6 +106,8 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   if (tab === "members-shell") return content; // the members page fills it
   if (tab === "tasks" && id) return taskPage(ctx, id);
   if (tab === "tasks") return tasksPage(ctx);
+  if (tab === "schedules") return schedulesPage(ctx);
+  if (tab === "templates" && id) return templatePage(ctx, id);
   if (tab === "runners") {
     await runnersPage(projectId, content);
     return;
@@ -207,8 +212,9 @@ const RESOURCES = {
   },
   templates: {
     title: "Templates", columns: [["name", "Name"], ["app", "App"], ["playbook", "Playbook / script"]],
-    needs: ["repositories", "inventory", "environment", "keys"],
+    needs: ["repositories", "inventory", "environment", "keys", "views"],
     fields(row, deps) {
+      const views = deps.views.map((v) => ({id: v.id, name: v.title}));
       return [field("Name", input("name", {value: row.name || ""})),
         field("App", select("app", ["ansible", "terraform", "tofu", "bash", "python", "powershell",
           "pulumi"].map((a) => [a, a]), row.app || "ansible")),
@@ -219,6 +225,7 @@ const RESOURCES = {
         field("Inventory", idSelect("inventory_id", deps.inventory, row.inventory_id)),
         field("Environment", idSelect("environment_id", deps.environment, row.environment_id)),
         field("Branch", input("git_branch", {value: row.git_branch || ""})),
+        field("View", idSelect("view_id", views, row.id ? row.view_id : currentView(), "— no view —")),
         field("Runner tag", input("runner_tag", {value: row.runner_tag || ""})),
         field("Timeout (seconds, 0: none)", input("timeout_sec", {type: "number", min: 0,
           value: row.timeout_sec || 0})),
@@ -247,20 +254,30 @@ const RESOURCES = {
       allow_override_args_in_task: v.allow_override_args_in_task,
       allow_override_branch_in_task: v.allow_override_branch_in_task,
       vaults: v.app === "ansible" ? vaultList(f) : [],
-      // The view (tab) it is in is set through the API; an edit here keeps it.
-      view_id: (row && row.view_id) || null}),
+      view_id: num(v.view_id)}),
   },
 };
 
 async function resourcePage(ctx, kind) {
   const spec = RESOURCES[kind];
   const manage = can(ctx.role, "manager");
-  const rows = await api("GET", `${ctx.base}/${kind}`);
+  let rows = await api("GET", `${ctx.base}/${kind}`);
+  // Templates: the project's views as sub-tabs; one chosen shows only its templates.
+  let tabs = null;
+  if (kind === "templates") {
+    const views = await projectViews(ctx);
+    const current = views.some((v) => v.id === currentView()) ? currentView() : null;
+    if (current) rows = rows.filter((row) => row.view_id === current);
+    tabs = viewTabs(ctx, views, current, () => resourcePage(ctx, kind));
+  }
+  const name = (row, k) => (kind === "templates"
+    ? h("a", {href: `#/project/${ctx.projectId}/templates/${row.id}`}, row[k]) : row[k]);
   const table = h("table",
     h("thead", h("tr", spec.columns.map(([, t]) => h("th", {scope: "col"}, t)),
       h("th", {scope: "col"}, "Actions"))),
     h("tbody", rows.length ? rows.map((row) => h("tr", {"data-id": row.id},
-      spec.columns.map(([k], i) => (i === 0 ? h("th", {scope: "row"}, row[k]) : h("td", row[k] ?? ""))),
+      spec.columns.map(([k], i) => (i === 0 ? h("th", {scope: "row"}, name(row, k))
+        : h("td", row[k] ?? ""))),
       h("td.buttons",
         kind === "templates" && can(ctx.role, "task_runner")
           ? h("button.primary", {type: "button", onclick: () => runDialog(ctx, row)}, "Run") : null,
@@ -271,7 +288,7 @@ async function resourcePage(ctx, kind) {
       : h("tr", h("td", {colspan: spec.columns.length + 1}, "None yet."))));
   clear(ctx.content, h("div.page-head", h("h2", spec.title),
     manage ? h("button.primary", {type: "button", onclick: () => edit({})}, `New`) : null),
-  h("div.table-wrap", table));
+  tabs, h("div.table-wrap", table));
 
   async function edit(row) {
     const deps = {};
@@ -306,6 +323,23 @@ async function resourcePage(ctx, kind) {
     }
     await resourcePage(ctx, kind);
   }
+}
+
+// ---- A template's page: what it runs, and its schedules ----
+
+async function templatePage(ctx, templateId) {
+  const template = await api("GET", `${ctx.base}/templates/${templateId}`);
+  const schedules = h("section.template-schedules");
+  const facts = [["App", template.app], ["Playbook / script", template.playbook],
+    ["Branch", template.git_branch], ["Runner tag", template.runner_tag],
+    ["Description", template.description]].filter(([, v]) => v);
+  clear(ctx.content, h("div.page-head", h("h2", template.name), h("div.buttons",
+    can(ctx.role, "task_runner")
+      ? h("button.primary", {type: "button", onclick: () => runDialog(ctx, template)}, "Run") : null,
+    h("a.button", {href: `#/project/${ctx.projectId}/tasks?template=${template.id}`}, "Tasks"),
+    h("a.button", {href: `#/project/${ctx.projectId}/templates`}, "All templates"))),
+  h("dl.facts", facts.map(([k, v]) => [h("dt", k), h("dd", v)])), schedules);
+  await scheduleList(ctx, schedules, template);
 }
 
 // ---- Run a template ----
