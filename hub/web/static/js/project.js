@@ -7,6 +7,7 @@ import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
 import {secretOperations, secretsField} from "./secrets.js";
 import {vaultList, vaultsField} from "./vaults.js";
+import {surveyAnswers, surveyErrorField, surveyField, surveyInputs, surveyList} from "./survey.js";
 
 const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
 
@@ -200,7 +201,8 @@ const RESOURCES = {
           h("label", h("input", {type: "checkbox", name: "allow_override_branch_in_task",
             checked: row.allow_override_branch_in_task}), " Branch may be chosen per task"),
           h("div.field-error")),
-        vaultsField(row.vaults || [], deps.keys)];
+        vaultsField(row.vaults || [], deps.keys),
+        surveyField(row.survey_vars || [])];
     },
     // Vaults are ansible's: shown for it only.
     setup(f) {
@@ -217,8 +219,14 @@ const RESOURCES = {
       allow_override_args_in_task: v.allow_override_args_in_task,
       allow_override_branch_in_task: v.allow_override_branch_in_task,
       vaults: v.app === "ansible" ? vaultList(f) : [],
-      // The view (tab) it is in is set through the API; an edit here keeps it.
-      view_id: (row && row.view_id) || null}),
+      survey_vars: surveyList(f),
+      // What this form does not show is set through the API; an edit here keeps it.
+      view_id: (row && row.view_id) || null,
+      type: (row && row.type) || "", task_params: (row && row.task_params) || {},
+      allow_parallel_tasks: !!(row && row.allow_parallel_tasks),
+      suppress_success_alerts: !!(row && row.suppress_success_alerts),
+      autorun: !!(row && row.autorun), start_version: (row && row.start_version) ?? null,
+      build_template_id: (row && row.build_template_id) || null}),
   },
 };
 
@@ -281,7 +289,7 @@ async function resourcePage(ctx, kind) {
 // ---- Run a template ----
 
 function runDialog(ctx, template) {
-  const fields = [field("Message", input("message"))];
+  const fields = [field("Message", input("message")), ...surveyInputs(template)];
   if (template.allow_override_branch_in_task) {
     fields.push(field("Branch", input("git_branch", {value: template.git_branch || ""})));
     fields.push(field("Commit", input("commit_hash", {placeholder: "latest of the branch"}),
@@ -304,7 +312,18 @@ function runDialog(ctx, template) {
     if (v.limit) body.limit = v.limit;
     if ("arguments" in v) body.arguments = v.arguments;
     for (const k of ["debug", "dry_run", "diff"]) if (k in v) body[k] = v[k];
-    const task = await api("POST", `${ctx.base}/tasks`, body);
+    const answers = surveyAnswers(template, v);
+    if (answers.environment) body.environment = answers.environment;
+    if (answers.secret) body.secret = answers.secret;
+    let task;
+    try {
+      task = await api("POST", `${ctx.base}/tasks`, body);
+    } catch (err) {
+      // A survey answer the hub refused: shown at its own input.
+      const at = surveyErrorField(err.message);
+      if (at) err.field = at;
+      throw err;
+    }
     d.close();
     location.hash = `#/project/${ctx.projectId}/tasks/${task.id}`;
   });
