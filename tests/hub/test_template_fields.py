@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.hubkit import start_hub
+
 SURVEY = [
     {"name": "replicas", "title": "Replicas", "description": "how many", "type": "int",
      "required": True, "values": [], "default_value": ""},
@@ -237,3 +239,35 @@ async def test_task_params_overrides_follow_the_template(api, project):
     status, answer = await api.request("POST", tasks, {"template_id": template,
                                                        "inventory_id": 987654})
     assert status == 400 and "`inventory_id`" in answer["error"]
+
+
+async def test_secret_answers_are_stored_encrypted_and_gone_when_the_task_ends(hub, api,
+                                                                              project):
+    template = await survey_template(api, project)
+    task = await api.ok("POST", f"/api/project/{project}/tasks", {
+        "template_id": template, "environment": json.dumps({"replicas": 1}),
+        "secret": json.dumps({"token": "tok-stored-3c9a"})}, 201)
+    row = await hub.hub.store.get_task(task["id"])
+    assert row["secret"] and "tok-stored-3c9a" not in row["secret"]
+    assert json.loads(hub.hub.cipher.decrypt(row["secret"])) == {"token": "tok-stored-3c9a"}
+    # No runner: it waits; stopped, it ends, and its secret answers go.
+    await api.ok("POST", f"/api/project/{project}/tasks/{task['id']}/stop", status=204)
+    assert (await api.wait_status(project, task["id"]))["status"] == "stopped"
+    assert (await hub.hub.store.get_task(task["id"]))["secret"] == ""
+
+
+async def test_a_hub_without_an_encryption_key_refuses_secret_answers(tmp_path):
+    running = await start_hub(tmp_path, access_key_encryption="")
+    try:
+        api = await running.api()
+        project = await api.project()
+        template = await survey_template(api, project)
+        status, answer = await api.request("POST", f"/api/project/{project}/tasks", {
+            "template_id": template, "environment": json.dumps({"replicas": 1}),
+            "secret": json.dumps({"token": "x"})})
+        assert status == 400 and "access_key_encryption" in answer["error"]
+        # Without secret answers it runs as ever.
+        await api.ok("POST", f"/api/project/{project}/tasks", {
+            "template_id": template, "environment": json.dumps({"replicas": 1})}, 201)
+    finally:
+        await running.close()
