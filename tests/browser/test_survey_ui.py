@@ -98,3 +98,29 @@ async def test_run_dialog_asks_for_each_survey_variable(hub, page, tmp_path):
     tasks = await api.ok("GET", f"{base}/tasks")
     assert json.loads(tasks[0]["environment"]) == {"replicas": 4, "region": "eu"}
     assert SECRET not in json.dumps(tasks)
+
+
+async def test_run_dialog_offers_tags_only_where_the_template_allows(hub, page, tmp_path):
+    api, project_id, template_id = await project_with_script(hub, tmp_path, "- hosts: all\n",
+                                                             app="ansible")
+    base = f"/api/project/{project_id}"
+    await login(page, hub)
+    await page.goto(f"{hub.base_url}/#/project/{project_id}/templates")
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Run").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Limit").wait_for()
+    assert await dialog.get_by_label("Tags").count() == 0
+    await dialog.get_by_role("button", name="Close").click()
+    template = await api.ok("GET", f"{base}/templates/{template_id}")
+    template["task_params"] = {"allow_override_tags": True, "tags": ["deploy"]}
+    await api.ok("PUT", f"{base}/templates/{template_id}", template, 204)
+    await page.reload()
+    await page.get_by_role("row", name="t-job.sh").get_by_role("button", name="Run").click()
+    tags = dialog.get_by_label("Tags", exact=True)
+    assert await tags.input_value() == "deploy"  # the template's, to change
+    assert await dialog.get_by_label("Skip tags").count() == 0
+    await tags.fill("deploy, db")
+    await dialog.get_by_role("button", name="Run").click()
+    await page.wait_for_url("**/tasks/*")
+    tasks = await api.ok("GET", f"{base}/tasks")
+    assert tasks[0]["params"]["tags"] == ["deploy", "db"]

@@ -300,6 +300,15 @@ function runDialog(ctx, template) {
   }
   if (template.app === "ansible") {
     fields.push(field("Limit", input("limit"), "hosts or groups (ansible --limit)"));
+    // The template's task_params say whether a task may choose its own tags.
+    const params = template.task_params || {};
+    for (const [name, label, flag] of [["tags", "Tags", "allow_override_tags"],
+      ["skip_tags", "Skip tags", "allow_override_skip_tags"]]) {
+      if (params[flag]) {
+        fields.push(field(label, input(name, {value: (params[name] || []).join(", ")}),
+          "comma-separated; empty: none"));
+      }
+    }
     for (const [name, label] of [["debug", "Debug"], ["dry_run", "Dry run (--check)"], ["diff", "Diff"]]) {
       fields.push(h("div.field.check", {"data-field": name},
         h("label", h("input", {type: "checkbox", name}), " ", label), h("div.field-error")));
@@ -312,6 +321,12 @@ function runDialog(ctx, template) {
     if (v.limit) body.limit = v.limit;
     if ("arguments" in v) body.arguments = v.arguments;
     for (const k of ["debug", "dry_run", "diff"]) if (k in v) body[k] = v[k];
+    for (const k of ["tags", "skip_tags"]) {
+      if (k in v) {
+        body.params = body.params || {};
+        body.params[k] = v[k].split(",").map((t) => t.trim()).filter(Boolean);
+      }
+    }
     const answers = surveyAnswers(template, v);
     if (answers.environment) body.environment = answers.environment;
     if (answers.secret) body.secret = answers.secret;

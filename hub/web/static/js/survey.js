@@ -1,9 +1,10 @@
 // A template's survey (Semaphore's survey_vars): edited as rows in the template form, asked
 // for in the run dialog. As Semaphore's run dialog sends them: the answers in the task's
 // `environment` JSON, the secret ones in its `secret` JSON (never shown back).
-import {h, field, input} from "./h.js";
+import {h, field, input, textarea} from "./h.js";
 
-const TYPES = [["", "string"], ["int", "integer"], ["enum", "choice (enum)"], ["secret", "secret"]];
+const TYPES = [["", "string"], ["text", "text (lines)"], ["int", "integer"],
+  ["enum", "choice (enum)"], ["secret", "secret"]];
 
 // Enum choices as text, one a line: `value` or `Label = value`.
 function choicesText(values) {
@@ -88,6 +89,8 @@ export function surveyInputs(template) {
           selected: c.value === v.default_value}, c.name || c.value)));
     } else if (v.type === "int") {
       control = input(name, {type: "number", step: 1, value: v.default_value || ""});
+    } else if (v.type === "text") {
+      control = textarea(name, {rows: 3, value: v.default_value || ""});
     } else if (v.type === "secret") {
       control = input(name, {type: "password", autocomplete: "new-password"});
     } else {
