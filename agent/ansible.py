@@ -212,5 +212,9 @@ def ansible_command(program: str, spec: TaskSpec, playbook: Path, task_id: int,
     argv += [*spec.arguments, *spec.task_arguments]
     if spec.limit:
         argv.append(f"--limit={spec.limit}")
+    if spec.tags:
+        argv.append(f"--tags={spec.tags}")
+    if spec.skip_tags:
+        argv.append(f"--skip-tags={spec.skip_tags}")
     argv.append(str(playbook))
     return argv

@@ -96,17 +96,21 @@ def check_app(spec: TaskSpec) -> str:
 
 def build_command(spec: TaskSpec, script: Path, task_id: int = 0,
                   inventory: Path | None = None,
-                  extra_vars_file: Path | None = None) -> list[str]:
+                  extra_vars_file: Path | None = None,
+                  secret_vars: dict[str, str] | None = None) -> list[str]:
     """The task's argv. Every word reaches the program as data in its argv (no shell reads
     it); the script is an absolute path, so no word can be taken for an option. With
-    extra_vars_file (ansible, when secret vars are among them), `--extra-vars @file`."""
+    extra_vars_file (ansible, when secret vars are among them), `--extra-vars @file`.
+    A script's secret vars (a survey's secret answers) follow its extra vars as words, as
+    Semaphore merges them in; its output masks them."""
     if spec.app == "ansible":
         return ansible_command(check_app(spec), spec, script, task_id, inventory,
                                extra_vars_file)
     # As Semaphore runs a script: the script, the template's arguments, the extra vars as
     # `name=value` words, then the task's own arguments.
+    merged = {**spec.extra_vars, **(secret_vars or {})}
     words = [f"{name}={value if isinstance(value, str) else json.dumps(value)}"
-             for name, value in spec.extra_vars.items() if name != "semaphore_vars"]
+             for name, value in merged.items() if name != "semaphore_vars"]
     return [check_app(spec), *app_args(spec.app), str(script), *spec.arguments, *words,
             *spec.task_arguments]
 

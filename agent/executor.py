@@ -144,7 +144,8 @@ class TaskExecution:
                                     self.task_id, playbook, cwd, self.work_dir, self.identity)
                 command, answers = play.argv, play.answers
             else:
-                command = build_command(self.spec, playbook, self.task_id)
+                command = build_command(self.spec, playbook, self.task_id,
+                                        secret_vars=self.secrets.vars)
         except (UnsupportedApp, PlaybookError) as exc:
             await self._say(f"{exc}\n")
             return Outcome("error", message=str(exc))

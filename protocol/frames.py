@@ -149,6 +149,8 @@ class TaskSpec(msgspec.Struct, frozen=True):
     diff: bool = False
     dry_run: bool = False
     limit: str = ""
+    tags: str = ""  # --tags, comma-separated (the template's task_params or the task's)
+    skip_tags: str = ""  # --skip-tags, likewise
     username: str = ""
     web_host: str = ""
     # Ansible: the template's `script` vaults, vault id -> a script inside the checkout that

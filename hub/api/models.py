@@ -94,6 +94,54 @@ class TemplateVault(msgspec.Struct):
     script: str = ""
 
 
+# Semaphore's survey variable types: "" a string, `int` an integer, `enum` one of `values`,
+# `secret` a string kept out of the task's JSON; `text` (its newer multi-line string) too.
+SurveyVarType = Literal["", "int", "enum", "secret", "text"]
+
+
+class SurveyVarValue(msgspec.Struct):
+    """One choice of an `enum` survey variable: shown as `name`, passed on as `value`."""
+
+    name: str = ""
+    value: str = ""
+
+
+class SurveyVar(msgspec.Struct):
+    """Semaphore's SurveyVar: a variable the run dialog asks for, passed to the task as an
+    extra var named `name`."""
+
+    name: Name
+    title: str = ""
+    description: str = ""
+    type: SurveyVarType = ""
+    required: bool = False
+    values: list[SurveyVarValue] | None = None
+    default_value: str = ""
+
+
+StrList = Annotated[list[str], msgspec.Meta(max_length=1000)]
+
+
+class TemplateTaskParams(msgspec.Struct, omit_defaults=True):
+    """Semaphore's template task_params: what a task may override and the defaults it gets,
+    per app (ansible: AnsibleTemplateParams; terraform and tofu: TerraformTemplateParams).
+    A field left out stays out (None), so the stored object is what the client sent."""
+
+    allow_debug: bool | None = None
+    allow_override_inventory: bool | None = None
+    allow_override_limit: bool | None = None
+    allow_override_tags: bool | None = None
+    allow_override_skip_tags: bool | None = None
+    limit: StrList | None = None
+    tags: StrList | None = None
+    skip_tags: StrList | None = None
+    allow_destroy: bool | None = None
+    allow_auto_approve: bool | None = None
+    auto_approve: bool | None = None
+    override_backend: bool | None = None
+    backend_filename: str | None = None
+
+
 class TemplateRequest(msgspec.Struct):
     name: Name
     app: App = "ansible"
@@ -111,6 +159,16 @@ class TemplateRequest(msgspec.Struct):
     timeout_sec: Count = 0  # beyond Semaphore: the task is ended `error` after this long
     vaults: list[TemplateVault] | None = None
     view_id: Id | None = None  # Semaphore's view (group of templates) it is shown in
+    # None (left out) on an update keeps what is stored, as `vaults`.
+    survey_vars: Annotated[list[SurveyVar], msgspec.Meta(max_length=200)] | None = None
+    task_params: TemplateTaskParams | None = None
+    allow_parallel_tasks: bool = False
+    suppress_success_alerts: bool = False
+    # Semaphore's build/deploy templates: run after a build (autorun), the first version a
+    # build gets (start_version), the build template a deploy takes its version from.
+    autorun: bool = False
+    start_version: str | None = None
+    build_template_id: Id | None = None
 
 
 class ViewRequest(msgspec.Struct):
@@ -119,8 +177,30 @@ class ViewRequest(msgspec.Struct):
     position: Count = 0
 
 
+class TaskParams(msgspec.Struct, omit_defaults=True):
+    """Semaphore's task `params` (AnsibleTaskParams, TerraformTaskParams): the task's flags
+    and, where its template allows, its own limit, tags and skip_tags."""
+
+    debug: bool | None = None
+    debug_level: Annotated[int, msgspec.Meta(ge=0, le=4)] | None = None
+    dry_run: bool | None = None
+    diff: bool | None = None
+    limit: StrList | None = None
+    tags: StrList | None = None
+    skip_tags: StrList | None = None
+    plan: bool | None = None
+    destroy: bool | None = None
+    auto_approve: bool | None = None
+    upgrade: bool | None = None
+    reconfigure: bool | None = None
+
+
 class TaskRequest(msgspec.Struct):
     template_id: Id
+    # Semaphore's task `secret`: a JSON object of the survey's secret variables' values,
+    # used for the run and never shown back.
+    secret: str = ""
+    params: TaskParams | None = None
     debug: bool = False
     dry_run: bool = False
     diff: bool = False

@@ -40,6 +40,7 @@ from hub.api.secrets import (
 from hub.api.vaults import check_vault_keys, vaults_column
 from hub.context import Hub
 from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_env
+from hub.core.survey import check_survey, survey_column
 from hub.store import NotFound
 
 
@@ -91,12 +92,35 @@ def _template_values(body: TemplateRequest, hub: Hub, creating: bool) -> dict:
     values["arguments"] = body.arguments or "[]"
     values["allow_override_args_in_task"] = int(body.allow_override_args_in_task)
     values["allow_override_branch_in_task"] = int(body.allow_override_branch_in_task)
+    for key in ("survey_vars", "task_params"):
+        values.pop(key)
     values.pop("vaults")
     if body.vaults is not None:
         values["vaults"] = vaults_column(body.vaults)
     elif creating:
         values["vaults"] = "[]"
-    return values
+    return values | _template_extras(body, creating)
+
+
+def _template_extras(body: TemplateRequest, creating: bool) -> dict:
+    """Semaphore's survey, task_params and flags as columns. A survey or task_params left
+    out of an update keeps what is stored (as `vaults`)."""
+    values: dict = {key: int(getattr(body, key)) for key in (
+        "allow_parallel_tasks", "suppress_success_alerts", "autorun")}
+    values["survey_vars"] = values["task_params"] = None
+    if body.survey_vars is not None:
+        try:
+            check_survey(body.survey_vars)
+        except SpecError as exc:
+            raise ApiError(400, str(exc)) from None
+        values["survey_vars"] = survey_column(body.survey_vars)
+    elif creating:
+        values["survey_vars"] = "[]"
+    if body.task_params is not None:
+        values["task_params"] = msgspec.json.encode(body.task_params).decode()
+    elif creating:
+        values["task_params"] = "{}"
+    return {key: value for key, value in values.items() if value is not None}
 
 
 RESOURCES = {
@@ -113,7 +137,8 @@ RESOURCES = {
                             after_save=save_env_secrets, extra=_environment_extra),
     "templates": Resource("template", TemplateRequest, serialize.template_json, "template_id",
                           (("repository_id", "repository"), ("inventory_id", "inventory"),
-                           ("environment_id", "environment"), ("view_id", "project_view")),
+                           ("environment_id", "environment"), ("view_id", "project_view"),
+                           ("build_template_id", "template")),
                           to_values=_template_values, check=check_vault_keys),
     "views": Resource("project_view", ViewRequest, serialize.view_json, "view_id",
                       default_sort="position"),

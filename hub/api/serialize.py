@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from hub.core.spec import stored_vaults
+from hub.core.survey import stored_object, stored_survey
 from hub.store.base import decode_tags
 from protocol.numbers import UNIX_TIME_MAX
 
@@ -58,7 +59,12 @@ def template_json(row: Row) -> Row:
         "timeout_sec", "view_id")}
     out["allow_override_args_in_task"] = bool(row["allow_override_args_in_task"])
     out["allow_override_branch_in_task"] = bool(row["allow_override_branch_in_task"])
-    out["survey_vars"] = []
+    for key in ("allow_parallel_tasks", "suppress_success_alerts", "autorun"):
+        out[key] = bool(row.get(key))
+    out["start_version"] = row.get("start_version")
+    out["build_template_id"] = row.get("build_template_id")
+    out["survey_vars"] = stored_survey(row.get("survey_vars"))
+    out["task_params"] = stored_object(row.get("task_params"))
     out["vaults"] = [{**vault, "template_id": row["id"]}
                      for vault in stored_vaults(row.get("vaults"))]
     return out

@@ -23,8 +23,10 @@ from hub.api.common import (
 )
 from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
+from hub.api.task_params import check_param_overrides, task_params
 from hub.context import PROJECT
-from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_vars
+from hub.core.spec import SpecError, check_playbook, parse_arguments
+from hub.core.survey import stored_object, stored_survey, survey_values
 from hub.core.tasks import NotAwaiting
 from hub.store import NotFound
 
@@ -57,16 +59,23 @@ async def create_task(request: web.Request) -> web.Response:
                             f"project {project_id}") from None
     try:
         parse_arguments(body.arguments, "field `arguments`")
-        parse_vars(body.environment, "field `environment`")
         check_playbook(body.playbook, "field `playbook`")
+        # The survey's answers, typed (an int as a number); its secrets kept apart.
+        typed, secret = survey_values(stored_survey(template.get("survey_vars")),
+                                      body.environment, body.secret)
     except SpecError as exc:
         raise ApiError(400, str(exc)) from None
     await _check_overrides(request, project_id, body, template)
-    params = {key: getattr(body, key) for key in ("debug", "dry_run", "diff", "limit")}
     values = {key: value for key, value in msgspec.structs.asdict(body).items()
               if key in ("playbook", "environment", "arguments", "git_branch", "message",
                          "inventory_id", "commit_hash")}
-    values["params"] = json.dumps(params)
+    if typed is not None:
+        values["environment"] = json.dumps(typed) if typed or body.environment else ""
+    values["params"] = json.dumps(task_params(body, template))
+    if secret:
+        # Never stored in the clear nor shown back (Semaphore's task `secret`); dropped from
+        # the database when the task ends.
+        values["secret"] = hub.cipher.encrypt(json.dumps(secret))
     row = await hub.tasks.create(request[PROJECT], template, values,
                                  current_user(request)["id"])
     return json_response(_show(request, row), status=201)
@@ -89,11 +98,20 @@ async def _check_overrides(request: web.Request, project_id: int, body: TaskRequ
     if body.commit_hash and not COMMIT_HASH.match(body.commit_hash):
         raise ApiError(400, "field `commit_hash` must be a commit hash (4 to 64 hexadecimal "
                             f"digits, lower case), got {body.commit_hash[:80]!r}")
+    allowed = stored_object(template.get("task_params"))
     if body.inventory_id is not None and body.inventory_id != template["inventory_id"]:
-        # Semaphore allows it only with the template's allow_override_inventory, which our
-        # templates do not have yet: refused rather than silently run with another one.
-        raise ApiError(400, f"field `inventory_id`: template {template['id']} does not allow "
-                            "the inventory to be chosen per task (allow_override_inventory)")
+        # Semaphore allows it only with the template's task_params.allow_override_inventory:
+        # refused otherwise rather than silently run with another one.
+        if not allowed.get("allow_override_inventory"):
+            raise ApiError(400, f"field `inventory_id`: template {template['id']} does not "
+                                "allow the inventory to be chosen per task "
+                                "(task_params.allow_override_inventory)")
+        try:
+            await hub_of(request).store.get_row("inventory", project_id, body.inventory_id)
+        except NotFound:
+            raise ApiError(400, f"field `inventory_id`: inventory {body.inventory_id} not "
+                                f"found in project {project_id}") from None
+    check_param_overrides(body, template, allowed)
     if body.playbook and body.playbook != template["playbook"]:
         user = current_user(request)
         role = None if user["admin"] else await hub_of(request).store.project_role(

@@ -231,8 +231,9 @@ class TaskLifecycle:
         """-> stopped | error | success, decided by the hub (the runner cannot report it)."""
         if not self._move(task, status, message=message):
             return False
+        # An ended task's survey secrets are of no more use: gone from the database.
         await self.store.update_task(task.task_id, {"status": status, "status_message": message,
-                                                    "end": utcnow()})
+                                                    "end": utcnow(), "secret": ""})
         self._publish(task, message=message)
         return True
 
@@ -249,14 +250,15 @@ class TaskLifecycle:
             self._publish(task, message=message)
 
         self.writer.submit_update(task.task_id,
-                                  {**values, "status": status, "end": utcnow()}, stored)
+                                  {**values, "status": status, "end": utcnow(),
+                                   "secret": ""}, stored)
         return True
 
     async def end_unloaded(self, row: Row, status: TaskState, message: str) -> None:
         """End a task that was never loaded into memory (found unfinished at the hub's start
         and impossible to go on with)."""
         await self.store.update_task(row["id"], {"status": status, "status_message": message,
-                                                 "end": utcnow()})
+                                                 "end": utcnow(), "secret": ""})
         log.warning(f"task.{status}", task_id=row["id"], was=row["status"], reason=message,
                     at_start=True)
         self.events.publish("task", task_id=row["id"], project_id=row["project_id"],

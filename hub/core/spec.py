@@ -77,6 +77,7 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
     """The task's spec, and what the runner must get sealed with it: environment secrets (as
     environment variables) and the repository's ssh key ({} when there are none). Each row
     is read once: this runs for every task created."""
+    template = _with_task_inventory(task, template)
     repo = (await _referenced(store, template, "repository")
             if template.get("repository_id") else None)
     spec = await _spec(store, task, template, repo, max_task_duration_sec, web_host)
@@ -92,6 +93,10 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
             # Other apps get every secret as process environment, as before.
             into = extra_vars if row["type"] == "var" and spec.app in VAR_APPS else env
             into[row["name"]] = cipher.decrypt(row["secret"])
+    # The survey's secret answers, over the environment's: variables of the run for every
+    # app (an ansible play reads them from a private file; a script gets `name=value`
+    # words), masked in its output like every secret.
+    extra_vars |= _survey_secrets(cipher, task)
     if repo is not None and repo["ssh_key_id"]:
         key = await store.get_row("access_key", template["project_id"], repo["ssh_key_id"])
         if key["type"] == "ssh" and key["secret"]:
@@ -109,6 +114,25 @@ async def resolve_task(store: Store, cipher: SecretCipher, task: dict[str, Any],
     secrets = None if found == TaskSecrets() else found
     _check_fits_a_frame(spec, secrets)
     return spec, secrets
+
+
+def _with_task_inventory(task: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """The template as the task runs it: with the task's own inventory where the template's
+    task_params allow it (Semaphore's allow_override_inventory; the API checked it is the
+    project's)."""
+    inventory_id = task.get("inventory_id")
+    if not inventory_id or inventory_id == template.get("inventory_id"):
+        return template
+    if not _json_object(template.get("task_params")).get("allow_override_inventory"):
+        return template
+    return {**template, "inventory_id": inventory_id}
+
+
+def _survey_secrets(cipher: SecretCipher, task: dict[str, Any]) -> dict[str, str]:
+    if not task.get("secret"):
+        return {}
+    value = _json_object(cipher.decrypt(task["secret"]))
+    return {str(name): item for name, item in value.items() if isinstance(item, str)}
 
 
 async def _access_key(store: Store, cipher: SecretCipher, template: dict[str, Any],
@@ -209,9 +233,13 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
     task_arguments = (parse_arguments(task.get("arguments"), "task `arguments`")
                       if template.get("allow_override_args_in_task") else [])
     limits = [t for t in (template.get("timeout_sec") or 0, max_task_duration_sec) if t > 0]
-    params = _task_params(task.get("params"))
-    limit = params["limit"] if isinstance(params.get("limit"), str) else ""
-    _refuse_nul(limit, "task `limit`")
+    params = _json_object(task.get("params"))
+    defaults = _json_object(template.get("task_params"))
+    # The task's own limit, tags and skip_tags (the API admitted them), else the template's
+    # (Semaphore's AnsibleTemplateParams): comma-joined, as ansible takes them.
+    limit, tags, skip_tags = (_joined(params.get(key), defaults.get(key))
+                              for key in ("limit", "tags", "skip_tags"))
+    _refuse_nul([limit, tags, skip_tags], "task `params`")
     username = ""
     if task.get("user_id"):
         try:
@@ -229,7 +257,7 @@ async def _spec(store: Store, task: dict[str, Any], template: dict[str, Any],
                     inventory=await _inventory(store, template),
                     debug=params.get("debug") is True, diff=params.get("diff") is True,
                     dry_run=params.get("dry_run") is True,
-                    limit=limit,
+                    limit=limit, tags=tags, skip_tags=skip_tags,
                     username=username, web_host=web_host.rstrip("/"),
                     vault_scripts=_vault_scripts(template))
 
@@ -241,8 +269,8 @@ def _vault_scripts(template: dict[str, Any]) -> dict[str, str]:
             if vault.get("type") == "script" and vault.get("script")}
 
 
-def _task_params(raw: str | None) -> dict[str, Any]:
-    """The task's stored flags (debug, diff, dry_run, limit), written by the API."""
+def _json_object(raw: str | None) -> dict[str, Any]:
+    """A stored JSON object (a task's params, a template's task_params); else {}."""
     try:
         value = json.loads(raw) if raw else {}
     except ValueError:
@@ -250,10 +278,19 @@ def _task_params(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _joined(own: Any, default: Any) -> str:
+    """A limit or tag list (or an older task's limit string) as one comma-joined word."""
+    value = own if own is not None else default
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value if isinstance(item, str) and item)
+    return ""
+
+
 async def _inventory(store: Store, template: dict[str, Any]) -> InventorySpec | None:
-    """The template's inventory (for terraform and tofu: its workspace). A task's own
-    `inventory_id` is not used: our templates have no `allow_override_inventory` (Semaphore's
-    task_params) to allow it."""
+    """The template's inventory (for terraform and tofu: its workspace); the task's own
+    where the template allows it (see _with_task_inventory)."""
     app = template.get("app", "ansible")
     if not template.get("inventory_id") or app not in ("ansible", *TERRAFORM_APPS):
         return None

@@ -344,6 +344,23 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX event_project ON event(project_id, id);
     """,
+    # 13: the rest of Semaphore's template: its survey (variables asked for at each run, a
+    # JSON list), its task_params (per-app allow_override_* flags and defaults, a JSON
+    # object), allow_parallel_tasks, suppress_success_alerts and the build/deploy fields
+    # (autorun, start_version, build_template_id). A task's `secret` holds the values of
+    # the survey's secret variables, encrypted by the hub's cipher, only until it ends
+    # (Semaphore keeps them out of the task's JSON; so does the API here).
+    """
+    ALTER TABLE template ADD COLUMN survey_vars TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE template ADD COLUMN task_params TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE template ADD COLUMN allow_parallel_tasks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE template ADD COLUMN suppress_success_alerts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE template ADD COLUMN autorun INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE template ADD COLUMN start_version TEXT;
+    ALTER TABLE template ADD COLUMN build_template_id INTEGER REFERENCES template(id)
+        ON DELETE SET NULL;
+    ALTER TABLE task ADD COLUMN secret TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

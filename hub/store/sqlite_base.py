@@ -25,7 +25,9 @@ PROJECT_TABLES: dict[str, frozenset[str]] = {
                            "repository_id", "inventory_id", "environment_id",
                            "allow_override_args_in_task", "type", "runner_tag",
                            "timeout_sec", "allow_override_branch_in_task", "vaults",
-                           "view_id"}),
+                           "view_id", "survey_vars", "task_params", "allow_parallel_tasks",
+                           "suppress_success_alerts", "autorun", "start_version",
+                           "build_template_id"}),
     "project_view": frozenset({"title", "position"}),
     "schedule": frozenset({"template_id", "name", "cron_format", "type", "run_at", "active",
                            "delete_after_run", "last_fire", "created"}),
@@ -39,7 +41,7 @@ EVENT_COLUMNS = frozenset({"project_id", "user_id", "integration_id", "object_id
                            "object_type", "object_name", "description", "project_name",
                            "username", "created"})
 TASK_COLUMNS = frozenset({"status", "status_message", "runner_id", "exit_code", "commit_hash",
-                          "commit_message", "start", "end", "last_seq"})
+                          "commit_message", "start", "end", "last_seq", "secret"})
 
 
 def _keep_private(path: Path) -> None:

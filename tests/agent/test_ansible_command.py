@@ -43,3 +43,17 @@ def test_with_secret_vars_the_extra_vars_are_a_file():
     spec = TaskSpec(project_id=3, template_id=4, app="ansible", playbook="site.yml")
     argv = build_command(spec, Path("/c/site.yml"), 17, None, Path("/t/extra_vars.json"))
     assert argv == ["ansible-playbook", "--extra-vars", "@/t/extra_vars.json", "/c/site.yml"]
+
+
+def test_tags_and_skip_tags_follow_the_limit():
+    spec = TaskSpec(project_id=3, template_id=4, app="ansible", playbook="site.yml",
+                    limit="web", tags="deploy,db", skip_tags="slow")
+    argv = build_command(spec, Path("/c/site.yml"), 17)
+    assert argv[3:] == ["--limit=web", "--tags=deploy,db", "--skip-tags=slow", "/c/site.yml"]
+
+
+def test_a_scripts_secret_vars_are_words_after_its_extra_vars():
+    spec = TaskSpec(project_id=3, template_id=4, app="bash", playbook="run.sh",
+                    arguments=["-x"], task_arguments=["--now"], extra_vars={"n": 2})
+    argv = build_command(spec, Path("/c/run.sh"), 17, secret_vars={"token": "t0k"})
+    assert argv[1:] == ["/c/run.sh", "-x", "n=2", "token=t0k", "--now"]

@@ -85,7 +85,8 @@ HUB_GOLDEN = [
         repository=RepositorySpec(url="https://git.example/x.git", branch="main"),
         commit_hash="abc", timeout_sec=60, message="deploy",
         inventory=InventorySpec(type="static", content="[web]\nh1\n"), debug=True,
-        dry_run=True, limit="web", username="admin", web_host="https://hub.example",
+        dry_run=True, limit="web", tags="deploy,db", skip_tags="slow", username="admin",
+        web_host="https://hub.example",
         vault_scripts={"v": "vault.sh"})),
      b'{"type":"assign","task_id":7,"spec":{"project_id":1,"template_id":2,"app":"ansible",'
      b'"playbook":"site.yml","arguments":["-v"],"task_arguments":["--check"],'
@@ -93,7 +94,8 @@ HUB_GOLDEN = [
      b'"repository":{"url":"https://git.example/x.git","branch":"main"},"commit_hash":"abc",'
      b'"timeout_sec":60,"message":"deploy","inventory":{"type":"static",'
      b'"content":"[web]\\nh1\\n","path":""},"debug":true,"diff":false,"dry_run":true,'
-     b'"limit":"web","username":"admin","web_host":"https://hub.example",'
+     b'"limit":"web","tags":"deploy,db","skip_tags":"slow","username":"admin",'
+     b'"web_host":"https://hub.example",'
      b'"vault_scripts":{"v":"vault.sh"}}}'),
     (Ack(task_id=7, seq=3, finished=True),
      b'{"type":"ack","task_id":7,"seq":3,"finished":true}'),

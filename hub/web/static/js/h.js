@@ -47,10 +47,10 @@ export class ApiError extends Error {
   }
 }
 
-// The API names the field as "field `name`" (or "field `name[2]`": an item of a list) or
-// msgspec's "at `$.name`"/"field `name`".
+// The API names the field as "field `name`" (or "field `name[2].part`": in an item of a
+// list, shown at the list's field) or msgspec's "at `$.name`"/"field `name`".
 export function fieldOf(message) {
-  const m = /`\$\.([A-Za-z_]+)/.exec(message) || /field `([A-Za-z_]+)(?:\[\d+\])?`/.exec(message);
+  const m = /`\$\.([A-Za-z_]+)/.exec(message) || /field `([A-Za-z_]+)[`.[]/.exec(message);
   return m ? m[1] : null;
 }
 

@@ -9,6 +9,7 @@ import {secretOperations, secretsField} from "./secrets.js";
 import {vaultList, vaultsField} from "./vaults.js";
 import {scheduleList, schedulesPage} from "./schedules.js";
 import {currentView, projectViews, viewTabs} from "./views.js";
+import {surveyAnswers, surveyErrorField, surveyField, surveyInputs, surveyList} from "./survey.js";
 
 const RANK = {guest: 0, task_runner: 1, manager: 2, owner: 3};
 
@@ -237,7 +238,8 @@ const RESOURCES = {
           h("label", h("input", {type: "checkbox", name: "allow_override_branch_in_task",
             checked: row.allow_override_branch_in_task}), " Branch may be chosen per task"),
           h("div.field-error")),
-        vaultsField(row.vaults || [], deps.keys)];
+        vaultsField(row.vaults || [], deps.keys),
+        surveyField(row.survey_vars || [])];
     },
     // Vaults are ansible's: shown for it only.
     setup(f) {
@@ -254,7 +256,14 @@ const RESOURCES = {
       allow_override_args_in_task: v.allow_override_args_in_task,
       allow_override_branch_in_task: v.allow_override_branch_in_task,
       vaults: v.app === "ansible" ? vaultList(f) : [],
-      view_id: num(v.view_id)}),
+      survey_vars: surveyList(f),
+      view_id: num(v.view_id),
+      // What this form does not show is set through the API; an edit here keeps it.
+      type: (row && row.type) || "", task_params: (row && row.task_params) || {},
+      allow_parallel_tasks: !!(row && row.allow_parallel_tasks),
+      suppress_success_alerts: !!(row && row.suppress_success_alerts),
+      autorun: !!(row && row.autorun), start_version: (row && row.start_version) ?? null,
+      build_template_id: (row && row.build_template_id) || null}),
   },
 };
 
@@ -345,7 +354,7 @@ async function templatePage(ctx, templateId) {
 // ---- Run a template ----
 
 function runDialog(ctx, template) {
-  const fields = [field("Message", input("message"))];
+  const fields = [field("Message", input("message")), ...surveyInputs(template)];
   if (template.allow_override_branch_in_task) {
     fields.push(field("Branch", input("git_branch", {value: template.git_branch || ""})));
     fields.push(field("Commit", input("commit_hash", {placeholder: "latest of the branch"}),
@@ -356,6 +365,15 @@ function runDialog(ctx, template) {
   }
   if (template.app === "ansible") {
     fields.push(field("Limit", input("limit"), "hosts or groups (ansible --limit)"));
+    // The template's task_params say whether a task may choose its own tags.
+    const params = template.task_params || {};
+    for (const [name, label, flag] of [["tags", "Tags", "allow_override_tags"],
+      ["skip_tags", "Skip tags", "allow_override_skip_tags"]]) {
+      if (params[flag]) {
+        fields.push(field(label, input(name, {value: (params[name] || []).join(", ")}),
+          "comma-separated; empty: none"));
+      }
+    }
     for (const [name, label] of [["debug", "Debug"], ["dry_run", "Dry run (--check)"], ["diff", "Diff"]]) {
       fields.push(h("div.field.check", {"data-field": name},
         h("label", h("input", {type: "checkbox", name}), " ", label), h("div.field-error")));
@@ -368,7 +386,24 @@ function runDialog(ctx, template) {
     if (v.limit) body.limit = v.limit;
     if ("arguments" in v) body.arguments = v.arguments;
     for (const k of ["debug", "dry_run", "diff"]) if (k in v) body[k] = v[k];
-    const task = await api("POST", `${ctx.base}/tasks`, body);
+    for (const k of ["tags", "skip_tags"]) {
+      if (k in v) {
+        body.params = body.params || {};
+        body.params[k] = v[k].split(",").map((t) => t.trim()).filter(Boolean);
+      }
+    }
+    const answers = surveyAnswers(template, v);
+    if (answers.environment) body.environment = answers.environment;
+    if (answers.secret) body.secret = answers.secret;
+    let task;
+    try {
+      task = await api("POST", `${ctx.base}/tasks`, body);
+    } catch (err) {
+      // A survey answer the hub refused: shown at its own input.
+      const at = surveyErrorField(err.message);
+      if (at) err.field = at;
+      throw err;
+    }
     d.close();
     location.hash = `#/project/${ctx.projectId}/tasks/${task.id}`;
   });
