@@ -30,7 +30,7 @@ from protocol.validation import describe
 
 # What a template refers to by name in the backup, in place of the hub's ids.
 TEMPLATE_IDS = ("id", "project_id", "repository_id", "inventory_id", "environment_id",
-                "view_id", "vaults")
+                "view_id", "vaults", "build_template_id")
 # Semaphore keeps these as nullable strings, and refuses an empty runner tag: an empty one
 # is left out rather than written as "".
 OMIT_EMPTY = ("runner_tag", "git_branch")
@@ -117,6 +117,7 @@ async def export_project(hub: Hub, project_id: int) -> dict[str, Any]:
         ref(item, "inventory", inventories, shown["inventory_id"])
         ref(item, "environment", environments, shown["environment_id"])
         ref(item, "view", views, shown["view_id"])
+        ref(item, "build_template", templates, shown["build_template_id"])
         item["vaults"] = [_vault_out(vault, keys) for vault in shown["vaults"]]
         if row["id"] in first_cron:  # Semaphore's older single `cron`, still written
             item["cron"] = first_cron[row["id"]]
@@ -254,6 +255,7 @@ class Plan:
             self._ref(where, item, "inventory", "inventories", "inventory")
             self._ref(where, item, "environment", "environments", "environment")
             self._ref(where, item, "view", "views", "view")
+            self._ref(where, item, "build_template", "templates", "template")
             vaults = item.get("vaults", [])
             if not isinstance(vaults, list):
                 raise BadBackup(f"{where}.vaults", "must be a list")
@@ -305,6 +307,12 @@ class Restore:
         await self._each("environments", plan.environments, "environment", "name",
                          lambda item: {k: v for k, v in item.items() if k != "secrets"})
         await self._each("templates", plan.templates, "templates", "name", self._template)
+        # A deploy template names the build template it deploys: linked once all exist.
+        for _, item in plan.templates:
+            if item.get("build_template") is not None:
+                await self.hub.store.update_row(
+                    "template", self.project_id, self.ids["templates"][item["name"]],
+                    {"build_template_id": self.ids["templates"][item["build_template"]]})
         for index, item in plan.schedules:
             await self._schedule(f"schedules[{index}]", item)
         if plan.legacy_cron:
@@ -327,7 +335,7 @@ class Restore:
                                  "inventory": ("inventory_id", "inventories"),
                                  "environment": ("environment_id", "environments"),
                                  "view": ("view_id", "views")})
-        for field in ("cron", "build_template", "vault_key"):
+        for field in ("cron", "build_template", "build_template_id", "vault_key"):
             body.pop(field, None)
         if body.get("app") == "":
             body["app"] = "ansible"  # Semaphore's templates from before `app` existed
