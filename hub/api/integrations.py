@@ -340,6 +340,7 @@ async def create_alias(request: web.Request) -> web.Response:
     project_id, integration_id = await _alias_owner(request, "manager")
     row = await hub_of(request).store.create_row("integration_alias", project_id, {
         "integration_id": integration_id, "alias": secrets.token_urlsafe(ALIAS_BYTES)})
+    await _record_alias(request, row, "created")
     return json_response(alias_json(request, row))  # Semaphore: 200
 
 
@@ -351,7 +352,16 @@ async def delete_alias(request: web.Request) -> web.Response:
     if row["integration_id"] != integration_id:
         raise NotFound(f"alias {alias_id} not found")
     await store.delete_row("integration_alias", project_id, alias_id)
+    await _record_alias(request, row, "deleted")
     return no_content()
+
+
+async def _record_alias(request: web.Request, row: Row, what: str) -> None:
+    """Semaphore has no alias events: one of the integration (or project) it belongs to."""
+    owner = "the project" if row["integration_id"] is None else \
+        f"integration {row['integration_id']}"
+    await record_request(request, "integration", f"Webhook URL {row['id']} of {owner} {what}",
+                         object_id=row["integration_id"])
 
 
 # The webhook.

@@ -102,7 +102,8 @@ def test_create_copy_url_receive_push_edit_and_delete(logged_in_page, context, r
     row = page.locator("table.integrations tbody tr", has_text="github push")
     url_box = row.get_by_label("Webhook URL")
     url = url_box.input_value()
-    assert url.startswith(f"{live_hub.base_url}/api/integrations/") and len(url.rsplit("/", 1)[1]) >= 32
+    assert url.startswith(f"{live_hub.base_url}/api/integrations/")
+    assert len(url.rsplit("/", 1)[1]) >= 32
     row.get_by_role("button", name="Copy").click()
     row.get_by_role("button", name="Copied").wait_for()
     assert page.evaluate("() => navigator.clipboard.readText()") == url

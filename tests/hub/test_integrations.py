@@ -155,6 +155,7 @@ async def test_crud_matchers_values_aliases_and_events(hub, api, tmp_path):
     described = [event["description"] for event in events]
     assert "Integration github push created" in described
     assert "Integration renamed deleted" in described
+    assert sum(d.startswith("Webhook URL") for d in described) == 4
     assert any(e["object_type"] == "integrationmatcher" for e in events)
     assert any(e["object_type"] == "integrationextractvalue"
                and e["description"].endswith("deleted") for e in events)
@@ -311,6 +312,27 @@ async def test_unsigned_or_wrongly_signed_is_401_and_starts_nothing(hub, api, tm
     status, _, _ = await post(hub, url, tampered, signed(body))  # the body changed
     assert status == 401
     assert await _tasks(api, project) == []
+
+
+async def test_deleting_the_key_template_integration_or_project(hub, api, tmp_path):
+    project, template, key = await _project(api, tmp_path)
+    integration_id, url = await _github_integration(api, project, template, key)
+    status, answer = await api.request("DELETE", f"/api/project/{project}/keys/{key}")
+    assert status == 400 and "in use" in answer["error"]
+    body = json.dumps(PUSH).encode()
+    task_id = int((await post(hub, url, body, signed(body)))[1]["X-Semaphore-Task-ID"])
+    await api.ok("DELETE", f"/api/project/{project}/integrations/{integration_id}", status=204)
+    # The task is history: it stays, no longer naming the integration; the URL is gone.
+    assert (await api.task(project, task_id))["integration_id"] is None
+    assert (await post(hub, url, body, signed(body)))[0] == 404
+    await api.ok("DELETE", f"/api/project/{project}/keys/{key}", status=204)
+    await _github_integration(api, project, template, (await api.ok(
+        "POST", f"/api/project/{project}/keys", {"name": "k2", "type": "login_password",
+                                                 "login_password": {"password": "x"}},
+        201))["id"])
+    await api.ok("POST", f"/api/project/{project}/tasks/{task_id}/stop", status=204)
+    await api.ok("DELETE", f"/api/project/{project}", status=204)
+    assert await hub.hub.store.find_integration_alias(url.rsplit("/", 1)[1]) is None
 
 
 async def test_hmac_and_token_auth_read_the_integrations_header(hub, api, tmp_path):
