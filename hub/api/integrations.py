@@ -49,8 +49,14 @@ MAX_WEBHOOK_BODY = 1024 * 1024
 # login's per-address limit: 20 free, then a wait of 5 s doubling up to 5 min.
 WEBHOOK_FAILURES: dict[str, Any] = {"free": 20, "base": 5.0, "cap": 300.0, "forget": 3600.0}
 ALIAS_BYTES = 24  # 32 characters of URL-safe base64: not guessable
-# The task params an integration's task_params may set (Semaphore's TaskParams).
-TASK_PARAM_KEYS = ("debug", "dry_run", "diff", "limit")
+
+
+class TaskParams(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What of Semaphore's TaskParams an integration's tasks may set (ansible's flags)."""
+    debug: bool = False
+    dry_run: bool = False
+    diff: bool = False
+    limit: Text = ""
 
 
 class IntegrationRequest(msgspec.Struct):
@@ -61,7 +67,7 @@ class IntegrationRequest(msgspec.Struct):
     auth_secret_id: Id | None = None
     auth_header: Header = ""
     searchable: bool = False
-    task_params: dict[str, Any] | None = None
+    task_params: TaskParams | None = None
 
 
 class MatcherRequest(msgspec.Struct):
@@ -141,17 +147,14 @@ async def _integration_values(request: web.Request, project_id: int) -> dict[str
     if rules.needs_header(body.auth_method) and not body.auth_header.strip():
         raise ApiError(400, f"field `auth_header`: auth method {body.auth_method} needs the "
                             "name of the header that carries the signature or token")
-    params = body.task_params or {}
-    unknown = sorted(set(params) - set(TASK_PARAM_KEYS))
-    if unknown:
-        raise ApiError(400, f"field `task_params`: unknown key(s) {', '.join(unknown)[:200]}; "
-                            f"known: {', '.join(TASK_PARAM_KEYS)}")
+    # Only what was set is stored (omit_defaults), as Semaphore keeps its map.
+    params = msgspec.json.encode(body.task_params).decode() if body.task_params else "{}"
     return {"name": body.name, "template_id": body.template_id,
             "auth_method": body.auth_method,
             "auth_secret_id": body.auth_secret_id if rules.needs_secret(body.auth_method)
             else None,
             "auth_header": body.auth_header.strip(), "searchable": int(body.searchable),
-            "task_params": json.dumps(params)}
+            "task_params": params}
 
 
 async def _integration(request: web.Request, project_id: int) -> Row:

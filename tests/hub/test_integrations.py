@@ -172,7 +172,8 @@ async def test_crud_matchers_values_aliases_and_events(hub, api, tmp_path):
       "auth_header": "X-T"}, "auth_secret_id"),
     ({"name": "x", "auth_method": "token", "auth_secret_id": 999,
       "auth_header": "X-T"}, "auth_secret_id"),
-    ({"name": "x", "task_params": {"playbook": "evil.yml"}}, "task_params"),
+    ({"name": "x", "task_params": {"playbook": "evil.yml"}}, "task_params.playbook"),
+    ({"name": "x", "task_params": {"debug": "yes"}}, "task_params.debug"),
     ({"name": "x", "project_id": 999}, "project_id"),
 ])
 async def test_bad_integration_is_400_naming_the_field(hub, api, tmp_path, body, field):
