@@ -390,6 +390,7 @@ async def _by_alias(hub: Hub, alias: str) -> tuple[list[Row], bool]:
 
 async def _read_limited(request: web.Request) -> bytes:
     too_big = ApiError(413, f"request body is larger than {MAX_WEBHOOK_BODY} bytes")
+    too_big.force_close()  # the rest is not read: the connection cannot go on
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
         raise too_big
     chunks: list[bytes] = []
@@ -398,7 +399,6 @@ async def _read_limited(request: web.Request) -> bytes:
         while chunk := await request.content.read(64 * 1024):
             size += len(chunk)
             if size > MAX_WEBHOOK_BODY:
-                too_big.force_close()  # the rest is not read: the connection cannot go on
                 raise too_big
             chunks.append(chunk)
     except web.RequestPayloadError:

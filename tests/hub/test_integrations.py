@@ -408,6 +408,14 @@ async def test_unknown_alias_bad_json_big_body_and_rate_limit(hub, api, tmp_path
     assert status == 400 and "JSON" in json.loads(text)["error"]
     big = b'{"ref": "' + b"x" * (1024 * 1024) + b'"}'
     assert (await post(hub, url, big, signed(big)))[0] == 413
+
+    async def chunked():  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b"x" * 65536
+
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=chunked(), headers=signed(b"")) as response:
+        assert response.status == 413
     assert await _tasks(api, project) == []
     # Failures from one address are limited as logins are: 20 free, then 429.
     body = json.dumps(PUSH).encode()
