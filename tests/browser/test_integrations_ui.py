@@ -154,3 +154,29 @@ def test_a_guest_sees_integrations_but_no_urls_or_edit_buttons(browser, live_hub
         assert page.locator("dialog").get_by_label("Name").first.is_disabled()
     finally:
         context.close()
+
+
+def test_shared_project_url_for_searchable_integrations(logged_in_page, rest, tmp_path):
+    page = logged_in_page
+    project, template = _project(rest, tmp_path)
+    base = f"/api/project/{project}/integrations"
+    integration = rest.ok("POST", base, {"name": "main pushes", "template_id": template,
+                                         "searchable": True}, 201)
+    rest.ok("POST", f"{base}/{integration['id']}/matchers", {
+        "name": "main", "match_type": "body", "body_data_type": "json", "key": "ref",
+        "value": "refs/heads/main"})
+    page.goto(f"/#/project/{project}/integrations")
+    shared = page.locator("section.shared-urls")
+    shared.get_by_role("button", name="Create URL").click()
+    url_box = shared.get_by_label("Webhook URL")
+    url_box.wait_for()
+    url = url_box.input_value()
+    assert [a["url"] for a in rest.ok("GET", f"{base}/aliases")] == [url]
+    status, headers = _push(url)  # no auth on this one: the signature is not looked at
+    assert status == 204
+    task = rest.ok("GET", f"/api/project/{project}/tasks/{headers['X-Semaphore-Task-ID']}")
+    assert task["integration_id"] == integration["id"]
+    shared.get_by_role("button", name="Remove").click()
+    page.locator("dialog").get_by_role("button", name="Remove").click()
+    shared.get_by_role("button", name="Create URL").wait_for()
+    assert rest.ok("GET", f"{base}/aliases") == []

@@ -38,20 +38,22 @@ export async function integrationsPage(ctx) {
   // Aliases let anyone who knows one start a task: task runners and up see them.
   const aliases = can(ctx.role, "task_runner")
     ? await Promise.all(rows.map((row) => api("GET", `${base}/${row.id}/aliases`))) : rows.map(() => null);
+  // The project's own URLs serve its searchable integrations (their matchers decide).
+  const shared = can(ctx.role, "task_runner") ? await api("GET", `${base}/aliases`) : null;
   const templateName = (id) => templates.find((t) => t.id === id)?.name ?? `#${id}`;
   const refresh = () => integrationsPage(ctx);
 
-  const urlCell = (row, list) => {
-    if (list === null) return h("td", "—");
-    return h("td.urls", list.map((alias) => h("div.alias", copyUrl(alias.url),
-      manage ? h("button.small.danger", {type: "button", "aria-label": "Remove this URL",
-        onclick: async () => {
-          if (!(await confirmAction("Remove this webhook URL? Senders using it will get 404.", "Remove"))) return;
-          await act(() => api("DELETE", `${base}/${row.id}/aliases/${alias.id}`));
-        }}, "Remove") : null)),
-    manage ? h("button.small", {type: "button", onclick: () =>
-      act(() => api("POST", `${base}/${row.id}/aliases`))}, list.length ? "Add URL" : "Create URL") : null);
-  };
+  // The URLs of an integration (`${base}/${id}/aliases`) or of the project (`${base}/aliases`).
+  const urls = (list, path) => [list.map((alias) => h("div.alias", copyUrl(alias.url),
+    manage ? h("button.small.danger", {type: "button", "aria-label": "Remove this URL",
+      onclick: async () => {
+        if (!(await confirmAction("Remove this webhook URL? Senders using it will get 404.", "Remove"))) return;
+        await act(() => api("DELETE", `${path}/${alias.id}`));
+      }}, "Remove") : null)),
+  manage ? h("button.small", {type: "button", onclick: () => act(() => api("POST", path))},
+    list.length ? "Add URL" : "Create URL") : null];
+  const urlCell = (row, list) => (list === null ? h("td", "—")
+    : h("td.urls", urls(list, `${base}/${row.id}/aliases`)));
 
   async function act(call) {
     try {
@@ -82,7 +84,11 @@ export async function integrationsPage(ctx) {
   h("p.hint", "A webhook (from GitHub, GitLab, a script) posts to an integration's URL; when " +
     "its signature is right and its matchers match, the template runs with the values it " +
     "extracts as extra variables."),
-  h("div.table-wrap", table));
+  h("div.table-wrap", table),
+  shared === null || !(shared.length || rows.some((row) => row.searchable)) ? null
+    : h("section.shared-urls", h("h3", "Shared project URL"),
+      h("p.hint", "Serves every integration marked as served by it, when all of its " +
+        "(at least one) matchers match."), h("div.urls", urls(shared, `${base}/aliases`))));
 }
 
 async function editIntegration(ctx, row, templates, refresh) {
