@@ -8,6 +8,7 @@ from hub import gateway
 from hub import web as dashboard
 from hub.api import (
     backup,
+    integrations,
     live,
     projects,
     resources,
@@ -23,6 +24,8 @@ from hub.api import (
 
 P = "/api/project/{project_id:\\d+}"
 RESOURCE = "{resource:keys|repositories|inventory|environment|templates|views}"
+# An integration's matchers and extract values (Semaphore's /matchers and /values).
+INTEGRATION_ROWS = "integrations/{integration_id}/{kind:matchers|values}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,6 +87,27 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", f"{P}/schedules/{{schedule_id}}", schedules.delete_schedule),
     ("PUT", f"{P}/schedules/{{schedule_id}}/active", schedules.set_active),
     ("GET", f"{P}/templates/{{template_id}}/schedules", schedules.template_schedules),
+    # Integrations: a webhook starts a template's task (hub/api/integrations.py). The
+    # project's aliases come before {integration_id}, which would otherwise take "aliases".
+    ("GET", f"{P}/integrations", integrations.list_integrations),
+    ("POST", f"{P}/integrations", integrations.create_integration),
+    ("GET", f"{P}/integrations/aliases", integrations.list_aliases),
+    ("POST", f"{P}/integrations/aliases", integrations.create_alias),
+    ("DELETE", f"{P}/integrations/aliases/{{alias_id}}", integrations.delete_alias),
+    ("GET", f"{P}/integrations/{{integration_id}}", integrations.get_integration),
+    ("PUT", f"{P}/integrations/{{integration_id}}", integrations.update_integration),
+    ("DELETE", f"{P}/integrations/{{integration_id}}", integrations.delete_integration),
+    ("GET", f"{P}/{INTEGRATION_ROWS}", integrations.list_rows),
+    ("POST", f"{P}/{INTEGRATION_ROWS}", integrations.create_row),
+    ("GET", f"{P}/{INTEGRATION_ROWS}/{{row_id}}", integrations.get_row),
+    ("PUT", f"{P}/{INTEGRATION_ROWS}/{{row_id}}", integrations.update_row),
+    ("DELETE", f"{P}/{INTEGRATION_ROWS}/{{row_id}}", integrations.delete_row),
+    ("GET", f"{P}/integrations/{{integration_id}}/aliases", integrations.list_aliases),
+    ("POST", f"{P}/integrations/{{integration_id}}/aliases", integrations.create_alias),
+    ("DELETE", f"{P}/integrations/{{integration_id}}/aliases/{{alias_id}}",
+     integrations.delete_alias),
+    # The webhook itself: public, authenticated by the integration's own auth method.
+    ("POST", "/api/integrations/{alias}", integrations.receive),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),

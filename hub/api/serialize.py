@@ -82,6 +82,8 @@ def task_json(row: Row, waiting_reason: str = "") -> Row:
     out["params"] = json.loads(row["params"] or "{}")
     # Semaphore's task schedule_id: the schedule that started it (None: a user did).
     out["schedule_id"] = row.get("schedule_id")
+    # Semaphore's task integration_id: the integration whose webhook started it.
+    out["integration_id"] = row.get("integration_id")
     if waiting_reason:
         out["waiting_reason"] = waiting_reason
     return out

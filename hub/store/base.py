@@ -188,6 +188,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_registration_token(self, token_id: int) -> None: ...
 
+    # Integrations' webhook aliases (the public endpoint finds its integrations by one).
+    @abc.abstractmethod
+    async def find_integration_alias(self, alias: str) -> Row | None: ...
+
     # The audit trail (Semaphore's events), newest first.
     @abc.abstractmethod
     async def add_event(self, values: dict[str, Any]) -> None: ...

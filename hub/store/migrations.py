@@ -361,6 +361,59 @@ MIGRATIONS: list[Migration] = [
         ON DELETE SET NULL;
     ALTER TABLE task ADD COLUMN secret TEXT NOT NULL DEFAULT '';
     """,
+    # 14: Semaphore's integrations: a webhook (POST /api/integrations/{alias}) starts a
+    # template's task. Matchers decide whether a payload starts one, extract values carry
+    # parts of it into the task. An alias with no integration is the project's own: it
+    # serves every `searchable` integration of the project. A task keeps the integration
+    # that started it (NULL once the integration is deleted: the task is history).
+    # auth_secret_id has no ON DELETE: a key an integration checks signatures with cannot
+    # be deleted from under it.
+    """
+    CREATE TABLE integration (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        template_id INTEGER NOT NULL REFERENCES template(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        auth_method TEXT NOT NULL DEFAULT '',
+        auth_secret_id INTEGER REFERENCES access_key(id),
+        auth_header TEXT NOT NULL DEFAULT '',
+        searchable INTEGER NOT NULL DEFAULT 0,
+        task_params TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE integration_matcher (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        integration_id INTEGER NOT NULL REFERENCES integration(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        match_type TEXT NOT NULL,
+        method TEXT NOT NULL,
+        body_data_type TEXT NOT NULL DEFAULT '',
+        key TEXT NOT NULL DEFAULT '',
+        value TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX integration_matcher_integration ON integration_matcher(integration_id);
+    CREATE TABLE integration_extract_value (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        integration_id INTEGER NOT NULL REFERENCES integration(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value_source TEXT NOT NULL,
+        body_data_type TEXT NOT NULL DEFAULT '',
+        key TEXT NOT NULL DEFAULT '',
+        variable TEXT NOT NULL,
+        variable_type TEXT NOT NULL DEFAULT 'environment'
+    );
+    CREATE INDEX integration_extract_value_integration
+        ON integration_extract_value(integration_id);
+    CREATE TABLE integration_alias (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+        integration_id INTEGER REFERENCES integration(id) ON DELETE CASCADE,
+        alias TEXT NOT NULL UNIQUE
+    );
+    ALTER TABLE task ADD COLUMN integration_id INTEGER REFERENCES integration(id)
+        ON DELETE SET NULL;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

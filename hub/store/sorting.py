@@ -23,6 +23,7 @@ SORT_KEYS: dict[str, dict[str, str]] = {
         "repository": "(SELECT r.name FROM repository r WHERE r.id = template.repository_id)",
     },
     "project_view": {"position": "position", "title": "title"},
+    "integration": {"name": "name"},
     "task": {"id": "id", "created": "created", "start": "start", "end": "end",
              "status": "status", "template": "template_id"},
 }

@@ -181,6 +181,10 @@ class WorkQueries(SqliteConnection):
 
     # The audit trail.
 
+    async def find_integration_alias(self, alias: str) -> Row | None:
+        return await self._fetch_one("SELECT * FROM integration_alias WHERE alias = ?",
+                                     (alias,))
+
     async def add_event(self, values: dict[str, Any]) -> None:
         _check_keys(values, EVENT_COLUMNS, "event")
         await self._insert("event", {"created": utcnow(), **values})

@@ -1,8 +1,9 @@
 // Projects and their tabs: keys, repositories, inventories, environments, templates (runs);
-// the task list and task page are in tasks.js.
+// the task list and task page are in tasks.js, integrations (webhooks) in integrations.js.
 import {ApiError, api, clear, confirmAction, describe, dialog, duration, field, flash, form, h,
   input, select, textarea, when} from "./h.js";
 import {onLeave, session} from "./app.js";
+import {integrationsPage} from "./integrations.js";
 import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
 import {secretOperations, secretsField} from "./secrets.js";
@@ -65,7 +66,7 @@ function restoreForm() {
 const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["schedules", "Schedules"],
   ["keys", "Keys"],
   ["repositories", "Repositories"], ["inventory", "Inventory"], ["environment", "Environment"],
-  ["runners", "Runners", "manager"], ["members", "Members"]];
+  ["integrations", "Integrations"], ["runners", "Runners", "manager"], ["members", "Members"]];
 
 export async function projectPage(projectId, tab = "templates", id = null) {
   const page = document.getElementById("page");
@@ -109,6 +110,7 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   if (tab === "tasks") return tasksPage(ctx);
   if (tab === "schedules") return schedulesPage(ctx);
   if (tab === "templates" && id) return templatePage(ctx, id);
+  if (tab === "integrations") return integrationsPage(ctx);
   if (tab === "runners") {
     await runnersPage(projectId, content);
     return;
