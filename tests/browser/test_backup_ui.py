@@ -40,7 +40,7 @@ def test_restore_a_backup_file_then_download_its_backup(logged_in_page: Page, re
     backup = json.loads(saved.read_text())
     assert backup == rest.ok("GET", f"/api/project/{project_id}/backup")
     assert backup["meta"]["name"] == "Web platform"
-    assert [t["name"] for t in backup["templates"]] == ["Deploy site", "Rotate logs"]
+    assert [t["name"] for t in backup["templates"]] == ["Deploy site", "Rotate logs", "Build site"]
 
 
 def test_bad_backup_files_are_refused_on_the_form(logged_in_page: Page, rest, tmp_path):
