@@ -19,6 +19,7 @@ from hub.api.common import (
     read_body,
 )
 from hub.api.models import Id, Name
+from hub.core import audit
 from hub.core.schedules import BadSchedule, check_cron, format_stamp, parse_stamp
 from hub.store import NotFound, Row, utcnow
 
@@ -43,6 +44,11 @@ class CronRequest(msgspec.Struct):
 
 class ActiveRequest(msgspec.Struct):
     active: bool
+
+
+async def _record(request: web.Request, schedule_id: int, name: str, done: str) -> None:
+    await audit.record_request(request, "schedule", f"Schedule {name} {done}",
+                               object_id=schedule_id, object_name=name)
 
 
 def schedule_json(row: Row) -> Row:
@@ -111,6 +117,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     values = await _values(request, project_id)
     row = await hub_of(request).store.create_row("schedule", project_id,
                                                  {**values, "created": utcnow()})
+    await _record(request, row["id"], row["name"], "created")
     return json_response(schedule_json(row), status=201)
 
 
@@ -119,15 +126,18 @@ async def update_schedule(request: web.Request) -> web.Response:
     schedule_id = int_param(request, "schedule_id")
     store = hub_of(request).store
     await store.get_row("schedule", project_id, schedule_id)  # 404 before the body's 400s
-    await store.update_row("schedule", project_id, schedule_id,
-                           await _values(request, project_id))
+    values = await _values(request, project_id)
+    await store.update_row("schedule", project_id, schedule_id, values)
+    await _record(request, schedule_id, values["name"], "updated")
     return no_content()
 
 
 async def delete_schedule(request: web.Request) -> web.Response:
     project_id = await project_access(request, "owner")
-    await hub_of(request).store.delete_row("schedule", project_id,
-                                           int_param(request, "schedule_id"))
+    store = hub_of(request).store
+    row = await store.get_row("schedule", project_id, int_param(request, "schedule_id"))
+    await store.delete_row("schedule", project_id, row["id"])
+    await _record(request, row["id"], row["name"], "deleted")
     return no_content()
 
 
@@ -142,6 +152,8 @@ async def set_active(request: web.Request) -> web.Response:
     if body.active and not row["active"] and row["type"] != "run_at":
         values["last_fire"] = utcnow()  # the times it was off are not run
     await store.update_row("schedule", project_id, schedule_id, values)
+    await _record(request, schedule_id, row["name"],
+                  "activated" if body.active else "deactivated")
     return no_content()
 
 

@@ -56,6 +56,20 @@ async def record_request(request: web.Request, object_type: str, description: st
                  user=request.get(USER), object_id=object_id, object_name=object_name)
 
 
+async def record_scheduled(hub: Hub, schedule: dict[str, Any], project: dict[str, Any],
+                           template: dict[str, Any], task: dict[str, Any]) -> None:
+    """A task a schedule started: no user; the description names the schedule."""
+    await record(hub, "task", f"Task ID {task['id']} queued for running by schedule "
+                              f"{schedule['name']}", project=project, object_id=task["id"],
+                 object_name=template["name"])
+
+
+def gone(project: dict[str, Any]) -> dict[str, Any]:
+    """A deleted project as `record` takes it: its name without its id, which no longer
+    references a row (the event table's foreign key would refuse it)."""
+    return {"id": None, "name": project["name"]}
+
+
 def event_json(row: dict[str, Any]) -> dict[str, Any]:
     """An event as Semaphore's API shows it."""
     return {
