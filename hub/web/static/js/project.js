@@ -3,6 +3,7 @@
 import {api, clear, confirmAction, describe, dialog, duration, field, flash, form, h, input,
   select, textarea, when} from "./h.js";
 import {onLeave, session} from "./app.js";
+import {activityTab} from "./events.js";
 import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
 import {secretOperations, secretsField} from "./secrets.js";
@@ -34,7 +35,7 @@ export async function projectsPage() {
 
 const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["keys", "Keys"],
   ["repositories", "Repositories"], ["inventory", "Inventory"], ["environment", "Environment"],
-  ["runners", "Runners", "manager"], ["members", "Members"]];
+  ["runners", "Runners", "manager"], ["members", "Members"], ["activity", "Activity"]];
 
 export async function projectPage(projectId, tab = "templates", id = null) {
   const page = document.getElementById("page");
@@ -73,6 +74,7 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   if (tab === "members-shell") return content; // the members page fills it
   if (tab === "tasks" && id) return taskPage(ctx, id);
   if (tab === "tasks") return tasksPage(ctx);
+  if (tab === "activity") return activityTab(ctx);
   if (tab === "runners") {
     await runnersPage(projectId, content);
     return;
