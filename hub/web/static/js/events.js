@@ -2,6 +2,7 @@
 // A project's Activity tab, and #/events: every project the user is a member of (admins:
 // everything, with the events of no project such as users and global runners).
 import {api, clear, h, when} from "./h.js";
+import {session} from "./app.js";
 
 // Semaphore's /events/last: the newest 200 are what a page shows.
 function eventTable(rows, withProject) {
@@ -29,6 +30,8 @@ export async function eventsPage() {
   const page = document.getElementById("page");
   const rows = await api("GET", "/api/events/last");
   clear(page, h("div.page-head", h("h1", "Activity")),
-    h("p.muted", "Changes in the projects you are a member of, newest first."),
+    h("p.muted", session.user.admin
+      ? "Changes in every project, and to users and runners, newest first."
+      : "Changes in the projects you are a member of, newest first."),
     eventTable(rows, true));
 }
