@@ -369,6 +369,8 @@ async def start_rollout(request: web.Request) -> web.Response:
                else 60 * (body.healthy_minutes if body.healthy_minutes is not None else 5))
     row = await hub.rollout.begin(body.version, body.project_id, body.runner_id, body.canary,
                                   healthy)
+    await audit.record_request(request, "runner", f"Runner update to {body.version} started",
+                               object_id=row["runner_id"])
     return json_response(_rollout_json(row), status=201)
 
 
@@ -378,4 +380,6 @@ async def stop_rollout(request: web.Request) -> web.Response:
     stopped = await hub.rollout.cancel()
     if stopped is None:
         raise ApiError(404, "no rollout is running")
+    await audit.record_request(request, "runner", f"Runner update to {stopped['version']} "
+                                                  "stopped", object_id=stopped["runner_id"])
     return json_response(_rollout_json(await hub.store.last_rollout()))

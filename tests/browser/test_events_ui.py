@@ -38,8 +38,11 @@ def test_admin_reads_the_global_log_and_a_projects_activity_tab(logged_in_page, 
         ["admin", "Audited", "key deploy-key", "Access Key deploy-key created"],
         ["admin", "Audited", "project Audited", "Project created"]]
     assert all(row[0] for row in rows)  # a time on each
-    # The runner registered itself: no user, no project (admins see it).
+    # The runner registered itself, the admin was made at the console: no user, no project
+    # (admins see them).
     assert ["system", "—", "runner browser-runner", "Runner browser-runner registered"] in [
+        row[1:] for row in rows]
+    assert ["system", "—", "user admin", "User admin created (semaphore user add)"] in [
         row[1:] for row in rows]
     screenshot(page, "events-global")
 

@@ -105,16 +105,20 @@ async def test_each_change_writes_one_event(api):
     # Users (no project): an admin's log has them, the project's does not.
     await api.ok("PUT", f"/api/users/{bob}", {"name": "Bob", "username": "bobby",
                                               "email": "bob@example.com"}, 204)
+    await api.ok("POST", f"/api/users/{bob}/password", {"password": "pass-secret-3"}, 204)
     await api.ok("DELETE", f"/api/users/{bob}", status=204)
     mine = await _events(api)
     assert [(row["object_type"], row["object_id"], row["description"], row["project_id"])
-            for row in mine[:3]] == [
-        ("user", bob, "User bobby deleted", None), ("user", bob, "User bobby updated", None),
+            for row in mine[:4]] == [
+        ("user", bob, "User bobby deleted", None),
+        ("user", bob, "Password of user bobby changed", None),
+        ("user", bob, "User bobby updated", None),
         ("template", template["id"], "Template deploy site deleted", pid)]
     assert [row["description"] for row in mine if row["description"] == "User bob created"]
     await changes()
     text = json.dumps(mine)
-    assert "key-secret-1" not in text and "url-secret-2" not in text
+    assert not any(secret in text for secret in ("key-secret-1", "url-secret-2",
+                                                  "pass-secret-3"))
 
 
 async def test_who_sees_which_events(hub, api):
@@ -212,7 +216,10 @@ async def test_runner_registration_and_management_write_events(hub, api):
     project_rows = await _events(api, f"/api/project/{pid}/events")
     assert [(row["description"], row["username"]) for row in project_rows[:2]] == [
         ("Runner p-1 disabled", "admin"), ("Runner p-1 registered", None)]
-    assert token["token"] not in json.dumps(await _events(api))
+    everything = await _events(api)
+    assert token["token"] not in json.dumps(everything)
+    assert f"Registration token {token['id']} created" in [
+        row["description"] for row in everything]
     runner_api = await hub.api(login=False)
     status, _ = await runner_api.request(
         "DELETE", "/api/internal/runners",
