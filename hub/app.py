@@ -1,5 +1,6 @@
 """The hub's aiohttp application: builds the parts at start-up, stops them in order."""
 
+import functools
 import gc
 import resource
 
@@ -11,6 +12,7 @@ from hub.api.middleware import auth_middleware, errors_middleware, last_resort_m
 from hub.api.secrets import seal_environment_passwords
 from hub.config import HubConfig
 from hub.context import HUB, Hub
+from hub.core import audit
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
 from hub.core.lifecycle import TaskLifecycle
@@ -82,7 +84,9 @@ def _hub_context(config: HubConfig):
             dispatcher.attach(local)
         dispatcher.start()
         rollout.start()
-        scheduler = hub.scheduler = Scheduler(store, tasks, zone=config.schedule_zone)
+        scheduler = hub.scheduler = Scheduler(
+            store, tasks, zone=config.schedule_zone,
+            on_fired=functools.partial(audit.record_scheduled, hub))
         scheduler.start()
         # Everything built so far lives as long as the hub: keep it out of the collector's
         # full passes, which otherwise pause the event loop for tens of ms.

@@ -131,6 +131,7 @@ async def _check_store(config: HubConfig) -> None:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
+    from hub.core.audit import event_values
     from hub.security import hash_password
     from hub.store import open_store
 
@@ -139,8 +140,13 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     async def add() -> dict:
         store = await open_store(config.database_path)
         try:
-            return await store.create_user(args.login, args.name, args.email,
+            user = await store.create_user(args.login, args.name, args.email,
                                            hash_password(args.password), admin=args.admin)
+            # In the audit trail too, with no user: it was made at the hub's console.
+            await store.add_event(event_values(
+                "user", f"User {user['username']} created (semaphore user add)",
+                object_id=user["id"], object_name=user["username"]))
+            return user
         finally:
             await store.close()
 

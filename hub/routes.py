@@ -8,6 +8,7 @@ from hub import gateway
 from hub import web as dashboard
 from hub.api import (
     backup,
+    events,
     integrations,
     live,
     projects,
@@ -52,6 +53,11 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/api/users/{user_id}", users.update_user),
     ("DELETE", "/api/users/{user_id}", users.delete_user),
     ("POST", "/api/users/{user_id}/password", users.set_password),
+    # The event log (audit trail): every project the user is a member of, or one project.
+    ("GET", "/api/events", events.list_events),
+    ("GET", "/api/events/last", events.list_events),
+    ("GET", f"{P}/events", events.list_project_events),
+    ("GET", f"{P}/events/last", events.list_project_events),
     # Projects.
     ("GET", "/api/projects", projects.list_projects),
     ("POST", "/api/projects", projects.create_project),

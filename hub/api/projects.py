@@ -14,6 +14,8 @@ from hub.api.common import (
 )
 from hub.api.models import ProjectRequest
 from hub.api.serialize import project_json
+from hub.context import PROJECT
+from hub.core import audit
 
 
 async def list_projects(request: web.Request) -> web.Response:
@@ -27,6 +29,8 @@ async def create_project(request: web.Request) -> web.Response:
     values = msgspec.structs.asdict(body)
     values.pop("demo")
     row = await hub_of(request).store.create_project(values, current_user(request)["id"])
+    await audit.record_request(request, "project", "Project created", object_id=row["id"],
+                               object_name=row["name"], project=row)
     return json_response(project_json(row), status=201)
 
 
@@ -43,6 +47,10 @@ async def update_project(request: web.Request) -> web.Response:
     values = msgspec.structs.asdict(body)
     values.pop("demo")
     await hub_of(request).store.update_project(project_id, values)
+    # The event carries the project's new name (the row was read before the change).
+    project = request[PROJECT] | {"name": body.name}
+    await audit.record_request(request, "project", f"Project {body.name} updated",
+                               object_id=project_id, object_name=body.name, project=project)
     return no_content()
 
 
@@ -53,5 +61,10 @@ async def delete_project(request: web.Request) -> web.Response:
     if unfinished:
         raise ApiError(400, f"project {project_id} has unfinished tasks {unfinished}; "
                             "stop them first")
+    project = request[PROJECT]  # read by project_access, before the delete
     await hub.store.delete_project(project_id)
+    # Its events stay (project_id becomes NULL, the name stays): admins still see them.
+    await audit.record_request(request, "project", f"Project {project['name']} deleted",
+                               object_id=project_id, object_name=project["name"],
+                               project=audit.gone(project))
     return no_content()

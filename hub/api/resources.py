@@ -39,6 +39,7 @@ from hub.api.secrets import (
 )
 from hub.api.vaults import check_vault_keys, vaults_column
 from hub.context import Hub
+from hub.core import audit
 from hub.core.spec import SpecError, check_playbook, parse_arguments, parse_env
 from hub.core.survey import check_survey, survey_column
 from hub.store import NotFound
@@ -63,6 +64,10 @@ class Resource:
     check: Callable[[Hub, int, Any], Awaitable[None]] | None = None
     # The list's order without a `sort` parameter ("" for the row id).
     default_sort: str = ""
+    # The audit trail: Semaphore's object_type and how its descriptions name the kind.
+    object_type: str = ""
+    noun: str = ""
+    name_column: str = "name"
 
 
 def _environment_values(body: EnvironmentRequest, hub: Hub, creating: bool) -> dict:
@@ -125,23 +130,29 @@ def _template_extras(body: TemplateRequest, creating: bool) -> dict:
 
 RESOURCES = {
     "keys": Resource("access_key", AccessKeyRequest, serialize.access_key_json, "key_id",
-                     to_values=access_key_values),
+                     to_values=access_key_values, object_type="key", noun="Access Key"),
+    # Named by its name, not (as Semaphore) its URL, which may carry a password.
     "repositories": Resource("repository", RepositoryRequest, serialize.repository_json,
-                             "repository_id", (("ssh_key_id", "access_key"),)),
+                             "repository_id", (("ssh_key_id", "access_key"),),
+                             object_type="repository", noun="Repository"),
     "inventory": Resource("inventory", InventoryRequest, serialize.inventory_json,
                           "inventory_id", (("ssh_key_id", "access_key"),
                                            ("become_key_id", "access_key"),
-                                           ("repository_id", "repository"))),
+                                           ("repository_id", "repository")),
+                          object_type="inventory", noun="Inventory"),
     "environment": Resource("environment", EnvironmentRequest, serialize.environment_json,
                             "environment_id", to_values=_environment_values,
-                            after_save=save_env_secrets, extra=_environment_extra),
+                            after_save=save_env_secrets, extra=_environment_extra,
+                            object_type="environment", noun="Environment"),
     "templates": Resource("template", TemplateRequest, serialize.template_json, "template_id",
                           (("repository_id", "repository"), ("inventory_id", "inventory"),
                            ("environment_id", "environment"), ("view_id", "project_view"),
                            ("build_template_id", "template")),
-                          to_values=_template_values, check=check_vault_keys),
+                          to_values=_template_values, check=check_vault_keys,
+                          object_type="template", noun="Template"),
     "views": Resource("project_view", ViewRequest, serialize.view_json, "view_id",
-                      default_sort="position"),
+                      default_sort="position", object_type="view", noun="View",
+                      name_column="title"),
 }
 
 
@@ -183,6 +194,14 @@ async def create_from_body(hub: Hub, resource: Resource, project_id: int, body: 
     return row
 
 
+async def _record(request: web.Request, resource: Resource, row_id: int, name: str,
+                  done: str) -> None:
+    """Semaphore's "<Kind> <name> created|updated|deleted" event."""
+    await audit.record_request(request, resource.object_type,
+                               f"{resource.noun} {name} {done}", object_id=row_id,
+                               object_name=name)
+
+
 def _noun(table: str) -> str:
     return "view" if table == "project_view" else table.replace("_", " ")
 
@@ -208,6 +227,7 @@ async def create_row(request: web.Request) -> web.Response:
     project_id = await project_access(request, "manager")
     body: Any = await read_body(request, resource.model)
     row = await create_from_body(hub_of(request), resource, project_id, body)
+    await _record(request, resource, row["id"], row[resource.name_column], "created")
     return json_response(await _show(request, resource, row), status=201)
 
 
@@ -228,6 +248,7 @@ async def update_row(request: web.Request) -> web.Response:
     await hub.store.update_row(resource.table, project_id, row_id, values)
     if resource.after_save is not None:
         await resource.after_save(hub, row_id, body)
+    await _record(request, resource, row_id, values[resource.name_column], "updated")
     return no_content()
 
 
@@ -241,6 +262,9 @@ async def delete_row(request: web.Request) -> web.Response:
         if unfinished:
             raise ApiError(400, f"template {template_id} has unfinished tasks {unfinished}; "
                                 "stop them first")
-    await hub_of(request).store.delete_row(resource.table, project_id,
-                                           int_param(request, "item_id"))
+    store = hub_of(request).store
+    # Read first: the event names what was deleted (and a missing row is the 404).
+    row = await store.get_row(resource.table, project_id, int_param(request, "item_id"))
+    await store.delete_row(resource.table, project_id, row["id"])
+    await _record(request, resource, row["id"], row[resource.name_column], "deleted")
     return no_content()

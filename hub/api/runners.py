@@ -33,6 +33,7 @@ from hub.api.models import (
 )
 from hub.api.serialize import runner_json
 from hub.context import Hub
+from hub.core import audit
 from hub.crypto import valid_public_key
 from hub.ratelimit import SlidingWindow, per_app
 from hub.release_key import public_key_text
@@ -85,6 +86,7 @@ async def register_runner(request: web.Request) -> web.Response:
         "max_parallel_tasks": body.max_parallel_tasks, "public_key": body.public_key})
     if one_time:
         await hub.store.bind_registration_token(one_time["id"], row["id"])
+    await _record_own(request, row, "registered")
     # The release key's public half: the runner applies only updates it signed.
     return json_response({"token": token, "id": row["id"], "tags": tags,
                           "release_key": public_key_text(hub.release_key)})
@@ -131,7 +133,27 @@ async def unregister_self(request: web.Request) -> web.Response:
     if runner is None:
         raise ApiError(401, "invalid runner token")
     await _delete(hub, runner)
+    await _record_own(request, runner, "unregistered itself")
     return no_content()
+
+
+async def _record_own(request: web.Request, runner: Row, done: str) -> None:
+    """An event the runner made itself (no user), in its project if it has one."""
+    project = None
+    if runner["project_id"] is not None:
+        try:
+            project = await hub_of(request).store.get_project(runner["project_id"])
+        except NotFound:
+            pass  # the project went meanwhile: the event is kept without it
+    await audit.record_request(request, "runner", f"Runner {runner['name']} {done}",
+                               object_id=runner["id"], object_name=runner["name"],
+                               project=project)
+
+
+async def _record(request: web.Request, runner_id: int, name: str, done: str) -> None:
+    """An event of a person managing a runner (in the URL's project, if any)."""
+    await audit.record_request(request, "runner", f"Runner {name} {done}",
+                               object_id=runner_id, object_name=name)
 
 
 # One-time registration tokens (admin only).
@@ -150,6 +172,8 @@ async def create_registration_token(request: web.Request) -> web.Response:
     row = await hub.store.create_registration_token(
         hash_token(token), body.project_id, json.dumps(list(dict.fromkeys(body.tags))),
         time.time() + body.expires_in_sec)
+    await audit.record_request(request, "runner", f"Registration token {row['id']} created",
+                               object_id=row["id"])
     # The token is shown this once; only its hash is kept.
     return json_response({**_registration_token_json(row), "token": token}, status=201)
 
@@ -162,7 +186,10 @@ async def list_registration_tokens(request: web.Request) -> web.Response:
 
 async def delete_registration_token(request: web.Request) -> web.Response:
     require_admin(request)
-    await hub_of(request).store.delete_registration_token(int_param(request, "token_id"))
+    token_id = int_param(request, "token_id")
+    await hub_of(request).store.delete_registration_token(token_id)
+    await audit.record_request(request, "runner", f"Registration token {token_id} deleted",
+                               object_id=token_id)
     return no_content()
 
 
@@ -210,6 +237,7 @@ async def create_runner(request: web.Request) -> web.Response:
         "project_id": project_id, "name": body.name, "token_hash": hash_token(token),
         "tags": json.dumps(_tags(body)), "webhook": body.webhook,
         "max_parallel_tasks": body.max_parallel_tasks, "active": int(body.active)})
+    await _record(request, row["id"], row["name"], "created")
     # The token is shown this once; only its hash is kept.
     return json_response({**_show(request, row), "token": token}, status=201)
 
@@ -235,6 +263,7 @@ async def update_runner(request: web.Request) -> web.Response:
         "max_parallel_tasks": body.max_parallel_tasks, "active": int(body.active)})
     hub.dispatcher.relabel(runner["id"], body.name, _tags(body))
     await _apply_active(hub, runner, body.active)
+    await _record(request, runner["id"], body.name, "updated")
     return no_content()
 
 
@@ -244,12 +273,15 @@ async def set_active(request: web.Request) -> web.Response:
     hub = hub_of(request)
     await hub.store.update_runner(runner["id"], {"active": int(body.active)})
     await _apply_active(hub, runner, body.active)
+    await _record(request, runner["id"], runner["name"],
+                  "enabled" if body.active else "disabled")
     return no_content()
 
 
 async def delete_runner(request: web.Request) -> web.Response:
     runner, _ = await _runner_in_scope(request)
     await _delete(hub_of(request), runner)
+    await _record(request, runner["id"], runner["name"], "deleted")
     return no_content()
 
 
@@ -337,6 +369,8 @@ async def start_rollout(request: web.Request) -> web.Response:
                else 60 * (body.healthy_minutes if body.healthy_minutes is not None else 5))
     row = await hub.rollout.begin(body.version, body.project_id, body.runner_id, body.canary,
                                   healthy)
+    await audit.record_request(request, "runner", f"Runner update to {body.version} started",
+                               object_id=row["runner_id"])
     return json_response(_rollout_json(row), status=201)
 
 
@@ -346,4 +380,6 @@ async def stop_rollout(request: web.Request) -> web.Response:
     stopped = await hub.rollout.cancel()
     if stopped is None:
         raise ApiError(404, "no rollout is running")
+    await audit.record_request(request, "runner", f"Runner update to {stopped['version']} "
+                                                  "stopped", object_id=stopped["runner_id"])
     return json_response(_rollout_json(await hub.store.last_rollout()))

@@ -25,6 +25,7 @@ from hub.api.models import TaskRequest
 from hub.api.serialize import OutputLines, stored_text, task_json
 from hub.api.task_params import check_param_overrides, task_params
 from hub.context import PROJECT
+from hub.core import audit
 from hub.core.spec import SpecError, check_playbook, parse_arguments
 from hub.core.survey import stored_object, stored_survey, survey_values
 from hub.core.tasks import NotAwaiting
@@ -78,6 +79,9 @@ async def create_task(request: web.Request) -> web.Response:
         values["secret"] = hub.cipher.encrypt(json.dumps(secret))
     row = await hub.tasks.create(request[PROJECT], template, values,
                                  current_user(request)["id"])
+    # The hot path: one insert, the project and user already loaded (Semaphore's wording).
+    await audit.record_request(request, "task", f"Task ID {row['id']} queued for running",
+                               object_id=row["id"], object_name=template["name"])
     return json_response(_show(request, row), status=201)
 
 
@@ -139,7 +143,13 @@ async def delete_task(request: web.Request) -> web.Response:
     if hub.lifecycle.is_active(task_id):
         raise ApiError(400, f"task {task_id} has not ended; stop it before deleting it")
     await hub.store.delete_task(task_id, project_id)
+    await _record(request, task_id, "deleted")
     return no_content()
+
+
+async def _record(request: web.Request, task_id: int, done: str) -> None:
+    await audit.record_request(request, "task", f"Task ID {task_id} {done}",
+                               object_id=task_id)
 
 
 async def _pages(request: web.Request, task_id: int) -> AsyncIterator[list[dict]]:
@@ -211,6 +221,7 @@ async def _decide(request: web.Request, approved: bool) -> web.Response:
         raise ApiError(400, f"task {task_id} is {status}, not waiting_confirmation: only a "
                             "task whose plan waits for a decision can be confirmed or "
                             "rejected") from None
+    await _record(request, task_id, "confirmed" if approved else "rejected")
     return no_content()
 
 
@@ -219,8 +230,17 @@ async def stop_task(request: web.Request) -> web.Response:
     task_id = int_param(request, "task_id")
     hub = hub_of(request)
     await hub.store.get_task(task_id, project_id)
-    await hub.tasks.stop(task_id)
+    await _stop(request, task_id)
     return no_content()
+
+
+async def _stop(request: web.Request, task_id: int) -> None:
+    """Stop a task; an event when it had not ended (stopping an ended task changes nothing)."""
+    hub = hub_of(request)
+    active = hub.lifecycle.is_active(task_id)
+    await hub.tasks.stop(task_id)
+    if active:
+        await _record(request, task_id, "stopped")
 
 
 async def stop_all_tasks(request: web.Request) -> web.Response:
@@ -232,5 +252,5 @@ async def stop_all_tasks(request: web.Request) -> web.Response:
     await hub.store.get_row("template", project_id, template_id)  # 404 for another project's
     for row in await hub.store.list_unfinished_tasks():
         if row["project_id"] == project_id and row["template_id"] == template_id:
-            await hub.tasks.stop(row["id"])
+            await _stop(request, row["id"])
     return no_content()

@@ -24,6 +24,7 @@ from hub.api.models import (
 )
 from hub.api.serialize import user_json
 from hub.api.session import session_token_hash
+from hub.core import audit
 from hub.security import hash_password
 
 
@@ -45,6 +46,8 @@ async def create_user(request: web.Request) -> web.Response:
     password = await asyncio.to_thread(hash_password, body.password)
     row = await hub_of(request).store.create_user(body.username, body.name, body.email,
                                                   password, admin=body.admin)
+    await audit.record_request(request, "user", f"User {row['username']} created",
+                               object_id=row["id"], object_name=row["username"])
     return json_response(user_json(row), status=201)
 
 
@@ -65,6 +68,8 @@ async def update_user(request: web.Request) -> web.Response:
     await store.update_user(user_id, {"name": body.name, "username": body.username,
                                       "email": body.email, "admin": int(body.admin),
                                       "alert": int(body.alert)})
+    await audit.record_request(request, "user", f"User {body.username} updated",
+                               object_id=user_id, object_name=body.username)
     return no_content()
 
 
@@ -82,6 +87,7 @@ async def set_password(request: web.Request) -> web.Response:
     await store.delete_user_sessions(user_id, session_token_hash(request) if own else "")
     if body.revoke_tokens:
         await store.expire_user_api_tokens(user_id)
+    await _record_user(request, user_id, "Password of user {} changed")
     return no_content()
 
 
@@ -90,8 +96,20 @@ async def delete_user(request: web.Request) -> web.Response:
     user_id = int_param(request, "user_id")
     if user_id == current_user(request)["id"]:
         raise ApiError(400, "you cannot delete yourself")
-    await hub_of(request).store.delete_user(user_id)
+    store = hub_of(request).store
+    user = await store.get_user(user_id)  # its name, for the event (and the 404)
+    await store.delete_user(user_id)
+    await audit.record_request(request, "user", f"User {user['username']} deleted",
+                               object_id=user_id, object_name=user["username"])
     return no_content()
+
+
+async def _record_user(request: web.Request, user_id: int, description: str) -> None:
+    """An event about a user (not the one acting), named in `description`'s {}; in the
+    request's project when the URL has one."""
+    user = await hub_of(request).store.get_user(user_id)
+    await audit.record_request(request, "user", description.format(user["username"]),
+                               object_id=user_id, object_name=user["username"])
 
 
 # A project's members: every member sees them, owners manage them (Semaphore's
@@ -116,6 +134,7 @@ async def add_member(request: web.Request) -> web.Response:
                             f"project {project_id}; PUT .../users/{body.user_id} changes "
                             "the role")
     await store.set_project_role(project_id, body.user_id, body.role)
+    await _record_user(request, body.user_id, f"User {{}} added to team as {body.role}")
     return no_content()
 
 
@@ -135,6 +154,7 @@ async def set_member_role(request: web.Request) -> web.Response:
         raise ApiError(404, f"user {user_id} is not a member of project {project_id}")
     _not_own_ownership(request, user_id, "change their own role")
     await store.set_project_role(project_id, user_id, body.role)
+    await _record_user(request, user_id, f"Changed role for user {{}} to {body.role}")
     return no_content()
 
 
@@ -143,4 +163,5 @@ async def remove_member(request: web.Request) -> web.Response:
     user_id = int_param(request, "user_id")
     _not_own_ownership(request, user_id, "remove themselves from the project")
     await hub_of(request).store.remove_project_user(project_id, user_id)
+    await _record_user(request, user_id, "User {} removed from team")
     return no_content()

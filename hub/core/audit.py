@@ -22,11 +22,12 @@ OBJECT_TYPES = frozenset({
 })
 
 
-async def record(hub: Hub, object_type: str, description: str, *,
+def event_values(object_type: str, description: str, *,
                  project: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
                  object_id: int | None = None, object_name: str = "",
-                 integration_id: int | None = None) -> None:
-    """Store one event. `project` and `user` are rows (their names are copied in)."""
+                 integration_id: int | None = None) -> dict[str, Any]:
+    """The event row `Store.add_event` takes. `project` and `user` are rows (their names are
+    copied in)."""
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"unknown event object type {object_type!r}")
     values: dict[str, Any] = {
@@ -40,6 +41,17 @@ async def record(hub: Hub, object_type: str, description: str, *,
         values |= {"project_id": project["id"], "project_name": project["name"]}
     if user is not None:
         values |= {"user_id": user["id"], "username": user["username"]}
+    return values
+
+
+async def record(hub: Hub, object_type: str, description: str, *,
+                 project: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
+                 object_id: int | None = None, object_name: str = "",
+                 integration_id: int | None = None) -> None:
+    """Store one event. `project` and `user` are rows (their names are copied in)."""
+    values = event_values(object_type, description, project=project, user=user,
+                          object_id=object_id, object_name=object_name,
+                          integration_id=integration_id)
     await hub.store.add_event(values)
     log.info("audit.event", object_type=object_type, object_id=object_id,
              project_id=values.get("project_id"), user_id=values.get("user_id"),
@@ -54,6 +66,20 @@ async def record_request(request: web.Request, object_type: str, description: st
     await record(request.app[HUB], object_type, description,
                  project=project if project is not None else request.get(PROJECT),
                  user=request.get(USER), object_id=object_id, object_name=object_name)
+
+
+async def record_scheduled(hub: Hub, schedule: dict[str, Any], project: dict[str, Any],
+                           template: dict[str, Any], task: dict[str, Any]) -> None:
+    """A task a schedule started: no user; the description names the schedule."""
+    await record(hub, "task", f"Task ID {task['id']} queued for running by schedule "
+                              f"{schedule['name']}", project=project, object_id=task["id"],
+                 object_name=template["name"])
+
+
+def gone(project: dict[str, Any]) -> dict[str, Any]:
+    """A deleted project as `record` takes it: its name without its id, which no longer
+    references a row (the event table's foreign key would refuse it)."""
+    return {"id": None, "name": project["name"]}
 
 
 def event_json(row: dict[str, Any]) -> dict[str, Any]:

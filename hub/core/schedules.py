@@ -17,7 +17,7 @@ it, and a run-once schedule would otherwise be spent without ever having run.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -30,6 +30,10 @@ from hub.crypto import SecretsUnavailable
 from hub.store import NotFound, Row, Store, StoreError
 
 log = structlog.get_logger("hub.schedules")
+
+# Told of each task a schedule started: (schedule, project, template, task). The hub writes
+# the audit event with it (hub/core/audit.py, which this module cannot import: a cycle).
+OnFired = Callable[[Row, Row, Row, Row], Awaitable[None]]
 
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -154,9 +158,11 @@ class Scheduler:
     """Creates the due tasks each round (`tick`); `now` is injectable for tests."""
 
     def __init__(self, store: Store, tasks: TaskService, interval: float = 5.0,
-                 now: Callable[[], datetime] = _utc_now, zone: tzinfo = UTC):
+                 now: Callable[[], datetime] = _utc_now, zone: tzinfo = UTC,
+                 on_fired: OnFired | None = None):
         self.store = store
         self.tasks = tasks
+        self.on_fired = on_fired
         self.interval = interval
         self.now = now
         self.zone = zone
@@ -206,6 +212,7 @@ class Scheduler:
 
     async def _fire(self, schedule: Row, due: str) -> int | None:
         task_id = None
+        fired: tuple[Row, Row, Row] | None = None
         try:
             project = await self.store.get_project(schedule["project_id"])
             template = await self.store.get_row("template", schedule["project_id"],
@@ -214,6 +221,7 @@ class Scheduler:
                       "schedule_id": schedule["id"], "schedule_due": due}
             row = await self.tasks.create(project, template, values, None)
             task_id = row["id"]
+            fired = (project, template, row)
             log.info("schedule.fired", schedule_id=schedule["id"], due=due, task_id=task_id)
         except (NotFound, SpecError, SecretsUnavailable) as exc:
             # Not handled: last_fire stays, so the next round tries again (until it works or
@@ -230,8 +238,9 @@ class Scheduler:
         await self.store.set_schedule_fire(schedule["id"], due)
         if schedule["type"] == "run_at":
             await self.store.end_schedule(schedule["id"], bool(schedule["delete_after_run"]))
+        if fired is not None and self.on_fired is not None:
+            await self.on_fired(schedule, *fired)  # after the fire is marked handled
         return task_id
-
 
     def _failed(self, schedule_id: int, due: str, error: str) -> None:
         known = self.failures.get(schedule_id)

@@ -1,6 +1,7 @@
 // The dashboard: login, layout and the #/... router.
 import {api, clear, field, form, h, input, setUnauthorizedHandler} from "./h.js";
 import * as live from "./live.js";
+import {eventsPage} from "./events.js";
 import {runnersPage} from "./runners.js";
 import {projectPage, projectsPage} from "./project.js";
 import {membersPage, tokensPage, usersPage} from "./admin.js";
@@ -13,6 +14,7 @@ export function onLeave(fn) { cleanup.push(fn); }
 
 const routes = [
   [/^#\/runners$/, () => runnersPage(null)],
+  [/^#\/events$/, () => eventsPage()],
   [/^#\/users$/, () => usersPage()],
   [/^#\/tokens$/, () => tokensPage()],
   [/^#\/project\/(\d+)\/members$/, (p) => membersPage(+p)],
@@ -44,7 +46,7 @@ async function logout() {
 
 function layout() {
   const user = session.user;
-  const links = [["#/projects", "Projects"]];
+  const links = [["#/projects", "Projects"], ["#/events", "Activity"]];
   if (user.admin) links.push(["#/runners", "Runners"], ["#/users", "Users"]);
   links.push(["#/tokens", "API tokens"]);
   const nav = h("nav.top", {"aria-label": "Main"},

@@ -4,6 +4,7 @@ import {ApiError, api, clear, confirmAction, describe, dialog, duration, field, 
   input, select, textarea, when} from "./h.js";
 import {onLeave, session} from "./app.js";
 import {integrationsPage} from "./integrations.js";
+import {activityTab} from "./events.js";
 import {runnersPage} from "./runners.js";
 import {taskPage, tasksPage} from "./tasks.js";
 import {secretOperations, secretsField} from "./secrets.js";
@@ -66,7 +67,8 @@ function restoreForm() {
 const TABS = [["templates", "Templates"], ["tasks", "Tasks"], ["schedules", "Schedules"],
   ["keys", "Keys"],
   ["repositories", "Repositories"], ["inventory", "Inventory"], ["environment", "Environment"],
-  ["integrations", "Integrations"], ["runners", "Runners", "manager"], ["members", "Members"]];
+  ["integrations", "Integrations"], ["runners", "Runners", "manager"], ["members", "Members"],
+  ["activity", "Activity"]];
 
 export async function projectPage(projectId, tab = "templates", id = null) {
   const page = document.getElementById("page");
@@ -111,6 +113,7 @@ export async function projectPage(projectId, tab = "templates", id = null) {
   if (tab === "schedules") return schedulesPage(ctx);
   if (tab === "templates" && id) return templatePage(ctx, id);
   if (tab === "integrations") return integrationsPage(ctx);
+  if (tab === "activity") return activityTab(ctx);
   if (tab === "runners") {
     await runnersPage(projectId, content);
     return;
