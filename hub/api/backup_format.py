@@ -3,9 +3,11 @@ to it, and restore one into a new project.
 
 The format names what an object points to by name, not id (a template's `repository` is the
 repository's name), and carries no secret: keys go out as name and type only and come back
-without a secret, for the user to fill in. Objects are written with the fields of the hub's
-own JSON (hub/api/serialize.py) and read back through the REST API's request models and
-checks (hub/api/resources.py), so a field the API gains flows through backups unchanged.
+without a secret, for the user to fill in. Integrations' webhook aliases are written, as
+Semaphore writes them, but never restored as written (Restore._aliases says why). Objects
+are written with the fields of the hub's own JSON (hub/api/serialize.py) and read back
+through the REST API's request models and checks (hub/api/resources.py,
+hub/api/integrations.py), so a field the API gains flows through backups unchanged.
 
 Semaphore's own restore also has no transaction; here a restore checks every reference by
 name before it stores anything, and deletes the new project again if a later check fails,
