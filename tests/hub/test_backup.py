@@ -323,3 +323,35 @@ async def test_restored_webhook_starts_a_task_once_its_key_is_filled_in(hub, api
     [old_project_alias] = fixture()["integration_aliases"]
     assert (await post(hub, old_url.rsplit("/", 1)[0] + "/" + old_project_alias, body,
                        signed(body)))[0] == 404
+
+
+async def test_integration_as_semaphore_writes_it(api):
+    """Semaphore's marshaller writes an integration's and its rows' own ids (of the instance
+    the backup came from) and nulls; they are ignored, and an integration without auth needs
+    no key."""
+    backup = fixture()
+    backup["integrations"] = [{
+        "id": 12, "project_id": 3, "template_id": 40, "auth_secret_id": None,
+        "name": "deploy hook", "auth_method": "", "auth_header": "", "searchable": True,
+        "template": "Deploy site", "auth_secret": None, "task_params": {"debug": True},
+        "matchers": [{"id": 7, "integration_id": 12, "name": "main", "match_type": "body",
+                      "method": "equals", "body_data_type": "json", "key": "ref",
+                      "value": "refs/heads/main"}],
+        "extract_values": [], "aliases": None}]
+    project = await api.ok("POST", "/api/projects/restore", backup)
+    base = f"/api/project/{project['id']}"
+    [integration] = await api.ok("GET", f"{base}/integrations")
+    templates = {t["name"]: t["id"] for t in await api.ok("GET", f"{base}/templates")}
+    assert (integration["template_id"], integration["auth_secret_id"],
+            integration["searchable"], integration["task_params"]) == (
+        templates["Deploy site"], None, True, {"debug": True})
+    [matcher] = await api.ok("GET", f"{base}/integrations/{integration['id']}/matchers")
+    assert matcher["integration_id"] == integration["id"] and matcher["key"] == "ref"
+    assert await api.ok("GET", f"{base}/integrations/{integration['id']}/aliases") == []
+    exported = (await api.ok("GET", f"{base}/backup"))["integrations"]
+    assert exported == [{
+        "name": "deploy hook", "auth_method": "", "auth_header": "", "searchable": True,
+        "task_params": {"debug": True}, "template": "Deploy site",
+        "matchers": [{"name": "main", "match_type": "body", "method": "equals",
+                      "body_data_type": "json", "key": "ref", "value": "refs/heads/main"}],
+        "extract_values": [], "aliases": []}]
