@@ -142,9 +142,9 @@ async def integration_values(store: Any, project_id: int,
             raise ApiError(400, f"field `auth_secret_id`: access key {body.auth_secret_id} "
                                 f"not found in project {project_id}") from None
         if key["type"] != "login_password":
-            raise ApiError(400, f"field `auth_secret_id`: access key {key['id']} is of type "
-                                f"{key['type']}; the secret is a login_password key's "
-                                "password")
+            raise ApiError(400, f"field `auth_secret_id`: access key {key['id']} "
+                                f"({key['name']}) is of type {key['type']}; the secret "
+                                "is a login_password key's password")
     if rules.needs_header(body.auth_method) and not body.auth_header.strip():
         raise ApiError(400, f"field `auth_header`: auth method {body.auth_method} needs the "
                             "name of the header that carries the signature or token")

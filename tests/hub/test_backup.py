@@ -220,7 +220,7 @@ async def test_bad_backups_name_the_field_and_leave_no_project(hub, api):
                   "`integration_aliases`", "list")
     # The REST API's checks, run as the integration is stored (the project goes again).
     await refused(changed(lambda b: b["integrations"][0].update(auth_secret="deploy key")),
-                  "`integrations[0].auth_secret`", "login_password")
+                  "`integrations[0].auth_secret`", "(deploy key)", "login_password")
     await refused(changed(lambda b: b["integrations"][0].pop("auth_secret")),
                   "`integrations[0].auth_secret")
     await refused(changed(lambda b: b["integrations"][0].update(auth_method="smtp")),
