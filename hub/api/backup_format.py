@@ -3,9 +3,11 @@ to it, and restore one into a new project.
 
 The format names what an object points to by name, not id (a template's `repository` is the
 repository's name), and carries no secret: keys go out as name and type only and come back
-without a secret, for the user to fill in. Objects are written with the fields of the hub's
-own JSON (hub/api/serialize.py) and read back through the REST API's request models and
-checks (hub/api/resources.py), so a field the API gains flows through backups unchanged.
+without a secret, for the user to fill in. Integrations' webhook aliases are written, as
+Semaphore writes them, but never restored as written (Restore._aliases says why). Objects
+are written with the fields of the hub's own JSON (hub/api/serialize.py) and read back
+through the REST API's request models and checks (hub/api/resources.py,
+hub/api/integrations.py), so a field the API gains flows through backups unchanged.
 
 Semaphore's own restore also has no transaction; here a restore checks every reference by
 name before it stores anything, and deletes the new project again if a later check fails,
@@ -21,6 +23,15 @@ import msgspec
 
 from hub.api import serialize
 from hub.api.common import ApiError
+from hub.api.integrations import (
+    ExtractValueRequest,
+    IntegrationRequest,
+    MatcherRequest,
+    extract_value_values,
+    integration_values,
+    matcher_values,
+    new_alias,
+)
 from hub.api.models import ProjectRequest
 from hub.api.resources import RESOURCES, create_from_body
 from hub.api.schedules import ScheduleRequest, schedule_values
@@ -34,8 +45,14 @@ TEMPLATE_IDS = ("id", "project_id", "repository_id", "inventory_id", "environmen
 # Semaphore keeps these as nullable strings, and refuses an empty runner tag: an empty one
 # is left out rather than written as "".
 OMIT_EMPTY = ("runner_tag", "git_branch")
-# The hub has no such objects; a backup's lists of them are not restored (docs say so).
-NOT_RESTORED = ("integrations", "integration_aliases")
+# An integration's own fields in the backup (the rest are references by name and its
+# matchers, extract values and aliases, nested as Semaphore nests them).
+INTEGRATION_FIELDS = ("name", "auth_method", "auth_header", "searchable", "task_params")
+MATCHER_FIELDS = ("name", "match_type", "method", "body_data_type", "key", "value")
+VALUE_FIELDS = ("name", "value_source", "body_data_type", "key", "variable", "variable_type")
+# Ids of the instance a backup came from, in Semaphore's objects: meaningless here.
+FOREIGN_IDS = ("id", "project_id", "template_id", "auth_secret_id", "integration_id",
+               "extractor_id")
 
 
 # Export.
@@ -57,7 +74,8 @@ async def export_project(hub: Hub, project_id: int) -> dict[str, Any]:
     project = await store.get_project(project_id)
     rows = {table: await store.list_rows(table, project_id) for table in (
         "access_key", "repository", "inventory", "environment", "project_view", "template",
-        "schedule")}
+        "schedule", "integration", "integration_matcher", "integration_extract_value",
+        "integration_alias")}
     keys = _unique_names(rows["access_key"])
     repositories = _unique_names(rows["repository"])
     inventories = _unique_names(rows["inventory"])
@@ -129,8 +147,38 @@ async def export_project(hub: Hub, project_id: int) -> dict[str, Any]:
                  "type": project["type"]},
         "templates": out_templates, "repositories": out_repositories, "keys": out_keys,
         "views": out_views, "inventories": out_inventories, "environments": out_environments,
-        "integrations": [], "integration_aliases": [], "schedules": out_schedules,
+        "integrations": _integrations_out(rows, templates, keys),
+        "integration_aliases": [row["alias"] for row in rows["integration_alias"]
+                                if row["integration_id"] is None],
+        "schedules": out_schedules,
     }
+
+
+def _integrations_out(rows: dict[str, list[Row]], templates: dict[int, str],
+                      keys: dict[int, str]) -> list[dict[str, Any]]:
+    """Semaphore's BackupIntegration: the template and the key by name, matchers, extract
+    values and alias strings nested. The key's secret stays out, as every key's does."""
+    def of(table: str, integration_id: int) -> list[Row]:
+        return [row for row in rows[table] if row["integration_id"] == integration_id]
+
+    out = []
+    for row in rows["integration"]:
+        if row["template_id"] not in templates:
+            continue
+        item: dict[str, Any] = {
+            "name": row["name"], "auth_method": row["auth_method"],
+            "auth_header": row["auth_header"], "searchable": bool(row["searchable"]),
+            "task_params": json.loads(row["task_params"] or "{}"),
+            "template": templates[row["template_id"]]}
+        if row["auth_secret_id"] in keys:
+            item["auth_secret"] = keys[row["auth_secret_id"]]
+        item["matchers"] = [{field: m[field] for field in MATCHER_FIELDS}
+                            for m in of("integration_matcher", row["id"])]
+        item["extract_values"] = [{field: v[field] for field in VALUE_FIELDS}
+                                  for v in of("integration_extract_value", row["id"])]
+        item["aliases"] = [a["alias"] for a in of("integration_alias", row["id"])]
+        out.append(item)
+    return out
 
 
 def _vault_out(vault: dict[str, Any], keys: dict[int, str]) -> dict[str, Any]:
@@ -194,6 +242,9 @@ class Plan:
         # Backups older than Semaphore's `schedules` list hold a template's `cron` instead.
         self.legacy_cron = "schedules" not in raw
         self.schedules = self._list("schedules")
+        self.integrations = self._list("integrations")
+        self.project_aliases = self._strings(raw.get("integration_aliases"),
+                                             "integration_aliases")
         # Keys another object owns (an environment's secrets, a user's own key) are not
         # project keys, and their owner is not in the backup.
         self.keys = [(index, key) for index, key in self.keys if not key.get("owner")]
@@ -217,6 +268,18 @@ class Plan:
             if not isinstance(item, dict):
                 raise BadBackup(f"{section}[{index}]", "must be an object")
         return [(index, _present(item)) for index, item in enumerate(items)]
+
+    @staticmethod
+    def _strings(items: Any, where: str) -> list[str]:
+        """A list of alias strings (only their number is used: see Restore._aliases)."""
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            raise BadBackup(where, "must be a list")
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise BadBackup(f"{where}[{index}]", "must be a string")
+        return items
 
     @staticmethod
     def _names(section: str, items: list[tuple[int, dict[str, Any]]], field: str) -> set[str]:
@@ -267,6 +330,18 @@ class Plan:
         for index, item in self.schedules:
             self._ref(f"schedules[{index}]", item, "template", "templates", "template",
                       required=True)
+        for index, item in self.integrations:
+            where = f"integrations[{index}]"
+            self._ref(where, item, "template", "templates", "template", required=True)
+            self._ref(where, item, "auth_secret", "keys", "key")
+            for section in ("matchers", "extract_values"):
+                children = item.get(section, [])
+                if not isinstance(children, list):
+                    raise BadBackup(f"{where}.{section}", "must be a list")
+                for number, child in enumerate(children):
+                    if not isinstance(child, dict):
+                        raise BadBackup(f"{where}.{section}[{number}]", "must be an object")
+            self._strings(item.get("aliases"), f"{where}.aliases")
 
 
 class Restore:
@@ -321,6 +396,9 @@ class Restore:
                     await self._schedule(f"templates[{index}].cron", {
                         "name": item["name"], "cron_format": item["cron"],
                         "template": item["name"]})
+        for index, item in plan.integrations:
+            await self._integration(f"integrations[{index}]", item)
+        await self._aliases(None, len(plan.project_aliases))
 
     def _swap(self, item: dict[str, Any], refs: dict[str, tuple[str, str]]) -> dict[str, Any]:
         """The item with each name reference replaced by the id of the object made for it."""
@@ -375,6 +453,51 @@ class Restore:
             raise ApiError(400, _at(where, _error_text(exc))) from None
         await self.hub.store.create_row("schedule", self.project_id,
                                         {**values, "created": utcnow()})
+
+
+    async def _integration(self, where: str, item: dict[str, Any]) -> None:
+        """An integration through the REST API's checks (a key it checks signatures with
+        must be a login_password one), then its matchers and extract values through theirs."""
+        body = {key: value for key, value in item.items() if key not in (
+            "template", "auth_secret", "matchers", "extract_values", "aliases", *FOREIGN_IDS)}
+        body["template_id"] = self.ids["templates"][item["template"]]
+        if "auth_secret" in item:
+            body["auth_secret_id"] = self.ids["keys"][item["auth_secret"]]
+        request: IntegrationRequest = _convert(body, IntegrationRequest, where)
+        store = self.hub.store
+        try:
+            values = await integration_values(store, self.project_id, request)
+        except ApiError as exc:
+            raise ApiError(400, _at(where, _error_text(exc)).replace(
+                ".auth_secret_id`", ".auth_secret`")) from None
+        row = await store.create_row("integration", self.project_id, values)
+        children: tuple[tuple[str, str, type, Callable[[Any], dict[str, Any]]], ...] = (
+            ("matchers", "integration_matcher", MatcherRequest, matcher_values),
+            ("extract_values", "integration_extract_value", ExtractValueRequest,
+             extract_value_values))
+        for section, table, model, values_of in children:
+            for number, child in enumerate(item.get(section, [])):
+                at = f"{where}.{section}[{number}]"
+                child = {k: v for k, v in _present(child).items() if k not in FOREIGN_IDS}
+                checked = _convert(child, model, at)
+                try:
+                    child_values = values_of(checked)
+                except ApiError as exc:
+                    raise ApiError(400, _at(at, _error_text(exc))) from None
+                await store.create_row(table, self.project_id,
+                                       {**child_values, "integration_id": row["id"]})
+        await self._aliases(row["id"], len(item.get("aliases") or []))
+
+    async def _aliases(self, integration_id: int | None, count: int) -> None:
+        """As many aliases as the backup had, each a new random one, never the backup's
+        strings: an alias is what a sender must know (all it must know when the integration
+        has no auth), and a backup file outlives the project and travels; the restored
+        project must not take webhooks at an address anyone who saw the file knows. (Semaphore
+        reuses them when it can; here they are unique across the hub, and the source project
+        may still be using them.)"""
+        for _ in range(count):
+            await self.hub.store.create_row("integration_alias", self.project_id, {
+                "integration_id": integration_id, "alias": new_alias()})
 
 
 async def restore_project(hub: Hub, raw: Any, user: Row) -> Row:

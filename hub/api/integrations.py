@@ -119,9 +119,10 @@ def alias_json(request: web.Request, row: Row) -> Row:
 
 # Integrations.
 
-async def _integration_values(request: web.Request, project_id: int) -> dict[str, Any]:
-    body = await read_body(request, IntegrationRequest)
-    store = hub_of(request).store
+async def integration_values(store: Any, project_id: int,
+                             body: IntegrationRequest) -> dict[str, Any]:
+    """The row for a checked request: its template and key must be of the project. Shared by
+    the REST handlers and the backup restore (hub/api/backup_format.py)."""
     if body.project_id is not None and body.project_id != project_id:
         raise ApiError(400, f"field `project_id`: must be the project of the URL "
                             f"({project_id}), got {body.project_id}")
@@ -141,9 +142,9 @@ async def _integration_values(request: web.Request, project_id: int) -> dict[str
             raise ApiError(400, f"field `auth_secret_id`: access key {body.auth_secret_id} "
                                 f"not found in project {project_id}") from None
         if key["type"] != "login_password":
-            raise ApiError(400, f"field `auth_secret_id`: access key {key['id']} is of type "
-                                f"{key['type']}; the secret is a login_password key's "
-                                "password")
+            raise ApiError(400, f"field `auth_secret_id`: access key {key['id']} "
+                                f"({key['name']}) is of type {key['type']}; the secret "
+                                "is a login_password key's password")
     if rules.needs_header(body.auth_method) and not body.auth_header.strip():
         raise ApiError(400, f"field `auth_header`: auth method {body.auth_method} needs the "
                             "name of the header that carries the signature or token")
@@ -155,6 +156,11 @@ async def _integration_values(request: web.Request, project_id: int) -> dict[str
             else None,
             "auth_header": body.auth_header.strip(), "searchable": int(body.searchable),
             "task_params": params}
+
+
+async def _integration_values(request: web.Request, project_id: int) -> dict[str, Any]:
+    body = await read_body(request, IntegrationRequest)
+    return await integration_values(hub_of(request).store, project_id, body)
 
 
 async def _integration(request: web.Request, project_id: int) -> Row:
@@ -203,7 +209,7 @@ async def delete_integration(request: web.Request) -> web.Response:
 
 # Matchers and extract values: rows of one integration, the same handlers for both.
 
-def _matcher_values(body: MatcherRequest) -> dict[str, Any]:
+def matcher_values(body: MatcherRequest) -> dict[str, Any]:
     # Semaphore: a key and a value are required (a body matched as a string has no key).
     if not body.key and not (body.match_type == "body" and body.body_data_type == "string"):
         raise ApiError(400, "field `key`: required (the header's name, or the JSON path in "
@@ -218,7 +224,7 @@ def _matcher_values(body: MatcherRequest) -> dict[str, Any]:
             "key": body.key, "value": body.value}
 
 
-def _extract_values(body: ExtractValueRequest) -> dict[str, Any]:
+def extract_value_values(body: ExtractValueRequest) -> dict[str, Any]:
     if body.value_source == "body" and not body.body_data_type:
         raise ApiError(400, "field `body_data_type`: required for a value from the body "
                             "(json or string)")
@@ -235,9 +241,9 @@ def _extract_values(body: ExtractValueRequest) -> dict[str, Any]:
 CHILDREN: dict[str, tuple[str, str, str, Any, Any, Any]] = {
     # kind: table, URL id, audit object type, request model, values, JSON
     "matchers": ("integration_matcher", "row_id", "integrationmatcher", MatcherRequest,
-                 _matcher_values, matcher_json),
+                 matcher_values, matcher_json),
     "values": ("integration_extract_value", "row_id", "integrationextractvalue",
-               ExtractValueRequest, _extract_values, value_json),
+               ExtractValueRequest, extract_value_values, value_json),
 }
 # Semaphore answers a created matcher with 200, a created extract value with 201.
 CREATED_STATUS = {"matchers": 200, "values": 201}
@@ -342,9 +348,14 @@ async def list_aliases(request: web.Request) -> web.Response:
 async def create_alias(request: web.Request) -> web.Response:
     project_id, integration_id = await _alias_owner(request, "manager")
     row = await hub_of(request).store.create_row("integration_alias", project_id, {
-        "integration_id": integration_id, "alias": secrets.token_urlsafe(ALIAS_BYTES)})
+        "integration_id": integration_id, "alias": new_alias()})
     await _record_alias(request, row, "created")
     return json_response(alias_json(request, row))  # Semaphore: 200
+
+
+def new_alias() -> str:
+    """A fresh alias: the only thing a sender of an integration without auth must know."""
+    return secrets.token_urlsafe(ALIAS_BYTES)
 
 
 async def delete_alias(request: web.Request) -> web.Response:

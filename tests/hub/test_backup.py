@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from hub.api.models import TemplateRequest
+from tests.hub.test_integrations import PUSH, SECRET, post, signed
 from tests.hub.test_users_api import logged_in, make_user
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "semaphore_backup_2_16.json"
@@ -35,7 +36,8 @@ async def test_restore_makes_every_object_with_its_references(hub, api):
 
     keys = {key["name"]: key for key in await api.ok("GET", f"{base}/keys")}
     assert {name: key["type"] for name, key in keys.items()} == {
-        "deploy key": "ssh", "vault password": "login_password", "None": "none"}
+        "deploy key": "ssh", "vault password": "login_password", "None": "none",
+        "github webhook": "login_password"}
     [repo] = await api.ok("GET", f"{base}/repositories")
     assert (repo["name"], repo["git_url"], repo["git_branch"], repo["ssh_key_id"]) == (
         "site", "git@git.example.com:web/site.git", "main", keys["deploy key"]["id"])
@@ -72,6 +74,23 @@ async def test_restore_makes_every_object_with_its_references(hub, api):
             once["delete_after_run"]) == (rotate["id"], "run_at", "2031-05-04T03:02:00Z",
                                           False, True)
 
+    [integration] = await api.ok("GET", f"{base}/integrations")
+    assert (integration["name"], integration["template_id"], integration["auth_method"],
+            integration["auth_secret_id"]) == ("GitHub push", rotate["id"], "github",
+                                               keys["github webhook"]["id"])
+    path = f"{base}/integrations/{integration['id']}"
+    [matcher] = await api.ok("GET", f"{path}/matchers")
+    assert (matcher["match_type"], matcher["key"], matcher["value"]) == (
+        "header", "X-GitHub-Event", "push")
+    [value] = await api.ok("GET", f"{path}/values")
+    assert (value["value_source"], value["key"], value["variable"]) == ("body", "ref", "ref")
+    # As many aliases as the backup had, but new ones (see test_restored_webhook...).
+    [alias] = await api.ok("GET", f"{path}/aliases")
+    assert alias["alias"] not in json.dumps(fixture())
+    [project_alias] = await api.ok("GET", f"{base}/integrations/aliases")
+    assert project_alias["integration_id"] is None
+    assert project_alias["alias"] not in json.dumps(fixture())
+
     # The restoring user owns it; the audit trail says it was restored.
     members = await api.ok("GET", f"{base}/users")
     assert [(m["username"], m["role"]) for m in members] == [("admin", "owner")]
@@ -86,8 +105,15 @@ async def test_backup_of_a_restored_project_is_the_backup(api):
     backup = await api.ok("GET", f"/api/project/{project['id']}/backup")
 
     for section in ("meta", "keys", "repositories", "inventories", "environments", "views",
-                    "schedules", "integrations", "integration_aliases"):
+                    "schedules"):
         assert backup[section] == original[section], section
+    # Aliases are made anew on restore: the same number, none of the backup's strings.
+    assert len(backup["integration_aliases"]) == len(original["integration_aliases"])
+    assert not set(backup["integration_aliases"]) & set(original["integration_aliases"])
+    for theirs, ours in zip(original["integrations"], backup["integrations"], strict=True):
+        assert len(ours.pop("aliases")) == len(theirs["aliases"])
+        assert ours == {k: v for k, v in theirs.items() if k != "aliases"}
+    backup = await api.ok("GET", f"/api/project/{project['id']}/backup")
     assert len(backup["templates"]) == len(original["templates"])
     accepted = set(TemplateRequest.__struct_fields__) | TEMPLATE_REFS
     for theirs, ours in zip(original["templates"], backup["templates"], strict=True):
@@ -98,7 +124,16 @@ async def test_backup_of_a_restored_project_is_the_backup(api):
                 assert field in NOT_KEPT, f"{field} is neither restored nor known as not kept"
     # And it restores again, to the same backup.
     again = await api.ok("POST", "/api/projects/restore", backup)
-    assert await api.ok("GET", f"/api/project/{again['id']}/backup") == backup
+    assert without_aliases(await api.ok("GET", f"/api/project/{again['id']}/backup")) == \
+        without_aliases(backup)
+
+
+def without_aliases(backup: dict) -> dict:
+    backup = copy.deepcopy(backup)
+    backup.pop("integration_aliases")
+    for integration in backup["integrations"]:
+        integration.pop("aliases")
+    return backup
 
 
 async def test_backup_carries_no_secret(api):
@@ -156,7 +191,7 @@ async def test_bad_backups_name_the_field_and_leave_no_project(hub, api):
     await refused(changed(lambda b: b["templates"][0]["vaults"][0].update(vault_key="no")),
                   "`templates[0].vaults[0].vault_key`")
     await refused(changed(lambda b: b["keys"].append({"name": "None", "type": "none"})),
-                  "`keys[3].name`", "twice")
+                  "`keys[4].name`", "twice")
     await refused(changed(lambda b: b.update(views={})), "`views`", "list")
     await refused(changed(lambda b: b["inventories"].append(3)), "`inventories[1]`")
     # Checks that run as objects are stored: the project made so far is deleted again.
@@ -171,6 +206,29 @@ async def test_bad_backups_name_the_field_and_leave_no_project(hub, api):
                   "`environments[0].env`")
     await refused(changed(lambda b: b["templates"][1].update(arguments="not json")),
                   "`templates[1].arguments`")
+    await refused(changed(lambda b: b["integrations"][0].update(template="x")),
+                  '`integrations[0].template`', 'unknown template "x"')
+    await refused(changed(lambda b: b["integrations"][0].pop("template")),
+                  "`integrations[0].template`")
+    await refused(changed(lambda b: b["integrations"][0].update(auth_secret="gone")),
+                  "`integrations[0].auth_secret`", 'unknown key "gone"')
+    await refused(changed(lambda b: b["integrations"][0].update(matchers={})),
+                  "`integrations[0].matchers`", "list")
+    await refused(changed(lambda b: b["integrations"][0].update(aliases=[1])),
+                  "`integrations[0].aliases[0]`")
+    await refused(changed(lambda b: b.update(integration_aliases="a")),
+                  "`integration_aliases`", "list")
+    # The REST API's checks, run as the integration is stored (the project goes again).
+    await refused(changed(lambda b: b["integrations"][0].update(auth_secret="deploy key")),
+                  "`integrations[0].auth_secret`", "(deploy key)", "login_password")
+    await refused(changed(lambda b: b["integrations"][0].pop("auth_secret")),
+                  "`integrations[0].auth_secret")
+    await refused(changed(lambda b: b["integrations"][0].update(auth_method="smtp")),
+                  "`integrations[0].auth_method`")
+    await refused(changed(lambda b: b["integrations"][0]["matchers"][0].update(value="")),
+                  "`integrations[0].matchers[0].value`")
+    await refused(changed(lambda b: b["integrations"][0]["extract_values"][0].update(
+        variable="not a name")), "`integrations[0].extract_values[0].variable`")
     assert await hub.hub.store.list_events(None) == []
 
 
@@ -236,3 +294,64 @@ async def test_duplicate_names_get_unique_names_in_the_backup(api):
     repo = (await api.ok("GET", f"/api/project/{restored['id']}/repositories"))[0]
     keys = await api.ok("GET", f"/api/project/{restored['id']}/keys")
     assert repo["ssh_key_id"] == keys[1]["id"]
+
+
+async def test_restored_webhook_starts_a_task_once_its_key_is_filled_in(hub, api):
+    """The restored integration checks GitHub's signature with the restored key, which has
+    no secret until the user gives it one; the backup's alias is not an address of it."""
+    project = await api.ok("POST", "/api/projects/restore", fixture())
+    base = f"/api/project/{project['id']}"
+    [integration] = await api.ok("GET", f"{base}/integrations")
+    [alias] = await api.ok("GET", f"{base}/integrations/{integration['id']}/aliases")
+    body = json.dumps(PUSH).encode()
+    # The key came back without a secret: no signature is good enough yet.
+    status, _, _ = await post(hub, alias["url"], body, signed(body, secret=""))
+    assert status == 401
+    keys = {key["name"]: key for key in await api.ok("GET", f"{base}/keys")}
+    await api.ok("PUT", f"{base}/keys/{keys['github webhook']['id']}", {
+        "name": "github webhook", "type": "login_password", "override_secret": True,
+        "login_password": {"login": "", "password": SECRET}}, 204)
+    status, headers, text = await post(hub, alias["url"], body, signed(body))
+    assert status == 204, text
+    task = await api.task(project["id"], int(headers["X-Semaphore-Task-ID"]))
+    assert task["integration_id"] == integration["id"]
+    assert json.loads(task["environment"]) == {"ref": "refs/heads/main"}
+    # Whoever saw the backup knows its aliases: they reach nothing.
+    [old] = fixture()["integrations"][0]["aliases"]
+    old_url = alias["url"].rsplit("/", 1)[0] + "/" + old
+    assert (await post(hub, old_url, body, signed(body)))[0] == 404
+    [old_project_alias] = fixture()["integration_aliases"]
+    assert (await post(hub, old_url.rsplit("/", 1)[0] + "/" + old_project_alias, body,
+                       signed(body)))[0] == 404
+
+
+async def test_integration_as_semaphore_writes_it(api):
+    """Semaphore's marshaller writes an integration's and its rows' own ids (of the instance
+    the backup came from) and nulls; they are ignored, and an integration without auth needs
+    no key."""
+    backup = fixture()
+    backup["integrations"] = [{
+        "id": 12, "project_id": 3, "template_id": 40, "auth_secret_id": None,
+        "name": "deploy hook", "auth_method": "", "auth_header": "", "searchable": True,
+        "template": "Deploy site", "auth_secret": None, "task_params": {"debug": True},
+        "matchers": [{"id": 7, "integration_id": 12, "name": "main", "match_type": "body",
+                      "method": "equals", "body_data_type": "json", "key": "ref",
+                      "value": "refs/heads/main"}],
+        "extract_values": [], "aliases": None}]
+    project = await api.ok("POST", "/api/projects/restore", backup)
+    base = f"/api/project/{project['id']}"
+    [integration] = await api.ok("GET", f"{base}/integrations")
+    templates = {t["name"]: t["id"] for t in await api.ok("GET", f"{base}/templates")}
+    assert (integration["template_id"], integration["auth_secret_id"],
+            integration["searchable"], integration["task_params"]) == (
+        templates["Deploy site"], None, True, {"debug": True})
+    [matcher] = await api.ok("GET", f"{base}/integrations/{integration['id']}/matchers")
+    assert matcher["integration_id"] == integration["id"] and matcher["key"] == "ref"
+    assert await api.ok("GET", f"{base}/integrations/{integration['id']}/aliases") == []
+    exported = (await api.ok("GET", f"{base}/backup"))["integrations"]
+    assert exported == [{
+        "name": "deploy hook", "auth_method": "", "auth_header": "", "searchable": True,
+        "task_params": {"debug": True}, "template": "Deploy site",
+        "matchers": [{"name": "main", "match_type": "body", "method": "equals",
+                      "body_data_type": "json", "key": "ref", "value": "refs/heads/main"}],
+        "extract_values": [], "aliases": []}]
