@@ -83,6 +83,10 @@ work=$(cd "$work" && pwd)
 # Nothing of the caller's Python setup leaks in.
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP VIRTUAL_ENV
 export PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0
+# PyInstaller's binary cache of this build alone: the default, ~/.cache/pyinstaller, is shared
+# by every build of the same Python version on the machine, and a concurrent build from
+# another interpreter (pyenv's, with its RUNPATH) could hand its libraries to this one.
+export PYINSTALLER_CONFIG_DIR=$work/pyinstaller-config
 "$python" -m venv "$work/venv" || fail "cannot make a virtual environment with $python"
 venv=$work/venv/bin
 if ! "$venv/python" -m pip install --quiet --disable-pip-version-check --no-input \

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import msgspec
 import psutil
+import pytest
 
 from hub import gateway
 from protocol import session as protocol_session
@@ -248,6 +249,8 @@ async def fuzz_session(url: str, token: str, frames: list[bytes | str], tally: T
         tally.close_codes[ws.close_code] += 1
 
 
+# 100,000 fuzzed frames: seconds alone, a minute or two on a loaded CI machine.
+@pytest.mark.timeout(300)
 async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_path,
                                                                  monkeypatch):
     scripts, flag, count = tmp_path / "s", tmp_path / "flag", tmp_path / "count"
@@ -284,9 +287,9 @@ async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_p
     monkeypatch.setattr(protocol_session, "decode_runner_frame", counting_decode)
     # The flood must meet the frame rate limit however fast this machine decodes: at the
     # hub's own rate (10,000/s), a loaded machine reads the 90,000 frames slower than the
-    # bucket refills and never limits them. A tenth of it keeps the game the same.
+    # bucket refills and never limits them. A tenth of the rate, with the burst kept (so
+    # the other sessions are not limited), trips it for any machine reading 2,000 frames/s.
     monkeypatch.setattr(gateway, "FRAME_RATE", 1000.0)
-    monkeypatch.setattr(gateway, "FRAME_BURST", 4000.0)
 
     async def worker(index: int) -> None:
         fuzzer = Fuzzer(SEED + index, task_id)
@@ -305,7 +308,7 @@ async def test_fuzzed_runner_sessions_do_not_disturb_a_real_task(hub, api, tmp_p
     pinger = asyncio.create_task(ping_all_along())
     started = time.monotonic()
     try:
-        await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(WORKERS))), 50)
+        await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(WORKERS))), 120)
     finally:
         fuzzing_done.set()
         await pinger
