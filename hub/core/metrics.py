@@ -138,7 +138,10 @@ class MetricsHistory:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.flush(everything=True)
+        try:
+            await self.flush(everything=True)
+        except Exception:  # the hub still stops, and closes its store
+            log.exception("runner_metrics.flush.failed")
 
     async def _run(self) -> None:
         while True:
