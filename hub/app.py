@@ -17,6 +17,7 @@ from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.local_runner import LocalLink
+from hub.core.metrics import MetricsHistory
 from hub.core.output_writer import OutputWriter
 from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
@@ -72,9 +73,10 @@ def _hub_context(config: HubConfig):
         tasks = TaskService(store, lifecycle, dispatcher, writer, config, cipher)
         rollout = Rollouts(store, dispatcher, config)
         hub = Hub(config, store, events, lifecycle, dispatcher, writer, reports, tasks, cipher,
-                  rollout, load_release_key(config))
+                  rollout, load_release_key(config), MetricsHistory(store))
         app[HUB] = hub
         writer.start()
+        hub.metrics.start()
         await tasks.restore()
         local = None
         if not config.use_remote_runner:
@@ -100,6 +102,7 @@ def _hub_context(config: HubConfig):
         if local is not None:
             await local.stop()
         await writer.stop()
+        await hub.metrics.stop()
         await store.close()
         log.info("hub.stopped")
 

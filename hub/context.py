@@ -1,6 +1,6 @@
 """The hub's parts, built once per application and reached from handlers via `app[HUB]`."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -32,8 +32,8 @@ class Hub:
     cipher: SecretCipher
     rollout: Rollouts
     release_key: SigningKey
-    # The runners' last minutes of heartbeat figures (the dashboard's charts).
-    metrics: MetricsHistory = field(default_factory=MetricsHistory)
+    # The runners' resource history: raw, per minute, per hour (the dashboard's charts).
+    metrics: MetricsHistory
     # Cron and run-once schedules (hub/core/schedules.py); set once the hub has started.
     scheduler: Scheduler | None = None
 

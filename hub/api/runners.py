@@ -7,6 +7,7 @@ which may bind it to a project and tags.
 """
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from hub.api.models import (
 from hub.api.serialize import runner_json
 from hub.context import Hub
 from hub.core import audit
+from hub.core.metrics import RESOLUTIONS
 from hub.crypto import valid_public_key
+from hub.jsontext import excerpt
 from hub.ratelimit import SlidingWindow, per_app
 from hub.release_key import public_key_text
 from hub.runner_binaries import BinaryError, check_version
@@ -248,10 +251,30 @@ async def get_runner(request: web.Request) -> web.Response:
 
 
 async def runner_metrics(request: web.Request) -> web.Response:
-    """The runner's last minutes of heartbeat figures, oldest first (the hub's memory: empty
-    after a restart until heartbeats come in)."""
+    """The runner's resource history, oldest first: `?resolution=raw` (each heartbeat, the
+    last hour; the default), `1m` (minute averages and maxima, a day) or `1h` (30 days),
+    from `?since=` (Unix seconds; default 15 minutes ago, what the dashboard charts)."""
     runner, _ = await _runner_in_scope(request)
-    return json_response(hub_of(request).metrics.points(runner["id"]))
+    resolution = request.query.get("resolution", "raw")
+    if resolution not in RESOLUTIONS:
+        raise ApiError(400, f"query parameter `resolution` must be one of "
+                            f"{', '.join(RESOLUTIONS)}, got {excerpt(resolution, 40)}")
+    since = _since(request.query.get("since"))
+    return json_response(await hub_of(request).metrics.points(runner["id"], since,
+                                                              resolution))
+
+
+def _since(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since) or since < 0:
+        raise ApiError(400, f"query parameter `since` must be a time in Unix seconds, got "
+                            f"{excerpt(raw, 40)}")
+    return since
 
 
 async def update_runner(request: web.Request) -> web.Response:
@@ -315,7 +338,7 @@ async def _apply_active(hub: Hub, runner: Row, active: bool) -> None:
 async def _delete(hub: Hub, runner: Row) -> None:
     await hub.tasks.revoke_runner(runner["id"], "deleted")
     await hub.store.delete_runner(runner["id"])
-    hub.metrics.forget(runner["id"])
+    await hub.metrics.forget(runner["id"])
     hub.events.publish("runner", runner_id=runner["id"], project_id=runner["project_id"],
                        online=False, active=False, deleted=True)
 

@@ -7,7 +7,7 @@ is what a PostgreSQL backend serving several hubs will implement.
 import abc
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from hub.errors import CONFIGURATION_EXIT, HubError
@@ -232,3 +232,21 @@ class Store(abc.ABC):
     async def read_output(self, task_id: int, after_seq: int = 0,
                           limit: int = -1) -> list[Row]:
         """Stored chunks with seq > after_seq, in seq order; at most `limit` (-1: all)."""
+
+    # Runners' resource history (hub/core/metrics.py, hub/store/sqlite_metrics.py).
+    @abc.abstractmethod
+    async def write_metrics(self, raw: Sequence[tuple[int, int, bytes]],
+                            minutes: Sequence[tuple[Any, ...]], rollups: Sequence[int],
+                            prune: dict[str, int]) -> None:
+        """One flush of closed minutes, hourly roll-ups and pruning, in one transaction."""
+    @abc.abstractmethod
+    async def last_rollup(self) -> int | None: ...
+    @abc.abstractmethod
+    async def read_raw_metrics(self, runner_id: int,
+                               buckets: Sequence[int]) -> list[tuple[int, bytes]]: ...
+    @abc.abstractmethod
+    async def read_metrics(self, tier: str, runner_id: int,
+                           buckets: Sequence[int]) -> list[Row]: ...
+    @abc.abstractmethod
+    async def delete_metrics(self, runner_id: int,
+                             buckets: Mapping[str, Sequence[int]]) -> None: ...

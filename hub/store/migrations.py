@@ -414,6 +414,43 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE task ADD COLUMN integration_id INTEGER REFERENCES integration(id)
         ON DELETE SET NULL;
     """,
+    # 15: runners' resource history (hub/core/metrics.py): each closed minute's heartbeat
+    # points packed in one blob (kept an hour), that minute's averages and extremes (a day),
+    # and hourly ones rolled up from them (30 days). Keyed by time first: a flush appends
+    # at the end and pruning cuts the front. No foreign key: a runner's rows go when it is
+    # deleted (hub/api/runners.py), and runner ids are never reused (AUTOINCREMENT).
+    """
+    CREATE TABLE metric_raw (
+        bucket INTEGER NOT NULL,
+        runner_id INTEGER NOT NULL,
+        points BLOB NOT NULL,
+        PRIMARY KEY (bucket, runner_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE metric_1m (
+        bucket INTEGER NOT NULL,
+        runner_id INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        cpu_percent REAL NOT NULL, cpu_percent_max REAL NOT NULL,
+        memory_used REAL NOT NULL, memory_used_max REAL NOT NULL,
+        memory_total REAL NOT NULL,
+        disk_free REAL NOT NULL, disk_free_min REAL NOT NULL,
+        load1 REAL NOT NULL, load1_max REAL NOT NULL,
+        running REAL NOT NULL, running_max REAL NOT NULL,
+        PRIMARY KEY (bucket, runner_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE metric_1h (
+        bucket INTEGER NOT NULL,
+        runner_id INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        cpu_percent REAL NOT NULL, cpu_percent_max REAL NOT NULL,
+        memory_used REAL NOT NULL, memory_used_max REAL NOT NULL,
+        memory_total REAL NOT NULL,
+        disk_free REAL NOT NULL, disk_free_min REAL NOT NULL,
+        load1 REAL NOT NULL, load1_max REAL NOT NULL,
+        running REAL NOT NULL, running_max REAL NOT NULL,
+        PRIMARY KEY (bucket, runner_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

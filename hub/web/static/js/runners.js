@@ -42,7 +42,9 @@ export async function runnersPage(projectId, container = null) {
     runners = await api("GET", base);
     await Promise.all(runners.map(async (r) => {
       try {
-        history.set(r.id, await api("GET", `${base}/${r.id}/metrics`));
+        // Heartbeat resolution over the chart's window (the hub keeps an hour of it).
+        const since = Math.floor(Date.now() / 1000 - WINDOW_SEC);
+        history.set(r.id, await api("GET", `${base}/${r.id}/metrics?resolution=raw&since=${since}`));
       } catch {
         // No history from the hub: the chart grows from what this page sees.
         const points = history.get(r.id) || [];
