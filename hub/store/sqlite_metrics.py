@@ -12,6 +12,8 @@ from typing import Any
 from hub.store.base import Row
 from hub.store.sqlite_base import SqliteConnection
 
+# Runners per flush transaction (the write lock is let go between them).
+FLUSH_CHUNK = 500
 # Table of each coarse tier.
 TIER_TABLES = {"1m": "metric_1m", "1h": "metric_1h"}
 # The aggregate columns after (bucket, runner_id), in order (hub/core/metrics.py AGGREGATE).
@@ -46,20 +48,35 @@ class MetricsQueries(SqliteConnection):
     async def write_metrics(self, raw: Sequence[tuple[int, int, bytes]],
                             minutes: Sequence[tuple[Any, ...]], rollups: Sequence[int],
                             prune: dict[str, int]) -> None:
-        """One flush in one transaction: closed minutes' packed points and aggregates, the
-        hours to roll up from minutes (bucket starts), and for each table the bucket below
-        which its rows go."""
+        """One flush: closed minutes' packed points and aggregates, the hours to roll up
+        from minutes (bucket starts), and for each table the bucket below which its rows go.
+
+        Written in transactions of FLUSH_CHUNK runners, the write lock let go between them:
+        at 10,000 runners one transaction held it for a second or more, and task output
+        (the same lock) waited that long. A flush cut short by a crash loses only minutes
+        the hub held in memory anyway."""
+        for start in range(0, max(len(raw), len(minutes)), FLUSH_CHUNK):
+            await self._metrics_transaction(raw[start:start + FLUSH_CHUNK],
+                                            minutes[start:start + FLUSH_CHUNK], (), {})
+        if rollups or prune:
+            await self._metrics_transaction((), (), rollups, prune)
+
+    async def _metrics_transaction(self, raw: Sequence[tuple[int, int, bytes]],
+                                   minutes: Sequence[tuple[Any, ...]], rollups: Sequence[int],
+                                   prune: dict[str, int]) -> None:
         async with self._write_lock:
             db = self.db
             await db.execute("BEGIN")
             try:
-                await db.executemany(
-                    "INSERT INTO metric_raw (bucket, runner_id, points) VALUES (?, ?, ?) "
-                    "ON CONFLICT (bucket, runner_id) DO UPDATE SET "
-                    "points = CAST(points || excluded.points AS BLOB)", raw)
-                await db.executemany(
-                    f"INSERT INTO metric_1m ({_ALL}) VALUES ({_MARKS}) "
-                    f"ON CONFLICT (bucket, runner_id) DO UPDATE SET {_MERGE}", minutes)
+                if raw:
+                    await db.executemany(
+                        "INSERT INTO metric_raw (bucket, runner_id, points) VALUES (?, ?, ?) "
+                        "ON CONFLICT (bucket, runner_id) DO UPDATE SET "
+                        "points = CAST(points || excluded.points AS BLOB)", raw)
+                if minutes:
+                    await db.executemany(
+                        f"INSERT INTO metric_1m ({_ALL}) VALUES ({_MARKS}) "
+                        f"ON CONFLICT (bucket, runner_id) DO UPDATE SET {_MERGE}", minutes)
                 for hour in rollups:
                     await db.execute(_ROLLUP, (hour, hour, hour + 3600))
                 for table, below in prune.items():
