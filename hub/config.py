@@ -44,6 +44,14 @@ class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True):
     timezone: str = "UTC"
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Who may read GET /metrics (and /api/metrics) besides an admin: a Prometheus server
+    sending `Authorization: Bearer <scrape_token>`, or anyone when `anonymous` is true."""
+
+    scrape_token: str = ""
+    anonymous: bool = False
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Listening address (Semaphore: `interface` and `port`).
     interface: str = "127.0.0.1"
@@ -56,6 +64,7 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
     # Cron times are evaluated in schedule.timezone; stored and shown fire times stay UTC.
     schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # Base64 of 32 random bytes; encrypts keys and secrets at rest (Semaphore's key name).
     access_key_encryption: str = ""
     # Runners.
@@ -166,6 +175,8 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_TLS_CERT_FILE": ("tls", "cert_file"),
     "SEMAPHORE_TLS_KEY_FILE": ("tls", "key_file"),
     "SEMAPHORE_SCHEDULE_TIMEZONE": ("schedule", "timezone"),
+    "SEMAPHORE_METRICS_SCRAPE_TOKEN": ("metrics", "scrape_token"),
+    "SEMAPHORE_METRICS_ANONYMOUS": ("metrics", "anonymous"),
     "SEMAPHORE_ACCESS_KEY_ENCRYPTION": ("access_key_encryption",),
     "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),

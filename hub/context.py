@@ -8,6 +8,7 @@ from nacl.signing import SigningKey
 from hub.config import HubConfig
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
+from hub.core.health import Readiness
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.metrics import MetricsHistory
 from hub.core.output_writer import OutputWriter
@@ -15,6 +16,7 @@ from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
 from hub.core.schedules import Scheduler
 from hub.core.tasks import TaskService
+from hub.core.telemetry import HubTelemetry
 from hub.crypto import SecretCipher
 from hub.store import Store
 
@@ -32,6 +34,9 @@ class Hub:
     cipher: SecretCipher
     rollout: Rollouts
     release_key: SigningKey
+    # Prometheus metrics (hub/core/telemetry.py) and /api/ready (hub/core/health.py).
+    telemetry: HubTelemetry
+    readiness: Readiness
     # The runners' last minutes of heartbeat figures (the dashboard's charts).
     metrics: MetricsHistory = field(default_factory=MetricsHistory)
     # Cron and run-once schedules (hub/core/schedules.py); set once the hub has started.
