@@ -6,11 +6,15 @@ written (made immutable with chattr +i, which stops writes for root too)."""
 import asyncio
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocol.codec import decode_hub_frame, encode
+from protocol.frames import Error, Hello, Welcome
+from protocol.version import PROTOCOL_VERSION
 from tests.hub.test_accounts_security import make_user
 from tests.hubkit import start_hub, write_script
 
@@ -251,3 +255,42 @@ async def test_ready_answers_503_once_shutdown_begins(hub):
     status, body, _ = await get(hub, "/api/ready")
     assert status == 503 and '"shutting down"' in body
     assert (await get(hub, "/api/health"))[0] == 200
+
+
+async def test_reconnects_and_protocol_errors_are_counted(hub, api):
+    token = await hub.register("raw")
+    session = aiohttp.ClientSession()
+    hub.sessions.append(session)
+    hello = encode(Hello(protocol_version=PROTOCOL_VERSION, runner_version="x"))
+    for _ in range(2):  # the second session of the same runner is a reconnect
+        ws = await session.ws_connect(hub.ws_url, headers={"Authorization": f"Bearer {token}"})
+        await ws.send_bytes(hello)
+        assert isinstance(decode_hub_frame((await ws.receive(timeout=5)).data), Welcome)
+        await ws.close()
+    ws = await session.ws_connect(hub.ws_url, headers={"Authorization": f"Bearer {token}"})
+    await ws.send_bytes(hello)
+    assert isinstance(decode_hub_frame((await ws.receive(timeout=5)).data), Welcome)
+    await ws.send_bytes(b"this is not a frame")
+    assert isinstance(decode_hub_frame((await ws.receive(timeout=5)).data), Error)
+    closing = await ws.receive(timeout=5)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    code = ws.close_code
+    assert code is not None and code >= 1000
+    samples = await scrape(api)
+    assert value(samples, "semaphore_hub_runner_reconnects_total") == 2
+    assert value(samples, "semaphore_hub_protocol_errors_total", code=str(code)) == 1
+    assert value(samples, "semaphore_hub_frames_received_total", type="hello") == 3
+    assert value(samples, "semaphore_hub_frames_sent_total", type="welcome") == 3
+    assert value(samples, "semaphore_hub_frames_sent_total", type="error") == 1
+
+
+async def test_event_loop_lag_is_measured(hub, api):
+    await asyncio.sleep(0.6)  # the probe has run
+    # Block the loop: a probe due meanwhile wakes at least 0.35 s late.
+    time.sleep(0.6)  # noqa: ASYNC251
+    await asyncio.sleep(0.6)
+    samples = await scrape(api)
+    assert value(samples, "semaphore_hub_event_loop_lag_seconds_count") >= 2
+    assert value(samples, "semaphore_hub_event_loop_lag_max_seconds") >= 0.3
+    assert value(samples, "semaphore_hub_event_loop_lag_seconds_bucket", le="0.25") < value(
+        samples, "semaphore_hub_event_loop_lag_seconds_count")
