@@ -4,9 +4,11 @@ token's (or anyone's when configured), and readiness follows a database that can
 written (made immutable with chattr +i, which stops writes for root too)."""
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +18,11 @@ from protocol.codec import decode_hub_frame, encode
 from protocol.frames import Error, Hello, Welcome
 from protocol.version import PROTOCOL_VERSION
 from tests.hub.test_accounts_security import make_user
+from tests.hub.test_integrations import PUSH, post, signed
+from tests.hub.test_integrations import _github_integration as github_integration
+from tests.hub.test_integrations import _project as integration_project
+from tests.hub.test_schedules import _manual_clock as manual_clock
+from tests.hub.test_schedules import _next_minute as next_minute
 from tests.hubkit import start_hub, write_script
 
 SCRAPE_TOKEN = "scrape-token-for-tests-0123456789"
@@ -294,3 +301,23 @@ async def test_event_loop_lag_is_measured(hub, api):
     assert value(samples, "semaphore_hub_event_loop_lag_max_seconds") >= 0.3
     assert value(samples, "semaphore_hub_event_loop_lag_seconds_bucket", le="0.25") < value(
         samples, "semaphore_hub_event_loop_lag_seconds_count")
+
+
+async def test_tasks_created_by_schedule_and_integration_are_counted_by_source(hub, api,
+                                                                              tmp_path):
+    project, template, key = await integration_project(api, tmp_path)
+    _, url = await github_integration(api, project, template, key)
+    body = json.dumps(PUSH).encode()
+    status, _, text = await post(hub, url, body, signed(body))
+    assert status == 204, text
+    when = next_minute() + timedelta(minutes=5)
+    await api.ok("POST", f"/api/project/{project}/schedules",
+                 {"name": "once", "template_id": template, "type": "run_at",
+                  "run_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")}, 201)
+    clock = await manual_clock(hub, when)
+    assert len(await hub.hub.scheduler.tick()) == 1 and clock
+    samples = await scrape(api)
+    assert value(samples, "semaphore_hub_tasks_created_total", source="integration") == 1
+    assert value(samples, "semaphore_hub_tasks_created_total", source="schedule") == 1
+    assert value(samples, "semaphore_hub_tasks_created_total", source="api") == 0
+    assert value(samples, "semaphore_hub_tasks", status="waiting") == 2
