@@ -5,6 +5,8 @@ configured scrape token (`metrics.scrape_token`, as `Authorization: Bearer <toke
 anyone when `metrics.anonymous` is true. Health and readiness are public and cheap.
 """
 
+import base64
+import binascii
 import time
 
 import structlog
@@ -42,11 +44,25 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def _allow_scrape(request: web.Request, hub: Hub) -> None:
     config = hub.config.metrics
+    if not config.enabled:
+        raise ApiError(404, "metrics are switched off (metrics.enabled is false)")
     if config.anonymous:
         return
     token = bearer_token(request.headers)
     if token is not None and config.scrape_token and tokens_equal(token, config.scrape_token):
         return
+    basic = _basic_credentials(request)
+    if basic is not None:
+        # Semaphore's way: a fixed user and password that belong to no account.
+        username, password = basic
+        if (config.username and tokens_equal(username, config.username)
+                & tokens_equal(password, config.password)):
+            return
+        log.warning("metrics.scrape_refused", reason="wrong basic credentials",
+                    remote=request.remote)
+        error = ApiError(401, "wrong metrics username or password")
+        error.headers["WWW-Authenticate"] = 'Basic realm="metrics"'
+        raise error
     user = await authenticate(request)
     if user is not None and user["admin"]:
         return
@@ -58,6 +74,19 @@ async def _allow_scrape(request: web.Request, hub: Hub) -> None:
     log.warning("metrics.scrape_refused", reason="not an admin", user_id=user["id"],
                 remote=request.remote)
     raise ApiError(403, "only an admin may read the metrics")
+
+
+def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic` header; None for none or a broken one."""
+    header = request.headers.get("Authorization", "")
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None
 
 
 async def _live_state(request: web.Request, hub: Hub) -> HubState:

@@ -170,9 +170,6 @@ class HubTelemetry:
         else:
             self._runners_seen.add(runner_id)
 
-    def forget_runner(self, runner_id: int) -> None:
-        self._runners_seen.discard(runner_id)
-
     def protocol_error(self, close_code: int) -> None:
         self.protocol_errors.labels(str(close_code)).inc()
 

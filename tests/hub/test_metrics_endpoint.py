@@ -4,6 +4,7 @@ token's (or anyone's when configured), and readiness follows a database that can
 written (made immutable with chattr +i, which stops writes for root too)."""
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -42,6 +43,10 @@ def total(samples: dict, name: str, **labels: str) -> float:
     """The sum over every sample of `name` whose labels include `labels`."""
     return sum(v for (n, have), v in samples.items()
                if n == name and set(labels.items()) <= set(have))
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 async def get(hub, path: str, headers: dict | None = None) -> tuple[int, str, str]:
@@ -199,6 +204,30 @@ async def test_anonymous_metrics_when_configured(tmp_path):
         status, body, _ = await get(hub, "/metrics")
         assert status == 200 and "semaphore_hub_tasks_created_total" in body
         assert (await get(hub, "/api/metrics"))[0] == 200
+    finally:
+        await hub.close()
+
+
+async def test_semaphore_basic_auth_and_switched_off(tmp_path):
+    """Semaphore 2.20's keys: metrics.username/password (HTTP Basic), metrics.enabled."""
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    hub = await start_hub(tmp_path / "on", metrics={"username": "prometheus",
+                                                    "password": "changeme"})
+    try:
+        good = basic("prometheus", "changeme")
+        status, body, _ = await get(hub, "/api/metrics", {"Authorization": good})
+        assert status == 200 and "semaphore_tasks_running" in body
+        for wrong in (basic("prometheus", "changemf"),
+                      basic("root", "changeme"), "Basic !!!"):
+            assert (await get(hub, "/api/metrics", {"Authorization": wrong}))[0] == 401
+    finally:
+        await hub.close()
+    hub = await start_hub(tmp_path / "off", metrics={"enabled": False})
+    try:
+        admin = await hub.api()
+        assert (await admin.request("GET", "/metrics"))[0] == 404
+        assert (await get(hub, "/api/ready"))[0] == 200
     finally:
         await hub.close()
 
