@@ -15,6 +15,7 @@ from hub.context import HUB, Hub
 from hub.core import audit
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
+from hub.core.health import Readiness
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.local_runner import LocalLink
 from hub.core.metrics import MetricsHistory
@@ -23,6 +24,7 @@ from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
 from hub.core.schedules import Scheduler
 from hub.core.tasks import TaskService
+from hub.core.telemetry import HubTelemetry
 from hub.crypto import SecretCipher
 from hub.release_key import load_release_key
 from hub.routes import add_routes
@@ -47,8 +49,15 @@ def create_app(config: HubConfig) -> web.Application:
     add_routes(app)
     live.install(app)
     app.cleanup_ctx.append(_hub_context(config))
+    # First of the shutdown steps: load balancers see /api/ready fail while sessions close.
+    app.on_shutdown.insert(0, _not_ready)
     app.on_shutdown.append(_close_runner_sessions)
     return app
+
+
+async def _not_ready(app: web.Application) -> None:
+    app[HUB].readiness.shutting_down = True
+    log.info("hub.shutting_down")
 
 
 async def _close_runner_sessions(app: web.Application) -> None:
@@ -66,15 +75,18 @@ def _hub_context(config: HubConfig):
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
         await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
-        writer = OutputWriter(store, events)
+        telemetry = HubTelemetry()
+        writer = OutputWriter(store, events, telemetry)
         lifecycle = TaskLifecycle(store, events, writer)
         dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
         reports = RunnerReports(lifecycle, writer, config.max_task_output_bytes)
         tasks = TaskService(store, lifecycle, dispatcher, writer, config, cipher)
         rollout = Rollouts(store, dispatcher, config)
         hub = Hub(config, store, events, lifecycle, dispatcher, writer, reports, tasks, cipher,
-                  rollout, load_release_key(config), MetricsHistory(store))
+                  rollout, load_release_key(config), MetricsHistory(store), telemetry,
+                  Readiness(store))
         app[HUB] = hub
+        telemetry.start()
         writer.start()
         hub.metrics.start()
         await tasks.restore()
@@ -103,6 +115,7 @@ def _hub_context(config: HubConfig):
             await local.stop()
         await writer.stop()
         await hub.metrics.stop()
+        await telemetry.stop()
         await store.close()
         log.info("hub.stopped")
 

@@ -44,6 +44,21 @@ class ScheduleConfig(msgspec.Struct, forbid_unknown_fields=True):
     timezone: str = "UTC"
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Who may read GET /metrics (and /api/metrics) besides an admin: a Prometheus server
+    sending `Authorization: Bearer <scrape_token>`, or anyone when `anonymous` is true.
+
+    Semaphore 2.20's own keys work too, so its config.json is taken as it is: `username` and
+    `password` (HTTP Basic, its way to scrape) and `enabled`, here only able to switch the
+    endpoint off (an admin may read the metrics unless it is false)."""
+
+    scrape_token: str = ""
+    anonymous: bool = False
+    enabled: bool = True
+    username: str = ""
+    password: str = ""
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Listening address (Semaphore: `interface` and `port`).
     interface: str = "127.0.0.1"
@@ -56,6 +71,7 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
     # Cron times are evaluated in schedule.timezone; stored and shown fire times stay UTC.
     schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # Base64 of 32 random bytes; encrypts keys and secrets at rest (Semaphore's key name).
     access_key_encryption: str = ""
     # Runners.
@@ -110,6 +126,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
         for key in ("http_header_timeout_sec", "http_body_timeout_sec",
                     "http_keepalive_timeout_sec"):
             _check(0 < getattr(self, key) <= 3600, key, "must be > 0 and at most 3600")
+        _check(bool(self.metrics.username) == bool(self.metrics.password), "metrics.password",
+               "metrics.username and metrics.password go together (HTTP Basic scrapes)")
         _check(self.http_max_connections_per_address >= 0, "http_max_connections_per_address",
                "must be >= 0 (0: no limit)")
         try:
@@ -166,6 +184,11 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_TLS_CERT_FILE": ("tls", "cert_file"),
     "SEMAPHORE_TLS_KEY_FILE": ("tls", "key_file"),
     "SEMAPHORE_SCHEDULE_TIMEZONE": ("schedule", "timezone"),
+    "SEMAPHORE_METRICS_SCRAPE_TOKEN": ("metrics", "scrape_token"),
+    "SEMAPHORE_METRICS_ANONYMOUS": ("metrics", "anonymous"),
+    "SEMAPHORE_METRICS_ENABLED": ("metrics", "enabled"),
+    "SEMAPHORE_METRICS_USERNAME": ("metrics", "username"),
+    "SEMAPHORE_METRICS_PASSWORD": ("metrics", "password"),
     "SEMAPHORE_ACCESS_KEY_ENCRYPTION": ("access_key_encryption",),
     "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),

@@ -8,6 +8,7 @@ from nacl.signing import SigningKey
 from hub.config import HubConfig
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
+from hub.core.health import Readiness
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.metrics import MetricsHistory
 from hub.core.output_writer import OutputWriter
@@ -15,6 +16,7 @@ from hub.core.reports import RunnerReports
 from hub.core.rollout import Rollouts
 from hub.core.schedules import Scheduler
 from hub.core.tasks import TaskService
+from hub.core.telemetry import HubTelemetry
 from hub.crypto import SecretCipher
 from hub.store import Store
 
@@ -34,6 +36,9 @@ class Hub:
     release_key: SigningKey
     # The runners' resource history: raw, per minute, per hour (the dashboard's charts).
     metrics: MetricsHistory
+    # Prometheus metrics (hub/core/telemetry.py) and /api/ready (hub/core/health.py).
+    telemetry: HubTelemetry
+    readiness: Readiness
     # Cron and run-once schedules (hub/core/schedules.py); set once the hub has started.
     scheduler: Scheduler | None = None
 

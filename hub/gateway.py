@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import structlog
 from aiohttp import WSMessage, WSMsgType, web
+from prometheus_client import Counter
 
 from hub.context import HUB, Hub
 from hub.core.links import RunnerLink
@@ -66,9 +67,10 @@ class WebSocketLink(RunnerLink):
     """
 
     def __init__(self, ws: web.WebSocketResponse, session: HubSession,
-                 on_overdue: Callable[[int], None], **kwargs):
+                 on_overdue: Callable[[int], None], sent: dict[type, Counter], **kwargs):
         super().__init__(**kwargs)
         self.ws = ws
+        self._sent = sent  # frame class -> its frames_sent_total child
         self.session = session
         self._outbox: deque[HubFrame] = deque()
         self._acks: dict[int, Ack] = {}
@@ -130,6 +132,7 @@ class WebSocketLink(RunnerLink):
                 else:
                     _, frame = self._acks.popitem()
                 await self.ws.send_str(encode(frame).decode())
+                self._sent[type(frame)].inc()
 
 
 async def runner_websocket(request: web.Request) -> web.StreamResponse:
@@ -138,9 +141,11 @@ async def runner_websocket(request: web.Request) -> web.StreamResponse:
     runner = await hub.store.find_runner_by_token_hash(hash_token(token)) if token else None
     if runner is None:
         log.warning("runner.auth.refused", remote=request.remote)
+        hub.telemetry.rejected_registrations.inc()
         raise web.HTTPUnauthorized(text='{"error": "invalid runner token"}',
                                    content_type="application/json")
     if not runner["active"]:
+        hub.telemetry.rejected_registrations.inc()
         raise web.HTTPForbidden(text='{"error": "runner is disabled"}',
                                 content_type="application/json")
     # Websocket pings catch half-open connections that frames alone would not.
@@ -176,6 +181,7 @@ class RunnerSocket:
             frame_burst=FRAME_BURST)
         self._sender: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._received = hub.telemetry.frames_received
 
     async def run(self) -> None:
         try:
@@ -208,6 +214,8 @@ class RunnerSocket:
         """Welcome the runner, hand it to the dispatcher and apply its frames until the
         session ends; what ended it."""
         self.link = link = await self._open_link(hello)
+        telemetry = self.hub.telemetry
+        telemetry.runner_session(link.runner_id)
         reconciliation = await self.hub.tasks.reconcile(link, hello.held_tasks)
         await self.ws.send_str(encode(Welcome(
             protocol_version=PROTOCOL_VERSION, session_id=self.session_id,
@@ -216,6 +224,7 @@ class RunnerSocket:
             max_output_bytes=self.hub.config.max_task_output_bytes,
             acked=reconciliation.acked, tags=sorted(link.tags),
             notice=self._tags_notice(hello.tags, link.tags))).decode())
+        telemetry.frames_sent[Welcome].inc()
         for order in reconciliation.then_send:
             link.send(order)
         self._sender = asyncio.create_task(link.run_sender())
@@ -257,7 +266,11 @@ class RunnerSocket:
             if message.type == WSMsgType.ERROR and self.link is not None:
                 self.log.warning("runner.socket.error", error=str(self.ws.exception()))
             return None
-        return self.session.receive(message.data, loop.time())
+        verdict = self.session.receive(message.data, loop.time())
+        counter = self._received.get(type(verdict))  # None for a verdict, not a frame
+        if counter is not None:
+            counter.inc()
+        return verdict
 
     async def _receive_by(self, deadline: float | None) -> WSMessage | None:
         """The next message, or None if none came by `deadline` (event loop time).
@@ -307,6 +320,7 @@ class RunnerSocket:
                              hint="its tasks run as the runner's own user; keep it "
                                   "bound to one project")
         return WebSocketLink(self.ws, self.session, self._accept_overdue,
+                             self.hub.telemetry.frames_sent,
                              runner_id=runner["id"], name=name,
                              project_id=runner["project_id"], tags=frozenset(tags),
                              max_parallel_tasks=hello.max_parallel_tasks,
@@ -366,10 +380,12 @@ class RunnerSocket:
     async def _refuse(self, exc: ProtocolError) -> None:
         self.log.warning("runner.frame.invalid", code=exc.code, error=exc.message,
                          close_code=exc.close_code)
+        self.hub.telemetry.protocol_error(exc.close_code)
         if self.ws.closed:
             return
         try:
             await self.ws.send_str(encode(Error(code=exc.code, message=exc.message)).decode())
+            self.hub.telemetry.frames_sent[Error].inc()
             await self.ws.close(code=exc.close_code, message=exc.code.encode())
         except ConnectionError:
             pass

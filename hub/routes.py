@@ -11,6 +11,7 @@ from hub.api import (
     events,
     integrations,
     live,
+    monitoring,
     projects,
     resources,
     runner_binary,
@@ -36,6 +37,11 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/static/{path:.+}", dashboard.static),
     ("GET", "/api/ping", system.ping),
     ("GET", "/api/info", system.info),
+    # Prometheus metrics (Semaphore 2.20 serves them at /api/metrics), liveness, readiness.
+    ("GET", "/metrics", monitoring.metrics),
+    ("GET", "/api/metrics", monitoring.metrics),
+    ("GET", "/api/health", monitoring.health),
+    ("GET", "/api/ready", monitoring.ready),
     # Live updates for the browser (task, runner and output events): hub/api/live.py.
     ("GET", "/api/ws", live.browser_websocket),
     # Sessions and API tokens.

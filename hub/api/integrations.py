@@ -513,7 +513,8 @@ async def _start(hub: Hub, integration: Row,
     values = {"environment": json.dumps(extra_vars) if extra_vars else "",
               "params": json.dumps(params), "integration_id": integration["id"]}
     try:
-        row = await hub.tasks.create(project, template, values, None)
+        row = await hub.tasks.create(project, template, values, None,
+                                     source="integration")
     except (SpecError, SecretsUnavailable) as exc:
         log.warning("integration.task.refused", integration_id=integration["id"],
                     error=str(exc)[:300])

@@ -22,6 +22,12 @@ log = structlog.get_logger("hub.http")
 # runner endpoints, which check the runner's own token themselves.
 PUBLIC = {
     ("GET", "/api/ping"),
+    # Liveness and readiness for load balancers and orchestrators (nothing secret in them).
+    ("GET", "/api/health"),
+    ("GET", "/api/ready"),
+    # Metrics: the handler checks an admin, the scrape token or `metrics.anonymous` itself
+    # (/metrics, outside /api/, never meets this middleware's check).
+    ("GET", "/api/metrics"),
     ("GET", "/api/auth/login"),
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/logout"),
@@ -95,24 +101,31 @@ async def auth_middleware(request: web.Request, handler):
             or any(request.method == method and path.startswith(prefix)
                    for method, prefix in PUBLIC_PREFIXES)):
         return await handler(request)
-    store = request.app[HUB].store
-    user = None
-    token = bearer_token(request.headers)
-    if token is not None:
-        user = await store.find_api_token_user(hash_token(token))
-    elif SESSION_COOKIE in request.cookies:
-        user = await store.find_session_user(hash_token(request.cookies[SESSION_COOKIE]),
-                                             time.time())
-        # The browser sends the cookie whoever made the page; SameSite=Lax does not cover a
-        # page of the same site on another port or subdomain, nor old browsers: check where
-        # the request came from. A browser never sends a Bearer token on its own.
-        if user is not None and request.method in UNSAFE_METHODS:
-            refuse_cross_site(request)
+    user = await authenticate(request)
     if user is None:
         raise ApiError(401, "authentication required: log in or send "
                             "`Authorization: Bearer <API token>`")
     request[USER] = user
     return await handler(request)
+
+
+async def authenticate(request: web.Request) -> dict | None:
+    """The user an API token (`Authorization: Bearer`) or the session cookie names; None
+    for neither, or one that is not valid."""
+    store = request.app[HUB].store
+    token = bearer_token(request.headers)
+    if token is not None:
+        return await store.find_api_token_user(hash_token(token))
+    if SESSION_COOKIE not in request.cookies:
+        return None
+    user = await store.find_session_user(hash_token(request.cookies[SESSION_COOKIE]),
+                                         time.time())
+    # The browser sends the cookie whoever made the page; SameSite=Lax does not cover a
+    # page of the same site on another port or subdomain, nor old browsers: check where
+    # the request came from. A browser never sends a Bearer token on its own.
+    if user is not None and request.method in UNSAFE_METHODS:
+        refuse_cross_site(request)
+    return user
 
 
 def refuse_cross_site(request: web.Request) -> None:

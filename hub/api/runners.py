@@ -66,6 +66,7 @@ async def register_runner(request: web.Request) -> web.Response:
     failures, address = registration_failures(request.app), request.remote or ""
     wait = failures.retry_after(address)
     if wait:
+        hub_of(request).telemetry.rejected_registrations.inc()
         raise too_many("runner registration attempts", wait)
     # Only failures count: a fleet enrolling at once from behind one address must not be
     # refused, and a 256-bit token is not guessed by trying faster.
@@ -78,6 +79,7 @@ async def register_runner(request: web.Request) -> web.Response:
         one_time = await _redeem(hub, body.registration_token)
     except web.HTTPException:
         failures.hit(address)
+        hub_of(request).telemetry.rejected_registrations.inc()
         raise
     # Scope is never the runner's to pick: a one-time token's project, else global.
     project_id = one_time["project_id"] if one_time else None

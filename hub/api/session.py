@@ -103,6 +103,7 @@ async def login(request: web.Request) -> web.Response:
     pair = f"{name}\0{address}"
     wait = limits.retry_after(name, pair, address)
     if wait:
+        hub.telemetry.rejected_logins.inc()
         raise too_many("login attempts", wait)
     # Counted as failed up front and taken back on success: concurrent guesses all started
     # before the first one fails cannot slip past the limits.
@@ -111,6 +112,7 @@ async def login(request: web.Request) -> web.Response:
     # An unknown login costs the same scrypt as a wrong password, so timing tells nothing.
     stored = user["password"] if user is not None else _DUMMY_HASH
     if not await asyncio.to_thread(verify_password, body.password, stored) or user is None:
+        hub.telemetry.rejected_logins.inc()
         raise ApiError(401, "wrong login or password")
     limits.succeeded(name, pair, address)
     token = new_token()

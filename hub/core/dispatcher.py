@@ -197,6 +197,9 @@ class Dispatcher:
                 await self.lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
                 continue
             link.assign(task.task_id, task.spec, task.secrets)
+            if task.created_at:
+                self.lifecycle.telemetry.dispatch_assigned.observe(
+                    max(time.time() - task.created_at, 0.0))
             log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
 
     def _project_busy(self, task: ActiveTask) -> bool:

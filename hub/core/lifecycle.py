@@ -91,6 +91,7 @@ class ActiveTask:
     rejected_by: set[int] = field(default_factory=set)
     reason: str = ""        # why it is still waiting
     started_at: float = 0.0  # wall-clock time the runner accepted it (0: not yet)
+    created_at: float = 0.0  # wall-clock time it was created (dispatch latency)
     # Who confirmed or rejected its plan ("plan rejected by alice"): stored as its status
     # message, sent to its runner again after a reconnect.
     decision: str = ""
@@ -112,6 +113,7 @@ class TaskLifecycle:
         self.store = store
         self.events = events
         self.writer = writer
+        self.telemetry = writer.telemetry
         self.tasks: dict[int, ActiveTask] = {}
         self.listener: Listener = lambda task, before, runner_id: None
 
@@ -140,8 +142,10 @@ class TaskLifecycle:
     async def create(self, values: dict[str, Any],
                      active: Callable[[Row], ActiveTask]) -> Row:
         """Store a new task, waiting, and hold it (`active` makes it from its row)."""
+        created = time.time()
         row = await self.store.create_task({**values, "status": TaskState.WAITING})
         task = active(row)
+        task.created_at = created  # the row's stamp has whole seconds only
         self.track(task)
         log.info("task.created", task_id=task.task_id, project_id=task.project_id,
                  template_id=task.spec.template_id)
@@ -172,6 +176,9 @@ class TaskLifecycle:
         if task.status == TaskState.RUNNING or not self._move(task, TaskState.RUNNING):
             return False
         task.started_at = time.time()
+        if task.created_at:
+            self.telemetry.dispatch_accepted.observe(
+                max(task.started_at - task.created_at, 0.0))
         await self.store.update_task(task.task_id, {"status": TaskState.RUNNING,
                                                     "start": utcnow()})
         self._publish(task)
@@ -282,6 +289,7 @@ class TaskLifecycle:
             task.reason = reason
         if state in FINAL:
             del self.tasks[task.task_id]
+            self.telemetry.task_finished(task.spec.app, state, task.started_at)
         self.listener(task, before, before_runner)
         log.info(f"task.{state}", task_id=task.task_id, runner_id=task.runner_id or
                  before_runner, was=before, **{k: v for k, v in context.items() if v})

@@ -8,6 +8,7 @@ runners slow down, instead of the hub's memory growing.
 """
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import structlog
 
 from hub.core.events import EventBus
+from hub.core.telemetry import HubTelemetry
 from hub.store import Store
 from hub.store.base import OutputChunk, TaskUpdate
 
@@ -56,9 +58,11 @@ class OutputWriter:
     ack to its runner) runs only once its transaction is committed, and entries are stored
     in the order they were submitted."""
 
-    def __init__(self, store: Store, events: EventBus | None = None):
+    def __init__(self, store: Store, events: EventBus | None = None,
+                 telemetry: HubTelemetry | None = None):
         self.store = store
         self.events = events
+        self.telemetry = telemetry if telemetry is not None else HubTelemetry()
         self._queue: list[_Entry] = []
         self._queued_bytes = 0
         self._has_work = asyncio.Event()
@@ -132,18 +136,32 @@ class OutputWriter:
     async def _write(self, batch: list[_Entry]) -> None:
         chunks = [entry.chunk for entry in batch if isinstance(entry, _OutputEntry)]
         updates = [entry.update for entry in batch if isinstance(entry, _UpdateEntry)]
+        telemetry = self.telemetry
+        began = time.perf_counter()
         await self.store.write_output(chunks, updates)
+        telemetry.db_commit.observe(time.perf_counter() - began)
+        telemetry.db_batch_rows.observe(len(chunks))
+        size = lines = 0
         # In submission order: a task's output events before the status change stored
         # after it. Published only once committed, so a live view that re-reads the store
         # (after a dropped event) finds every frame it was told about.
         events = self.events
         for entry in batch:
-            if events is not None and isinstance(entry, _OutputEntry):
+            if isinstance(entry, _OutputEntry):
                 chunk = entry.chunk
-                events.publish("output", task_id=chunk.task_id, seq=chunk.seq,
-                               stream=chunk.stream, time=chunk.time, data=chunk.data)
+                data = chunk.data
+                # UTF-8 bytes; isascii() is O(1) on CPython, so most output is not encoded.
+                size += len(data) if data.isascii() else len(data.encode())
+                lines += data.count("\n")
+                if events is not None:
+                    events.publish("output", task_id=chunk.task_id, seq=chunk.seq,
+                                   stream=chunk.stream, time=chunk.time, data=data)
             if entry.after_commit is not None:
                 try:
                     entry.after_commit()
                 except Exception:
                     log.exception("output.after_commit.failed")
+        if chunks:  # once per batch: each inc() takes a lock
+            telemetry.output_frames.inc(len(chunks))
+            telemetry.output_bytes.inc(size)
+            telemetry.output_lines.inc(lines)

@@ -219,7 +219,8 @@ class Scheduler:
                                                 schedule["template_id"])
             values = {"message": f"scheduled: {schedule['name']}",
                       "schedule_id": schedule["id"], "schedule_due": due}
-            row = await self.tasks.create(project, template, values, None)
+            row = await self.tasks.create(project, template, values, None,
+                                          source="schedule")
             task_id = row["id"]
             fired = (project, template, row)
             log.info("schedule.fired", schedule_id=schedule["id"], due=due, task_id=task_id)

@@ -95,20 +95,25 @@ class TaskService:
                           stored_seq=row["last_seq"], received_seq=row["last_seq"],
                           output_bytes=row["output_bytes"],
                           project_limit=project["max_parallel_tasks"],
-                          started_at=_epoch(row["start"]), secrets=secrets)
+                          started_at=_epoch(row["start"]),
+                          created_at=_epoch(row["created"]), secrets=secrets)
 
     async def create(self, project: dict[str, Any], template: dict[str, Any],
-                     values: dict[str, Any], user_id: int | None) -> dict[str, Any]:
-        """Store a new task and queue it; raises SpecError if it could never run."""
+                     values: dict[str, Any], user_id: int | None,
+                     source: str = "api") -> dict[str, Any]:
+        """Store a new task and queue it; raises SpecError if it could never run.
+        `source`: what created it (api, schedule, integration), for the metrics."""
         project_id = project["id"]
         draft = {**values, "project_id": project_id, "user_id": user_id}
         spec, secrets = await resolve_task(self.store, self.cipher, draft, template,
                                            self.config.max_task_duration_sec,
                                            self.config.web_host)
-        return await self.lifecycle.create(
+        row = await self.lifecycle.create(
             {**values, "project_id": project_id, "template_id": template["id"],
              "user_id": user_id},
             lambda row: self._active(row, template, project, spec, secrets))
+        self.lifecycle.telemetry.task_created(source)
+        return row
 
     async def stop(self, task_id: int, reason: str = "stopped by user") -> None:
         task = self.lifecycle.get(task_id)

@@ -60,6 +60,13 @@ class Store(abc.ABC):
     async def open(self) -> None: ...
     @abc.abstractmethod
     async def close(self) -> None: ...
+    @abc.abstractmethod
+    async def probe_write(self) -> int:
+        """Write to the database file for real (a committed write of the schema version it
+        already has) and return that version; raises if the write fails."""
+    @abc.abstractmethod
+    async def runner_states(self) -> list[tuple[int, int | None, bool]]:
+        """(id, project_id, active) of every registered runner, for the metrics."""
 
     # Users, sessions, API tokens.
     @abc.abstractmethod

@@ -99,6 +99,17 @@ class SqliteConnection:
             await self._db.close()
             self._db = None
 
+    async def probe_write(self) -> int:
+        """A committed write that changes nothing: the schema version, set to itself.
+
+        BEGIN IMMEDIATE ... ROLLBACK only takes a lock and an UPDATE rolled back never
+        leaves the page cache, so neither notices a file that can no longer be written; a
+        commit does (SQLite writes the header page to the WAL)."""
+        async with self._write_lock:
+            (version,) = await self._one_value("PRAGMA user_version")
+            await self.db.execute(f"PRAGMA user_version = {int(version)}")
+        return int(version)
+
     async def _migrate(self) -> None:
         (version,) = await self._one_value("PRAGMA user_version")
         if version > LATEST_VERSION:

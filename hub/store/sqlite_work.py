@@ -110,6 +110,10 @@ class WorkQueries(SqliteConnection):
     async def find_runner_by_token_hash(self, token_hash: str) -> Row | None:
         return await self._fetch_one("SELECT * FROM runner WHERE token_hash = ?", (token_hash,))
 
+    async def runner_states(self) -> list[tuple[int, int | None, bool]]:
+        rows = await self.db.execute_fetchall("SELECT id, project_id, active FROM runner")
+        return [(row[0], row[1], bool(row[2])) for row in rows]
+
     async def list_runners(self, project_id: int | None) -> list[Row]:
         if project_id is None:
             return await self._fetch_all("SELECT * FROM runner WHERE project_id IS NULL "
