@@ -7,7 +7,8 @@ or from the spool folder, only when someone asks (a custom collector, at scrape 
 
 Served by the `websockets` server the runner already ships: its `process_request` hook answers
 plain HTTP requests itself, so no connection is ever upgraded and no second HTTP stack is
-bundled. Its handshake timeout bounds a slow client; one that sends nonsense gets a 400.
+bundled. Its handshake timeout (10 s) bounds a slow client; one that sends no valid HTTP
+request is disconnected.
 """
 
 import email.utils
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -30,6 +32,7 @@ from websockets.http11 import Request, Response
 from agent.connection import RunnerConnection
 from agent.health_addr import parse_health_addr
 from agent.worker import TaskWorker
+from protocol.frames import TaskStatus
 from protocol.version import PACKAGE_VERSION
 
 log = structlog.get_logger("agent.health")
@@ -126,8 +129,9 @@ class RunnerCollector(Collector):
                                 value=len(w.running_ids))
         finished = CounterMetricFamily("semaphore_runner_tasks_finished_total",
                                        "Tasks finished, by status", labels=["status"])
-        for status, count in sorted(w.finished_counts.items()):
-            finished.add_metric([status], count)
+        # Every final status from the start (0 until one ends so): rate() needs no gap.
+        for status in sorted({*get_args(TaskStatus), *w.finished_counts}):
+            finished.add_metric([status], w.finished_counts.get(status, 0))
         yield finished
         yield GaugeMetricFamily("semaphore_runner_spool_bytes", "Spool size on disk",
                                 value=spool_bytes(w.work_root / "spool"))

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.version import PACKAGE_VERSION
 from tests.faults import ROOT, free_port, semaphore, wait_until, write_script
+from tests.lab import stored_lines
 
 HEARTBEAT = 0.5
 
@@ -65,23 +66,23 @@ def test_health_and_metrics_follow_the_session_tasks_and_a_reconnect(lab):
     assert first["semaphore_runner_connected_since_seconds"] > 0
     assert first["semaphore_runner_reconnects_total"] == 0
     assert first["semaphore_runner_tasks_running"] == 0
+    assert first['semaphore_runner_tasks_finished_total{status="success"}'] == 0
+    assert first['semaphore_runner_tasks_finished_total{status="error"}'] == 0
     # The hub's heartbeat interval (its welcome) paces them: more come without a task.
     wait_until(lambda: metrics(base)["semaphore_runner_heartbeats_sent_total"]
                > first["semaphore_runner_heartbeats_sent_total"], 30, message=lab.logs)
 
-    write_script(lab.scripts, "hello.sh", "for i in 1 2 3; do echo line $i; done\n")
-    template = rest.template(project, lab.scripts, "hello.sh")
+    # A task that prints until told to end: it goes on printing while the hub is away, so
+    # its output waits in the spool, unacked, and it ends while the runner is cut off.
+    flag = lab.folder / "end-now"
+    write_script(lab.scripts, "ticks.sh",
+                 f'while [ ! -e "{flag}" ]; do echo tick; sleep 0.1; done\necho done\n')
+    template = rest.template(project, lab.scripts, "ticks.sh")
     task = rest.run(project, template)
-    done = rest.wait_status(project, task, logs=lab.logs)
-    assert done["status"] == "success", (done, lab.logs())
-    # The runner counts the task when it ends; the hub's ack then empties its spool.
-    after = wait_until(lambda: (m := metrics(base)).get(
-        'semaphore_runner_tasks_finished_total{status="success"}') == 1
-        and m["semaphore_runner_frames_unacked"] == 0 and m, 30, message=lab.logs)
-    assert after["semaphore_runner_tasks_running"] == 0
-    assert after["semaphore_runner_spool_bytes"] == 0
-    assert after["semaphore_runner_last_hub_contact_seconds"] >= (
-        first["semaphore_runner_last_hub_contact_seconds"])
+    wait_until(lambda: stored_lines(rest, project, task) >= 1, 60, message=lab.logs)
+    running = metrics(base)
+    assert running["semaphore_runner_tasks_running"] == 1
+    assert health(base)[1]["tasks_running"] == 1
 
     # The hub out of reach: disconnected at once, 503 after three heartbeat intervals.
     proxy.pause()
@@ -89,17 +90,31 @@ def test_health_and_metrics_follow_the_session_tasks_and_a_reconnect(lab):
                               message=lab.logs)
     assert body["status"] == "disconnected" and body["connected"] is False, body
     assert body["connected_since"] is None and body["last_hub_contact"], body
-    cut = metrics(base)
+    cut = wait_until(lambda: (m := metrics(base))["semaphore_runner_frames_unacked"] > 0
+                     and m["semaphore_runner_spool_bytes"] > 0 and m, 30, message=lab.logs)
     assert cut["semaphore_runner_connected"] == 0
     assert cut["semaphore_runner_connected_since_seconds"] == 0
+    flag.touch()
+    # Counted when it ends here, before the hub hears of it.
+    wait_until(lambda: metrics(base)['semaphore_runner_tasks_finished_total{status="success"}']
+               == 1, 60, message=lab.logs)
 
     proxy.resume()
     status, body = wait_until(lambda: (found := health(base))[1]["connected"] and found, 60,
                               message=lab.logs)
     assert status == 200 and body["status"] == "ok", body
-    back = metrics(base)
+    done = rest.wait_status(project, task, logs=lab.logs)
+    assert done["status"] == "success", (done, lab.logs())
+    # The spooled output reached the hub: acked, the spool empty.
+    back = wait_until(lambda: (m := metrics(base))["semaphore_runner_frames_unacked"] == 0
+                      and m["semaphore_runner_spool_bytes"] == 0 and m, 30, message=lab.logs)
     assert back["semaphore_runner_reconnects_total"] == 1
     assert back['semaphore_runner_tasks_finished_total{status="success"}'] == 1
+    assert back['semaphore_runner_tasks_finished_total{status="error"}'] == 0
+    assert back["semaphore_runner_tasks_running"] == 0
+    assert back["semaphore_runner_last_hub_contact_seconds"] >= (
+        first["semaphore_runner_last_hub_contact_seconds"])
+    assert rest.raw_output(project, task).endswith("tick\ndone\n")
 
     # Only GET and HEAD, only these two paths.
     assert get(base + "/nothing")[0] == 404
