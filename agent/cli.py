@@ -157,7 +157,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
                                      ",".join(existing.task_users))),
         allow_root_tasks=(section.allow_root_tasks if args.allow_root_tasks is None
                           else args.allow_root_tasks),
-        release_key=section.release_key))
+        release_key=section.release_key, health_addr=section.health_addr))
     config.validate(path)
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")

@@ -189,3 +189,12 @@ def test_the_flag_serves_on_ipv6_loopback(tmp_path, processes):
     assert body["connected_since"] is None and body["last_hub_contact"] is None, body
     assert status in (200, 503)
     assert "runner.health.listening" in log.read_text()
+
+
+def test_setup_keeps_the_health_addr_of_an_existing_config(tmp_path):
+    config = _start_config(tmp_path / "kept", health_addr="[::1]:9102")
+    result = semaphore("runner", "setup", "--config", str(config), "--non-interactive",
+                       "--name", "renamed", timeout=30)
+    assert result.returncode == 0, result.stderr
+    runner = json.loads(config.read_text())["runner"]
+    assert runner["health_addr"] == "[::1]:9102" and runner["name"] == "renamed", runner
