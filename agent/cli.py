@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,7 @@ from agent.config import (
 )
 from agent.connection import Outbox, RunnerConnection
 from agent.errors import RunnerError
+from agent.health_addr import HealthAddressError, parse_health_addr
 from agent.isolation import (
     TaskIdentity,
     check_private_file,
@@ -32,6 +34,9 @@ from agent.tls import client_ssl_context, warn_if_plaintext
 from agent.update import Updater, run_watchdog
 from agent.worker import TaskWorker
 from protocol.logs import configure_logging
+
+if TYPE_CHECKING:
+    from agent.health import HealthServer
 
 log = structlog.get_logger("agent.cli")
 
@@ -74,6 +79,10 @@ def add_runner_commands(subparsers: argparse._SubParsersAction) -> None:
         command = commands.add_parser(name, help=text)
         _config_arg(command)
         command.set_defaults(handler=handler)
+        if name == "start":
+            command.add_argument("--health-addr", metavar="HOST:PORT",
+                                 help="serve GET /health and /metrics there, e.g. "
+                                      "127.0.0.1:9102 (overrides runner.health_addr)")
 
 
 class _SecretValueParser(argparse.ArgumentParser):
@@ -148,7 +157,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
                                      ",".join(existing.task_users))),
         allow_root_tasks=(section.allow_root_tasks if args.allow_root_tasks is None
                           else args.allow_root_tasks),
-        release_key=section.release_key))
+        release_key=section.release_key, health_addr=section.health_addr))
     config.validate(path)
     save_runner_config(path, config)
     print(f"Wrote {path}. Next: semaphore runner register --config {path}")
@@ -245,6 +254,12 @@ def cmd_update_watchdog(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_runner_config(path)
+    if args.health_addr is not None:
+        try:
+            parse_health_addr(args.health_addr)
+        except HealthAddressError as exc:
+            raise RunnerConfigError(f"--health-addr (runner.health_addr) {exc}") from None
+        config.runner.health_addr = args.health_addr
     token = _require_token(config, path)
     # Everything the runner writes (spool, checkouts) is its own; tasks get their own folder.
     os.umask(0o077)
@@ -327,6 +342,7 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
         await worker.wait_idle()
         stop.set()
 
+    health = await _start_health(config, connection, worker)
     drainer = asyncio.create_task(stop_when_drained())
     log.info("runner.starting", url=connection.url, name=config.display_name,
              tags=config.runner.tags, max_parallel_tasks=config.runner.max_parallel_tasks,
@@ -335,5 +351,25 @@ async def _serve(config: RunnerConfig, token: str, opener: SecretOpener,
         await connection.run(stop)
     finally:
         drainer.cancel()
+        if health is not None:
+            await health.close()
     log.info("runner.stopped")
     return 0
+
+
+async def _start_health(config: RunnerConfig, connection: RunnerConnection,
+                        worker: TaskWorker) -> "HealthServer | None":
+    """The health address, if configured; one that cannot be bound ends the start."""
+    addr = config.runner.health_addr
+    if not addr:
+        return None
+    # Loaded only here: a runner without a health address never imports the server part.
+    from agent.health import HealthServer, RunnerHealth
+
+    server = HealthServer(RunnerHealth(connection, worker))
+    try:
+        await server.start(addr)
+    except OSError as exc:
+        raise RunnerConfigError(f"cannot serve runner.health_addr {addr}: "
+                                f"{exc.strerror or exc}") from None
+    return server

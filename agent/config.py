@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import RunnerError
+from agent.health_addr import HealthAddressError, parse_health_addr
 from agent.isolation import default_state_folder
 from protocol.validation import describe
 
@@ -53,6 +54,9 @@ class RunnerSection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fa
     # The hub's release key (Ed25519, base64), stored at registration: a self-update is
     # applied only if the hub's build is signed by it.
     release_key: str = ""
+    # host:port for the runner's own GET /health and /metrics (agent/health.py), e.g.
+    # 127.0.0.1:9102 or [::1]:9102. Empty: not served.
+    health_addr: str = ""
 
 
 class AppSetting(msgspec.Struct, forbid_unknown_fields=False):
@@ -102,6 +106,11 @@ class RunnerConfig(msgspec.Struct, forbid_unknown_fields=True):
         if self.runner.tmp_path and not Path(self.runner.tmp_path).expanduser().is_absolute():
             raise RunnerConfigError(f"{path}: `runner.tmp_path` must be an absolute path, got "
                                     f"{self.runner.tmp_path!r}")
+        if self.runner.health_addr:
+            try:
+                parse_health_addr(self.runner.health_addr)
+            except HealthAddressError as exc:
+                raise RunnerConfigError(f"{path}: `runner.health_addr` {exc}") from None
 
     def token_path(self, config_path: Path) -> Path | None:
         """token_file, a relative one taken from the config file's folder."""

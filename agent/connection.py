@@ -42,6 +42,8 @@ from protocol.version import PACKAGE_VERSION, PROTOCOL_VERSION
 log = structlog.get_logger("agent.connection")
 
 HANDSHAKE_TIMEOUT = 10.0
+# Until the hub's welcome says its own (hub/config.py's default).
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 
 class RunnerRefused(RunnerError):
@@ -74,6 +76,11 @@ class Outbox:
 
     def close(self) -> None:
         self._queue = None
+
+    @property
+    def live(self) -> bool:
+        """A session takes frames now (what is emitted is queued, not dropped)."""
+        return self._queue is not None
 
     def flushed(self) -> bool:
         """Nothing queued waits to be sent (or no session)."""
@@ -110,6 +117,14 @@ class RunnerConnection:
         self.on_update: Callable[[Update], None] | None = None
         self.on_welcome: Callable[[], None] | None = None
         self.update_error = ""
+        # Health figures (agent/health.py reads them when asked): plain numbers, set where
+        # things happen, so that counting costs nothing on the output path.
+        self.connected_since: float | None = None  # Unix time of the current session's welcome
+        self.disconnected_since = time.time()  # since start, or the last session's end
+        self.last_hub_contact: float | None = None  # Unix time of the hub's last frame
+        self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL  # the hub's, from its welcome
+        self.sessions = 0  # welcomed sessions; all but the first are reconnects
+        self.heartbeats_sent = 0
 
     async def run(self, until: asyncio.Event) -> None:
         """Stay connected until `until` is set; raises RunnerRefused if the hub says no."""
@@ -143,6 +158,8 @@ class RunnerConnection:
                             error=str(exc) or type(exc).__name__)
             finally:
                 self.outbox.close()
+                if self.connected.is_set():
+                    self.disconnected_since = time.time()
                 self.connected.clear()
             if self._welcomed:
                 # A session that got going resets the backoff, however it ended: the next
@@ -163,6 +180,9 @@ class RunnerConnection:
                            ping_timeout=20, close_timeout=5, **self._tls) as ws:
             session, welcome = await self._handshake(ws)
             self._welcomed = True
+            self.sessions += 1
+            self.connected_since = self.last_hub_contact = time.time()
+            self.heartbeat_interval = welcome.heartbeat_interval
             self.runner_id = welcome.runner_id
             self.worker.max_output_bytes = welcome.max_output_bytes
             structlog.contextvars.bind_contextvars(runner_id=welcome.runner_id)
@@ -219,6 +239,7 @@ class RunnerConnection:
 
     async def _receive_loop(self, ws: ClientConnection, session: RunnerSession) -> None:
         async for message in ws:
+            self.last_hub_contact = time.time()
             verdict = session.receive(message)
             if isinstance(verdict, ProtocolError):
                 log.error("hub.frame.invalid", error=verdict.message)
@@ -236,6 +257,8 @@ class RunnerConnection:
 
     def send_heartbeat(self) -> None:
         """A heartbeat now (e.g. to tell the hub at once that this runner is draining)."""
+        if self.outbox.live:
+            self.heartbeats_sent += 1
         self.outbox.emit(Heartbeat(time=time.time(), running=self.worker.running_ids,
                                    metrics=read_metrics(self.disk_path),
                                    draining=self.worker.draining))

@@ -101,6 +101,8 @@ class TaskWorker:
         self.apps = available_apps()  # said in every hello: the hub sends only these
         self._idle = asyncio.Event()
         self._idle.set()
+        # Tasks this process ran to an end, by status (the runner's /metrics).
+        self.finished_counts: dict[str, int] = {}
 
     # Frames from the hub.
 
@@ -302,6 +304,7 @@ class TaskWorker:
             exit_code=outcome.exit_code, message=outcome.message,
             commit_hash=outcome.commit_hash, commit_message=outcome.commit_message)
         state.spool.record_finished(state.finished)
+        self.finished_counts[outcome.status] = self.finished_counts.get(outcome.status, 0) + 1
         log.info("task.finished", task_id=state.task_id, status=outcome.status,
                  exit_code=outcome.exit_code, last_seq=state.ledger.last_seq)
         self._emit(state.finished)

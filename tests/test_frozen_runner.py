@@ -15,17 +15,25 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from PyInstaller.archive.readers import CArchiveReader
 
-from tests.faults import REGISTRATION_TOKEN, HubProcess, Rest, write_script
+from tests.faults import (
+    REGISTRATION_TOKEN,
+    HubProcess,
+    Rest,
+    free_port,
+    wait_until,
+    write_script,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the binary may hold besides the standard library (semaphore.spec's RUNNER_PACKAGES).
 RUNNER_PACKAGES = {"agent", "protocol", "websockets", "msgspec", "structlog", "psutil", "nacl",
-                   "_cffi_backend"}
+                   "_cffi_backend", "prometheus_client"}
 # Optional imports of the runner's dependencies (structlog.dev: rich; msgspec: yaml,
 # typing_extensions), and what those bring along. Built with them around, the runner once grew
 # from 9.1 to 12.3 MiB.
@@ -149,12 +157,22 @@ def test_binary_registers_runs_stops_and_unregisters(unprivileged, tmp_path):
                        as_user=as_user)
         assert register.returncode == 0, register.stderr
         log = open(tmp_path / "runner.log", "wb")
+        health = f"http://127.0.0.1:{free_port()}"
         runner = subprocess.Popen([*as_user, str(runner_binary), "runner", "start",
-                                   "--config", str(config)], stdout=log,
+                                   "--config", str(config), "--health-addr",
+                                   health.removeprefix("http://")], stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
             rest: Rest = hub.rest()
             rest.wait_runner_online("frozen", logs=lambda: (tmp_path / "runner.log").read_text())
+            # The bundled health address (prometheus_client and the websockets server).
+            def connected() -> bool:
+                with urllib.request.urlopen(health + "/health", timeout=10) as reply:
+                    return json.loads(reply.read())["connected"] is True
+
+            wait_until(connected, 30, message="the frozen runner's /health never connected")
+            with urllib.request.urlopen(health + "/metrics", timeout=10) as reply:
+                assert b"\nsemaphore_runner_connected 1.0\n" in reply.read()
             scripts = base / "scripts"
             write_script(scripts, "hello.sh", 'echo "frozen says $1 as $(id -un)"\n'
                                               'python3 -c "print(6*7)"\n')
