@@ -127,11 +127,15 @@ def log_calls() -> list[LogCall]:
                                              fields))
                     elif isinstance(event, ast.JoinedStr):
                         # The one family of names built at the call: `task.{state}`, one
-                        # event per task state (hub/core/lifecycle.py). A new family needs
-                        # its values here.
+                        # event per task state (hub/core/lifecycle.py). Another family needs
+                        # its values here (or literal names at the call).
                         pattern = "".join(re.escape(part.value)
                                           if isinstance(part, ast.Constant) else STATES
                                           for part in event.values)
+                        assert pattern.startswith(r"task\."), (
+                            f"{where}: an event name built at the call, "
+                            f"{ast.unparse(event)}: name its events, or give this test "
+                            f"their values")
                         calls.append(LogCall(where, component, level, None,
                                              re.compile(pattern), fields))
                     else:
