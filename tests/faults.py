@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
         time.sleep(interval)
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path | None) -> Iterator[Any]:
+    """Where a process's stderr goes: into its log file with its stdout (None), or appended
+    to a file of its own, for tests that read the log stream alone (every line JSON)."""
+    if path is None:
+        yield subprocess.STDOUT
+        return
+    with open(path, "ab") as stream:
+        yield stream
+
+
 def tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -92,6 +103,7 @@ class HubProcess:
         self.port = free_port()
         self.config_file = self.folder / "hub-config.json"
         self.log_file = self.folder / "hub.log"
+        self.stderr_file: Path | None = None  # set: stderr (the log stream) goes there alone
         self.values = {"interface": "127.0.0.1", "port": self.port,
                        "sqlite": {"host": str(self.folder / "hub.sqlite")},
                        "tmp_path": str(self.folder / "hub-tmp"),
@@ -116,13 +128,13 @@ class HubProcess:
     def start(self, timeout: float = 30.0) -> "HubProcess":
         assert self.proc is None or self.proc.poll() is not None, "the hub is running already"
         self.starts += 1
-        with open(self.log_file, "ab") as log:
+        with open(self.log_file, "ab") as log, _stderr_to(self.stderr_file) as stderr:
             log.write(f"\n===== hub start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "server", "--config", str(self.config_file),
                  *self.options],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                cwd=ROOT, stdout=log, stderr=stderr, stdin=subprocess.DEVNULL)
 
         def answers() -> bool:
             assert self.proc.poll() is None, (
@@ -188,6 +200,7 @@ class RunnerProcess:
         self.name = name
         self.config_file = self.folder / "config.runner.json"
         self.log_file = self.folder / "runner.log"
+        self.stderr_file: Path | None = None  # set: stderr (the log stream) goes there alone
         self.pid_dir = self.folder / "task-pids"
         self.pid_dir.mkdir(exist_ok=True)
         self.config_file.write_text(json.dumps({
@@ -217,14 +230,13 @@ class RunnerProcess:
     def start(self) -> "RunnerProcess":
         """Start `runner start` (again, with the same config and token, after a kill)."""
         assert not self.procs or self.proc.poll() is not None, "the runner is running already"
-        with open(self.log_file, "ab") as log:
+        with open(self.log_file, "ab") as log, _stderr_to(self.stderr_file) as stderr:
             log.write(f"\n===== runner start #{len(self.procs) + 1} =====\n".encode())
             log.flush()
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "runner", "start", "--config",
                  str(self.config_file), *self.options], cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL))
+                stderr=stderr, stdin=subprocess.DEVNULL))
         return self
 
     def _remember_tasks(self) -> None:
