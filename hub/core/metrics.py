@@ -94,7 +94,8 @@ def _raw_points(bucket: int, data: bytes | bytearray) -> list[dict[str, Any]]:
     for offset, *values in POINT.iter_unpack(data):
         point: dict[str, Any] = {"time": bucket + offset}
         for name, value in zip(FIGURES, values, strict=True):
-            point[name] = round(value) if name in _INTEGRAL else value
+            # float32 keeps about 7 digits: 0.8 comes back as 0.800000011920929.
+            point[name] = round(value) if name in _INTEGRAL else round(value, 3)
         out.append(point)
     return out
 
