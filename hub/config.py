@@ -72,6 +72,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Cron times are evaluated in schedule.timezone; stored and shown fire times stay UTC.
     schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    # Semaphore's switch: without it only admins create (or restore) projects.
+    non_admin_can_create_project: bool = False
     # Base64 of 32 random bytes; encrypts keys and secrets at rest (Semaphore's key name).
     access_key_encryption: str = ""
     # Runners.
@@ -189,6 +191,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SEMAPHORE_METRICS_ENABLED": ("metrics", "enabled"),
     "SEMAPHORE_METRICS_USERNAME": ("metrics", "username"),
     "SEMAPHORE_METRICS_PASSWORD": ("metrics", "password"),
+    "SEMAPHORE_NON_ADMIN_CAN_CREATE_PROJECT": ("non_admin_can_create_project",),
     "SEMAPHORE_ACCESS_KEY_ENCRYPTION": ("access_key_encryption",),
     "SEMAPHORE_USE_REMOTE_RUNNER": ("use_remote_runner",),
     "SEMAPHORE_RUNNER_REGISTRATION_TOKEN": ("runner_registration_token",),

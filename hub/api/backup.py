@@ -1,13 +1,21 @@
 """Semaphore's project backup and restore: GET /api/project/{id}/backup (managers, as
-Semaphore's CanManageProjectResources) and POST /api/projects/restore (any signed-in user,
-who becomes the new project's owner). The format is in hub/api/backup_format.py."""
+Semaphore's CanManageProjectResources) and POST /api/projects/restore (those who may create
+projects: admins, or anyone with non_admin_can_create_project; the restorer owns it). The
+format is in hub/api/backup_format.py."""
 
 import json
 
 from aiohttp import web
 
 from hub.api.backup_format import export_project, restore_project
-from hub.api.common import ApiError, current_user, hub_of, json_response, project_access
+from hub.api.common import (
+    ApiError,
+    current_user,
+    hub_of,
+    json_response,
+    project_access,
+    require_project_creator,
+)
 from hub.api.serialize import project_json
 from hub.core.audit import record_request
 
@@ -22,6 +30,7 @@ async def get_backup(request: web.Request) -> web.Response:
 
 
 async def restore(request: web.Request) -> web.Response:
+    require_project_creator(request)
     raw = await request.read()  # the app's client_max_size bounds it
     if not raw.strip():
         raise ApiError(400, "request body must be a JSON object (a Semaphore backup)")

@@ -142,6 +142,20 @@ def require_admin(request: web.Request) -> None:
         raise ApiError(403, "this needs an admin")
 
 
+def can_create_project(request: web.Request) -> bool:
+    """Semaphore's rule: admins, or anyone when non_admin_can_create_project is set."""
+    return bool(current_user(request)["admin"]
+                or hub_of(request).config.non_admin_can_create_project)
+
+
+def require_project_creator(request: web.Request) -> None:
+    """Creating a project (or restoring one) makes its creator its owner: Semaphore answers
+    401 to a user who may not."""
+    if not can_create_project(request):
+        raise ApiError(401, "only an admin may create projects here "
+                            "(the hub's non_admin_can_create_project is off)")
+
+
 async def project_access(request: web.Request, min_role: str = "guest") -> int:
     """The project id of the URL, once the user is known to hold at least `min_role` in it."""
     project_id = int_param(request, "project_id")

@@ -11,6 +11,7 @@ from hub.api.common import (
     no_content,
     project_access,
     read_body,
+    require_project_creator,
 )
 from hub.api.models import ProjectRequest
 from hub.api.serialize import project_json
@@ -25,6 +26,7 @@ async def list_projects(request: web.Request) -> web.Response:
 
 
 async def create_project(request: web.Request) -> web.Response:
+    require_project_creator(request)
     body = await read_body(request, ProjectRequest)
     values = msgspec.structs.asdict(body)
     values.pop("demo")

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hub.api.common import (
     ApiError,
+    can_create_project,
     current_user,
     hub_of,
     json_response,
@@ -143,7 +144,9 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    return json_response(user_json(current_user(request)))
+    # Semaphore's /api/user adds can_create_project (its UI shows "New project" by it).
+    return json_response(user_json(current_user(request))
+                         | {"can_create_project": can_create_project(request)})
 
 
 async def list_tokens(request: web.Request) -> web.Response:

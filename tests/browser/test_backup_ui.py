@@ -75,3 +75,9 @@ def test_guests_see_no_backup_button(page: Page, rest):
     page.goto(f"/#/project/{project['id']}/templates")
     expect(page.get_by_text("your role: guest")).to_be_visible()
     expect(page.get_by_role("link", name="Backup")).to_have_count(0)
+    # Not an admin, on a hub without non_admin_can_create_project: no project to create or
+    # restore (the API would answer 401).
+    page.goto("/#/projects")
+    expect(page.get_by_role("link", name=project["name"]).first).to_be_visible()
+    expect(page.get_by_role("heading", name="New project")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Restore project")).to_have_count(0)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.hubkit import write_script
+from tests.hubkit import start_hub, write_script
 
 
 async def make_user(api, username: str, admin: bool = False) -> int:
@@ -94,3 +94,39 @@ async def test_members_get_what_their_role_allows(hub, api, tmp_path):
                    {"name": "by-guest-now-manager", "app": "bash"}, 201)
     await api.ok("DELETE", f"/api/project/{pid}/users/{guest_id}", status=204)
     assert (await guest.request("GET", f"/api/project/{pid}"))[0] == 404
+
+
+async def test_only_admins_create_or_restore_projects_unless_the_hub_allows_all(hub, api,
+                                                                                tmp_path):
+    """Semaphore's non_admin_can_create_project: off, a user who is not an admin cannot make
+    themselves the owner of a new project, by creating it or by restoring a backup."""
+    await make_user(api, "bob")
+    bob = await logged_in(hub, "bob")
+    assert (await bob.ok("GET", "/api/user"))["can_create_project"] is False
+    assert (await api.ok("GET", "/api/user"))["can_create_project"] is True
+    before = await api.ok("GET", "/api/projects")
+    status, body = await bob.request("POST", "/api/projects", {"name": "mine"})
+    assert status == 401 and "non_admin_can_create_project" in body["error"]
+    project = await api.ok("POST", "/api/projects", {"name": "theirs"}, 201)
+    backup = await api.ok("GET", f"/api/project/{project['id']}/backup")
+    status, body = await bob.request("POST", "/api/projects/restore", backup)
+    assert status == 401 and "non_admin_can_create_project" in body["error"]
+    assert len(await api.ok("GET", "/api/projects")) == len(before) + 1
+
+    # The same request on a hub that lets everyone create projects.
+    (tmp_path / "open").mkdir()
+    open_hub = await start_hub(tmp_path / "open", non_admin_can_create_project=True)
+    try:
+        admin = await open_hub.api()
+        await make_user(admin, "bob")
+        bob = await logged_in(open_hub, "bob")
+        assert (await bob.ok("GET", "/api/user"))["can_create_project"] is True
+        mine = await bob.ok("POST", "/api/projects", {"name": "mine"}, 201)
+        restored = await bob.ok("POST", "/api/projects/restore",
+                                {**backup, "meta": {**backup["meta"], "name": "copy"}})
+        assert {p["id"] for p in await bob.ok("GET", "/api/projects")} == {
+            mine["id"], restored["id"]}
+        members = await bob.ok("GET", f"/api/project/{restored['id']}/users")
+        assert [(m["username"], m["role"]) for m in members] == [("bob", "owner")]
+    finally:
+        await open_hub.close()

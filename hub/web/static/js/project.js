@@ -31,11 +31,13 @@ export async function projectsPage() {
     const p = await api("POST", "/api/projects", {name: v.name});
     location.hash = `#/project/${p.id}/templates`;
   });
+  // Only those the hub lets create projects (admins, or all with non_admin_can_create_project).
+  const creator = session.user && session.user.can_create_project;
   clear(page, h("h1", "Projects"),
     projects.length ? h("ul.cards", projects.map((p) =>
       h("li", h("a", {href: `#/project/${p.id}/templates`}, p.name)))) : h("p", "No projects yet."),
-    h("section", h("h2", "New project"), f),
-    h("section", h("h2", "Restore project"), restoreForm()));
+    creator ? h("section", h("h2", "New project"), f) : null,
+    creator ? h("section", h("h2", "Restore project"), restoreForm()) : null);
 }
 
 function fileError(message) {
