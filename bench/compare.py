@@ -1,0 +1,213 @@
+"""Runs bench_hub.py (ours) and bench_celery.py (the peer) on this machine and writes a table.
+
+Each benchmark runs --repeat times, alternating ours and the peer so that a change in the
+machine's load hits both alike. The figures come from each benchmark's --json output. The
+result goes to docs/benchmarks.md (--out): the machine, the versions, and per figure ours
+(median, min-max), the peer (median, min-max) and their ratio.
+Usage: .venv/bin/python bench/compare.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# (key, label, kind): kind "ms" means lower is better, "rate" means higher is better.
+FIGURES = [
+    ("start_p50", "submit -> task in the worker/runner, p50 (ms)", "ms"),
+    ("start_p99", "submit -> task in the worker/runner, p99 (ms)", "ms"),
+    ("process_p50", "submit -> real `date` process started, p50 (ms)", "ms"),
+    ("process_p99", "submit -> real `date` process started, p99 (ms)", "ms"),
+    ("process_rate", "real-process tasks/s (`true`, 8 workers)", "rate"),
+    ("trivial_rate", "trivial tasks/s (concurrent submitters)", "rate"),
+]
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest rank, as both benchmarks compute it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+    return {"CPU": cpu, "cores": str(os.cpu_count()), "RAM": f"{mem_kib / 2**20:.1f} GiB",
+            "kernel": f"{platform.system()} {platform.release()}"}
+
+
+def versions() -> dict[str, str]:
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
+    commit = out(["git", "rev-parse", "--short", "HEAD"])
+    if out(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += " (with uncommitted changes)"
+    redis = out(["redis-server", "--version"]).split()
+    return {"Python": platform.python_version(),
+            "celery": importlib.metadata.version("celery"),
+            "redis (Python client)": importlib.metadata.version("redis"),
+            "redis-server": next((w[2:] for w in redis if w.startswith("v=")), "unknown"),
+            "our commit": commit}
+
+
+def load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_json(cmd: list[str], json_path: Path) -> dict:
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+    return json.loads(json_path.read_text())
+
+
+def ours(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
+    path = tmp / f"ours-{i}.json"
+    raw = run_json([sys.executable, str(HERE / "bench_hub.py"), "--runners", str(args.runners),
+                    "--tasks", str(args.tasks), "--idle", "0", "--lines", str(args.lines),
+                    "--chunk-mib", str(args.chunk_mib), "--json", str(path)], path)
+    assign = raw["latency_ms"]["assign"]
+    # bench_hub.py has no real process, no process throughput and no concurrent trivial
+    # throughput yet: those figures stay absent ("not measured").
+    return {"start_p50": pct(assign, 50), "start_p99": pct(assign, 99)}
+
+
+def peer(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
+    path = tmp / f"peer-{i}.json"
+    raw = run_json([sys.executable, str(HERE / "bench_celery.py"), "--tasks", str(args.tasks),
+                    "--burst", str(args.burst), "--submitters", str(args.submitters),
+                    "--per-submitter", str(args.per_submitter), "--json", str(path)], path)
+    return {"start_p50": raw["submit_to_start_ms"]["p50"],
+            "start_p99": raw["submit_to_start_ms"]["p99"],
+            "process_p50": raw["submit_to_process_ms"]["p50"],
+            "process_p99": raw["submit_to_process_ms"]["p99"],
+            "process_rate": raw["process_tasks_per_s"],
+            "trivial_rate": raw["trivial_tasks_per_s"]}
+
+
+def cell(values: list[float], kind: str) -> str:
+    if not values:
+        return "not measured"
+    fmt = "{:.2f}" if kind == "ms" else "{:.0f}"
+    return (f"{fmt.format(statistics.median(values))} "
+            f"({fmt.format(min(values))}-{fmt.format(max(values))})")
+
+
+def ratio(mine: list[float], theirs: list[float], kind: str) -> str:
+    if not mine or not theirs:
+        return "-"
+    a, b = statistics.median(mine), statistics.median(theirs)
+    value = b / a if kind == "ms" else a / b
+    return f"{value:.2f}x"
+
+
+def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[str, str]],
+           runs: dict[str, list[dict[str, float]]], started: str) -> str:
+    lines = ["# Benchmarks: the hub next to Celery", "",
+             f"Written by `bench/compare.py --repeat {args.repeat}` on {started} UTC "
+             f"(see bench/README.md). Each benchmark ran {args.repeat} times, alternating "
+             "ours and the peer on the same machine.", "",
+             "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += ["- load average (1 / 5 / 15 min) before each run: "
+              + "; ".join(f"{name} {value}" for name, value in loads), "",
+              "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in vers.items()]
+    lines += ["", "## Parameters", "",
+              f"- ours: `bench/bench_hub.py --runners {args.runners} --tasks {args.tasks} "
+              f"--idle 0 --lines {args.lines} --chunk-mib {args.chunk_mib}` (simulated "
+              "runners, tasks created one at a time over REST)",
+              f"- peer: `bench/bench_celery.py --tasks {args.tasks} --burst {args.burst} "
+              f"--submitters {args.submitters} --per-submitter {args.per_submitter}` (Celery "
+              "worker, prefork pool of 8, Redis broker and result backend on 127.0.0.1)", "",
+              "## Results", "",
+              "Median over the runs, (min-max) in brackets. Ratio: the peer's median over "
+              "ours for times, ours over the peer's for rates, so > 1x means ours is faster.",
+              "", "| figure | ours | peer (Celery) | ratio |", "| --- | --- | --- | --- |"]
+    for key, label, kind in FIGURES:
+        mine = [r[key] for r in runs["ours"] if key in r]
+        theirs = [r[key] for r in runs["peer"] if key in r]
+        lines.append(f"| {label} | {cell(mine, kind)} | {cell(theirs, kind)} | "
+                     f"{ratio(mine, theirs, kind)} |")
+    lines += ["", "Per run:", ""]
+    for side in ("ours", "peer"):
+        for i, r in enumerate(runs[side], 1):
+            lines.append(f"- {side} {i}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
+    lines += ["", "## What the figures mean", "",
+              "- *submit -> task in the worker/runner*: ours is `create -> assign received` "
+              "from bench_hub.py: `time.time()` just before `POST /api/project/{p}/tasks` to "
+              "the moment a simulated runner receives the assign frame (so it includes the "
+              "HTTP request, authentication and the SQLite insert). The peer's is "
+              "`time.time()` just before `apply_async` to `time.time()` as the task body "
+              "starts in a pool process.",
+              "- *real `date` process started*: the task runs `date +%s.%N`; the time it "
+              "prints is compared with the submit time. Ours: not measured (bench_hub.py's "
+              "runners are simulated and run no process).",
+              "- *real-process tasks/s*: N tasks that each run `true` are submitted at once; "
+              "N / (first submit -> last result). Ours: not measured yet.",
+              "- *trivial tasks/s*: several submitter processes each submit empty tasks at "
+              "once and wait for the results. Ours: not measured yet.",
+              "- Both share the machine's cores with whatever else it runs (the two benchmarks "
+              "never run at the same time): see "
+              "the load averages.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each benchmark")
+    parser.add_argument("--runners", type=int, default=100, help="ours: simulated runners")
+    parser.add_argument("--tasks", type=int, default=300,
+                        help="latency tasks (ours; the peer's (a) and (b) each)")
+    parser.add_argument("--lines", type=int, default=20000,
+                        help="ours: short-lines throughput case (not compared; kept short)")
+    parser.add_argument("--chunk-mib", type=int, default=4,
+                        help="ours: chunks throughput case (not compared; kept short)")
+    parser.add_argument("--burst", type=int, default=500, help="peer: real-process tasks")
+    parser.add_argument("--submitters", type=int, default=4, help="peer: trivial submitters")
+    parser.add_argument("--per-submitter", type=int, default=500,
+                        help="peer: trivial tasks per submitter")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("need --repeat >= 1")
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    info, vers = machine(), versions()
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}
+    loads: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        for i in range(1, args.repeat + 1):
+            for side, bench in (("ours", ours), ("peer", peer)):
+                loads.append((f"{side} {i}", load()))
+                runs[side].append(bench(args, Path(tmp), i))
+    text = render(args, info, vers, loads, runs, started)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
