@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +63,8 @@ class HubProcess:
         if add.returncode != 0:
             raise BenchError(f"`hub.cli user add` failed ({add.returncode}): "
                              f"{(add.stderr or add.stdout).strip()}")
+        if os.environ.get("BENCH_SQL_TRACE"):  # every SQLite round trip logged: hubtrace.py
+            cli = [sys.executable, str(ROOT / "bench" / "hubtrace.py")]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*cli, "server", "--config", str(self.config_path), "--log-format", "json"],
@@ -317,6 +320,36 @@ def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
     return "\n".join(out)
 
 
+def start_profiler(path: str | None, pid: int, rate: int) -> subprocess.Popen | None:
+    """py-spy sampling the hub over the latency phase only (--profile-hub): raw format is
+    one collapsed stack per line with its sample count, ready for flamegraph tools."""
+    if not path:
+        return None
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile-hub needs py-spy (.venv/bin/pip install py-spy)")
+    fmt = "speedscope" if path.endswith(".json") else "raw"
+    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(rate),
+                             "--format", fmt, "--output", path, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1)  # py-spy attaches before the phase starts, not during its first tasks
+    if proc.poll() is not None:
+        raise BenchError(f"py-spy could not attach: {proc.stderr.read().decode().strip()}")
+    return proc
+
+
+def stop_profiler(proc: subprocess.Popen | None) -> None:
+    """SIGINT is how py-spy record is told to stop and write its output."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
     sim = Simulator()
     jar = aiohttp.CookieJar(unsafe=True)
@@ -350,8 +383,12 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
                 "name": "bench", "app": "bash", "playbook": json.dumps({"mode": "latency"})},
                 201))["id"]
             before = probe.snap(reset=True)
-            latency = await latency_phase(rest, sim, project, template, args.tasks, args.timeout,
-                                          hub.log_path)
+            spy = start_profiler(args.profile_hub, hub.proc.pid, args.profile_rate)
+            try:
+                latency = await latency_phase(rest, sim, project, template, args.tasks,
+                                              args.timeout, hub.log_path)
+            finally:
+                stop_profiler(spy)
             usages.append(("latency", usage(before, probe.snap())))
             cases = [("short lines", math.ceil(args.lines / args.lines_per_frame),
                       args.lines_per_frame, args.line_bytes),
@@ -403,6 +440,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per wait")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hub log, db)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
+    parser.add_argument("--profile-hub", metavar="FILE",
+                        help="sample the hub with py-spy during the latency phase; FILE.json: "
+                             "speedscope, else raw collapsed stacks")
+    parser.add_argument("--profile-rate", type=int, default=250, metavar="HZ",
+                        help="py-spy samples per second (with --profile-hub)")
     parser.add_argument("--simulate", nargs=2, metavar=("WS_URL", "TOKENS_FILE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,0 +1,146 @@
+"""Where a real runner spends a trivial task's time: `true` run as a bash task, one at a time.
+
+Starts a hub and a real runner (`semaphore runner setup/register/start`) as processes, creates
+`--tasks` tasks of a template whose script is `true`, each after the previous one ended, and
+splits each task's life with the hub's and the runner's JSON logs (same machine, same clock):
+
+  POST -> dispatched       (hub)    request, insert, dispatcher
+  dispatched -> accepted   (runner) the assign frame's way, the runner's accept
+  accepted -> started      (runner) work folder, checkout, command and environment, exec
+  started -> ended         (runner) the `true` process itself, as the runner sees it
+  ended -> finished        (runner) output flush, folder removal, the finished report
+  finished -> stored       (hub/client) the finished frame stored, seen by the client's poll
+
+With `--profile-runner FILE` py-spy samples the runner process over the task loop (FILE.json:
+speedscope, else raw collapsed stacks for `bench/stacks.py`).
+Run from the repo root: .venv/bin/python bench/bench_runner.py --tasks 100
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_flood import client
+from bench_hub import (
+    ADMIN,
+    PASSWORD,
+    REGISTRATION_TOKEN,
+    ROOT,
+    HubProcess,
+    pct,
+    start_profiler,
+    stop_profiler,
+)
+from simrunners import clean_env
+
+STEPS = [("POST -> dispatched", "post", "task.dispatched"),
+         ("dispatched -> accepted", "task.dispatched", "task.accepted"),
+         ("accepted -> started", "task.accepted", "task.process.started"),
+         ("started -> ended", "task.process.started", "task.process.ended"),
+         ("ended -> finished", "task.process.ended", "task.finished"),
+         ("finished -> stored", "task.finished", "done")]
+
+
+def log_times(path: Path, into: dict[int, dict[str, float]]) -> None:
+    """time.time() of each task.* event with a task_id, first occurrence, from a JSON log."""
+    for line in path.read_text(errors="replace").splitlines():
+        if '"task.' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("task_id"), int):
+            stamp = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+            into.setdefault(entry["task_id"], {}).setdefault(entry["event"], stamp.timestamp())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--profile-runner", metavar="FILE")
+    parser.add_argument("--profile-rate", type=int, default=250, metavar="HZ")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-runner-") as folder:
+        tmp = Path(folder)
+        hub = HubProcess(tmp, 2**20)
+        runner = spy = None
+        try:
+            hub.start()
+            call = client(hub.base)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    call("GET", "/api/ping")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("hub did not start:\n" + hub.log_tail()) from None
+                    time.sleep(0.1)
+            cli = [sys.executable, "-m", "hub.cli", "runner"]
+            config = tmp / "runner.json"
+            for step in (["setup", "--non-interactive", "--web-host", hub.base,
+                          "--registration-token", REGISTRATION_TOKEN, "--tmp-path",
+                          str(tmp / "work")], ["register"]):
+                subprocess.run([*cli, step[0], "--config", str(config), *step[1:]], cwd=ROOT,
+                               env=clean_env(), check=True, capture_output=True)
+            # The bench runs as root here: tasks run as the runner's user (allowed explicitly).
+            settings = json.loads(config.read_text())
+            settings["runner"]["allow_root_tasks"] = True
+            config.write_text(json.dumps(settings))
+            runner_log = tmp / "runner.log"
+            runner = subprocess.Popen([*cli, "start", "--config", str(config), "--log-format",
+                                       "json"], cwd=ROOT, env=clean_env(),
+                                      stdout=subprocess.DEVNULL, stderr=open(runner_log, "wb"))
+            call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD})
+            while not any(r["online"] for r in call("GET", "/api/runners")):
+                if runner.poll() is not None:
+                    raise SystemExit("the runner exited:\n" + runner_log.read_text()[-2000:])
+                time.sleep(0.1)
+            scripts = tmp / "scripts"
+            scripts.mkdir()
+            (scripts / "true.sh").write_text("true\n")
+            pid = call("POST", "/api/projects", {"name": "true"})["id"]
+            repo = call("POST", f"/api/project/{pid}/repositories",
+                        {"name": "r", "git_url": str(scripts)})["id"]
+            template = call("POST", f"/api/project/{pid}/templates", {
+                "name": "true", "app": "bash", "playbook": "true.sh", "repository_id": repo})
+            spy = start_profiler(args.profile_runner, runner.pid, args.profile_rate)
+            times: dict[int, dict[str, float]] = {}
+            for _ in range(args.tasks):
+                posted = time.time()
+                task = call("POST", f"/api/project/{pid}/tasks",
+                            {"template_id": template["id"]})
+                while (status := call("GET", f"/api/project/{pid}/tasks/{task['id']}")[
+                        "status"]) not in ("success", "error", "stopped"):
+                    time.sleep(0.002)
+                if status != "success":
+                    raise SystemExit(f"task {task['id']} ended {status}")
+                times[task["id"]] = {"post": posted, "done": time.time()}
+            stop_profiler(spy)
+            log_times(hub.log_path, times)
+            log_times(runner_log, times)
+            print(f"{args.tasks} `true` tasks, one at a time, real runner process (ms)")
+            print(f"  {'step':24} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
+            for name, a, b in STEPS:
+                values = [(t[b] - t[a]) * 1000 for t in times.values() if a in t and b in t]
+                if values:
+                    print(f"  {name:24} " + " ".join(f"{pct(values, p):7.2f}"
+                                                     for p in (50, 90, 99, 100)))
+            return 0
+        finally:
+            stop_profiler(spy)
+            if runner is not None:
+                runner.terminate()
+                runner.wait(30)
+            hub.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
