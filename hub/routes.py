@@ -22,6 +22,7 @@ from hub.api import (
     tasks,
     users,
     views,
+    webhook,
 )
 
 P = "/api/project/{project_id:\\d+}"
@@ -119,7 +120,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", f"{P}/integrations/{{integration_id}}/aliases/{{alias_id}}",
      integrations.delete_alias),
     # The webhook itself: public, authenticated by the integration's own auth method.
-    ("POST", "/api/integrations/{alias}", integrations.receive),
+    ("POST", "/api/integrations/{alias}", webhook.receive),
     # Tasks.
     ("GET", f"{P}/tasks", tasks.list_tasks),
     ("POST", f"{P}/tasks", tasks.create_task),
