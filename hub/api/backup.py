@@ -7,7 +7,8 @@ import json
 
 from aiohttp import web
 
-from hub.api.backup_format import export_project, restore_project
+from hub.api.backup_format import export_project
+from hub.api.backup_restore import restore_project
 from hub.api.common import (
     ApiError,
     current_user,
