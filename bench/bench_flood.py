@@ -9,22 +9,18 @@ Run from the repo root: .venv/bin/python bench/bench_flood.py --size-mib 2048
 """
 
 import argparse
-import json
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_hub import ADMIN, PASSWORD, REGISTRATION_TOKEN, ROOT, HubProcess
-from simrunners import clean_env
+from bench_hub import HubProcess
+from realrunner import client, start_runner, wait_for_hub
 
 MIB = 1024 * 1024
 
@@ -47,20 +43,6 @@ class Sampler(threading.Thread):
                     pass
 
 
-def client(base: str):
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-
-    def call(method: str, path: str, body=None):
-        request = urllib.request.Request(base + path, method=method,
-                                         data=json.dumps(body).encode() if body else None,
-                                         headers={"Content-Type": "application/json"})
-        with opener.open(request, timeout=60) as response:
-            raw = response.read()
-            return json.loads(raw) if response.headers.get_content_type().endswith(
-                "json") and raw else raw
-    return call
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512, help="what the task prints")
@@ -73,28 +55,8 @@ def main() -> int:
         try:
             hub.start()
             call = client(hub.base)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    call("GET", "/api/ping")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("hub did not start:\n" + hub.log_tail()) from None
-                    time.sleep(0.1)
-            cli = [sys.executable, "-m", "hub.cli", "runner"]
-            config = tmp / "runner.json"
-            for step in (["setup", "--non-interactive", "--web-host", hub.base,
-                          "--registration-token", REGISTRATION_TOKEN, "--tmp-path",
-                          str(tmp / "work")], ["register"]):
-                subprocess.run([*cli, step[0], "--config", str(config), *step[1:]], cwd=ROOT,
-                               env=clean_env(), check=True, capture_output=True)
-            runner = subprocess.Popen([*cli, "start", "--config", str(config)], cwd=ROOT,
-                                      env=clean_env(), stdout=subprocess.DEVNULL,
-                                      stderr=open(tmp / "runner.log", "wb"))
-            call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD})
-            while not any(r["online"] for r in call("GET", "/api/runners")):
-                time.sleep(0.1)
+            wait_for_hub(hub, call)
+            runner = start_runner(hub, tmp, call)
             scripts = tmp / "scripts"
             scripts.mkdir()
             (scripts / "flood.sh").write_text(

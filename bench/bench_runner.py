@@ -18,7 +18,6 @@ Run from the repo root: .venv/bin/python bench/bench_runner.py --tasks 100
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,18 +25,13 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_flood import client
 from bench_hub import (
-    ADMIN,
-    PASSWORD,
-    REGISTRATION_TOKEN,
-    ROOT,
     HubProcess,
     pct,
     start_profiler,
     stop_profiler,
 )
-from simrunners import clean_env
+from realrunner import client, start_runner, wait_for_hub
 
 STEPS = [("POST -> dispatched", "post", "task.dispatched"),
          ("dispatched -> accepted", "task.dispatched", "task.accepted"),
@@ -74,35 +68,9 @@ def main() -> int:
         try:
             hub.start()
             call = client(hub.base)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    call("GET", "/api/ping")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("hub did not start:\n" + hub.log_tail()) from None
-                    time.sleep(0.1)
-            cli = [sys.executable, "-m", "hub.cli", "runner"]
-            config = tmp / "runner.json"
-            for step in (["setup", "--non-interactive", "--web-host", hub.base,
-                          "--registration-token", REGISTRATION_TOKEN, "--tmp-path",
-                          str(tmp / "work")], ["register"]):
-                subprocess.run([*cli, step[0], "--config", str(config), *step[1:]], cwd=ROOT,
-                               env=clean_env(), check=True, capture_output=True)
-            # The bench runs as root here: tasks run as the runner's user (allowed explicitly).
-            settings = json.loads(config.read_text())
-            settings["runner"]["allow_root_tasks"] = True
-            config.write_text(json.dumps(settings))
+            wait_for_hub(hub, call)
+            runner = start_runner(hub, tmp, call, "--log-format", "json")
             runner_log = tmp / "runner.log"
-            runner = subprocess.Popen([*cli, "start", "--config", str(config), "--log-format",
-                                       "json"], cwd=ROOT, env=clean_env(),
-                                      stdout=subprocess.DEVNULL, stderr=open(runner_log, "wb"))
-            call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD})
-            while not any(r["online"] for r in call("GET", "/api/runners")):
-                if runner.poll() is not None:
-                    raise SystemExit("the runner exited:\n" + runner_log.read_text()[-2000:])
-                time.sleep(0.1)
             scripts = tmp / "scripts"
             scripts.mkdir()
             (scripts / "true.sh").write_text("true\n")
