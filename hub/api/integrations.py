@@ -24,6 +24,7 @@ from hub.api.common import (
     read_body,
 )
 from hub.api.models import Id, Name
+from hub.api.secrets import password_key
 from hub.core import integrations as rules
 from hub.core.audit import record_request
 from hub.store import NotFound, Row
@@ -108,7 +109,7 @@ def alias_json(request: web.Request, row: Row) -> Row:
 async def integration_values(store: Any, project_id: int,
                              body: IntegrationRequest) -> dict[str, Any]:
     """The row for a checked request: its template and key must be of the project. Shared by
-    the REST handlers and the backup restore (hub/api/backup_format.py)."""
+    the REST handlers and the backup restore (hub/api/backup_restore.py)."""
     if body.project_id is not None and body.project_id != project_id:
         raise ApiError(400, f"field `project_id`: must be the project of the URL "
                             f"({project_id}), got {body.project_id}")
@@ -122,15 +123,8 @@ async def integration_values(store: Any, project_id: int,
             raise ApiError(400, f"field `auth_secret_id`: auth method {body.auth_method} "
                                 "needs a login_password access key (its password is the "
                                 "secret)")
-        try:
-            key = await store.get_row("access_key", project_id, body.auth_secret_id)
-        except NotFound:
-            raise ApiError(400, f"field `auth_secret_id`: access key {body.auth_secret_id} "
-                                f"not found in project {project_id}") from None
-        if key["type"] != "login_password":
-            raise ApiError(400, f"field `auth_secret_id`: access key {key['id']} "
-                                f"({key['name']}) is of type {key['type']}; the secret "
-                                "is a login_password key's password")
+        await password_key(store, project_id, body.auth_secret_id, "field `auth_secret_id`",
+                           "the secret")
     if rules.needs_header(body.auth_method) and not body.auth_header.strip():
         raise ApiError(400, f"field `auth_header`: auth method {body.auth_method} needs the "
                             "name of the header that carries the signature or token")

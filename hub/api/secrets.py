@@ -11,7 +11,7 @@ from hub.api.common import ApiError
 from hub.api.models import AccessKeyRequest, EnvironmentRequest
 from hub.context import Hub
 from hub.crypto import SecretCipher, is_encrypted
-from hub.store import Store
+from hub.store import NotFound, Row, Store
 
 log = structlog.get_logger("hub.secrets")
 
@@ -91,3 +91,19 @@ async def seal_environment_passwords(store: Store, cipher: SecretCipher) -> int:
     if clear:
         log.info("hub.environment_passwords_encrypted", environments=len(clear))
     return len(clear)
+
+
+async def password_key(store: Store, project_id: int, key_id: int, where: str,
+                       purpose: str) -> Row:
+    """The project's access key `key_id`, which must be a login_password key (its password
+    is the secret `purpose` needs: a vault password, a webhook's HMAC secret); a 400 naming
+    `where` otherwise."""
+    try:
+        key = await store.get_row("access_key", project_id, key_id)
+    except NotFound:
+        raise ApiError(400, f"{where}: access key {key_id} not found in project "
+                            f"{project_id}") from None
+    if key["type"] != "login_password":
+        raise ApiError(400, f"{where}: access key {key_id} ({key['name']}) is of type "
+                            f"{key['type']}; {purpose} is a login_password key's password")
+    return key

@@ -7,9 +7,9 @@ from typing import Any
 
 from hub.api.common import ApiError
 from hub.api.models import TemplateRequest, TemplateVault
+from hub.api.secrets import password_key
 from hub.context import Hub
 from hub.core.spec import SpecError, check_playbook
-from hub.store import NotFound
 
 # ansible reads `--vault-id label@source`: a label with `@` or spaces would be misread.
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
@@ -53,14 +53,5 @@ async def check_vault_keys(hub: Hub, project_id: int, body: TemplateRequest) -> 
     for index, vault in enumerate(body.vaults or []):
         if vault.type != "password" or vault.vault_key_id is None:
             continue
-        where = f"field `vaults[{index}]`.vault_key_id"
-        try:
-            key = await hub.store.get_row("access_key", project_id, vault.vault_key_id)
-        except NotFound:
-            raise ApiError(400, f"{where}: access key {vault.vault_key_id} not found in "
-                                f"project {project_id}") from None
-        if key["type"] != "login_password":
-            raise ApiError(400, f"{where}: access key {vault.vault_key_id} is of type "
-                                f"{key['type']!r}; a vault password is a `login_password` "
-                                "key")
-
+        await password_key(hub.store, project_id, vault.vault_key_id,
+                           f"field `vaults[{index}]`.vault_key_id", "a vault password")

@@ -426,7 +426,8 @@ MIGRATIONS: list[Migration] = [
         points BLOB NOT NULL,
         PRIMARY KEY (bucket, runner_id)
     ) WITHOUT ROWID;
-    CREATE TABLE metric_1m (
+    """ + "".join(f"""
+    CREATE TABLE {table} (
         bucket INTEGER NOT NULL,
         runner_id INTEGER NOT NULL,
         samples INTEGER NOT NULL,
@@ -438,19 +439,7 @@ MIGRATIONS: list[Migration] = [
         running REAL NOT NULL, running_max REAL NOT NULL,
         PRIMARY KEY (bucket, runner_id)
     ) WITHOUT ROWID;
-    CREATE TABLE metric_1h (
-        bucket INTEGER NOT NULL,
-        runner_id INTEGER NOT NULL,
-        samples INTEGER NOT NULL,
-        cpu_percent REAL NOT NULL, cpu_percent_max REAL NOT NULL,
-        memory_used REAL NOT NULL, memory_used_max REAL NOT NULL,
-        memory_total REAL NOT NULL,
-        disk_free REAL NOT NULL, disk_free_min REAL NOT NULL,
-        load1 REAL NOT NULL, load1_max REAL NOT NULL,
-        running REAL NOT NULL, running_max REAL NOT NULL,
-        PRIMARY KEY (bucket, runner_id)
-    ) WITHOUT ROWID;
-    """,
+    """ for table in ("metric_1m", "metric_1h")),
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
