@@ -106,11 +106,17 @@ class SurveyVarValue(msgspec.Struct):
     value: str = ""
 
 
+# A survey variable reaches a script as the word `name=value`: a name starting with `-`
+# would make it an option of the program, one with `=` or white space an ambiguous word.
+SurveyName = Annotated[str, msgspec.Meta(min_length=1, max_length=255,
+                                         pattern=r"^[^-=\s][^=\s]*$")]
+
+
 class SurveyVar(msgspec.Struct):
     """Semaphore's SurveyVar: a variable the run dialog asks for, passed to the task as an
     extra var named `name`."""
 
-    name: Name
+    name: SurveyName
     title: str = ""
     description: str = ""
     type: SurveyVarType = ""

@@ -111,6 +111,11 @@ async def test_a_template_without_them_gets_semaphore_defaults(api, project):
     ({"survey_vars": [{"name": "a", "type": "enum", "values": [{"name": "x", "value": "x"}],
                        "default_value": "y"}]}, "survey_vars[0].default_value"),
     ({"survey_vars": [{"name": "semaphore_vars"}]}, "survey_vars[0].name"),
+    # A script gets `name=value` words: no option (`-rf=...`), no ambiguous word.
+    ({"survey_vars": [{"name": "-rf"}]}, "survey_vars[0].name"),
+    ({"survey_vars": [{"name": "a=b"}]}, "survey_vars[0].name"),
+    ({"survey_vars": [{"name": "a b"}]}, "survey_vars[0].name"),
+    ({"build_template_id": 2**64}, "build_template_id"),
     ({"survey_vars": "[]"}, "survey_vars"),
     ({"task_params": {"limit": "web"}}, "task_params.limit"),
     ({"task_params": {"allow_override_limit": "yes"}}, "task_params.allow_override_limit"),
