@@ -77,11 +77,12 @@ async def create_task(request: web.Request) -> web.Response:
         # Never stored in the clear nor shown back (Semaphore's task `secret`); dropped from
         # the database when the task ends.
         values["secret"] = hub.cipher.encrypt(json.dumps(secret))
+    # Semaphore's wording; written with the task, in its transaction.
+    event = audit.new_object_event("task", lambda task_id: f"Task ID {task_id} queued for "
+                                   "running", project=request[PROJECT],
+                                   user=current_user(request), object_name=template["name"])
     row = await hub.tasks.create(request[PROJECT], template, values,
-                                 current_user(request)["id"])
-    # The hot path: one insert, the project and user already loaded (Semaphore's wording).
-    await audit.record_request(request, "task", f"Task ID {row['id']} queued for running",
-                               object_id=row["id"], object_name=template["name"])
+                                 current_user(request)["id"], event=event)
     return json_response(_show(request, row), status=201)
 
 

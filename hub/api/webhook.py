@@ -15,7 +15,7 @@ from hub.api.common import ApiError, hub_of, too_many
 from hub.api.integrations import list_children
 from hub.context import Hub
 from hub.core import integrations as rules
-from hub.core.audit import record
+from hub.core.audit import new_object_event
 from hub.core.spec import SpecError
 from hub.crypto import SecretsUnavailable
 from hub.ratelimit import Backoff, per_app
@@ -162,16 +162,16 @@ async def _start(hub: Hub, integration: Row,
     params = {**json.loads(integration["task_params"] or "{}"), **task_params}
     values = {"environment": json.dumps(extra_vars) if extra_vars else "",
               "params": json.dumps(params), "integration_id": integration["id"]}
+    event = new_object_event(
+        "task", lambda task_id: f"Task {task_id} started by integration {integration['name']}",
+        project=project, object_name=template["name"], integration_id=integration["id"])
     try:
         row = await hub.tasks.create(project, template, values, None,
-                                     source="integration")
+                                     source="integration", event=event)
     except (SpecError, SecretsUnavailable) as exc:
         log.warning("integration.task.refused", integration_id=integration["id"],
                     error=str(exc)[:300])
         raise ApiError(400, f"integration {integration['id']}: the task cannot start: "
                             f"{str(exc)[:300]}") from None
-    await record(hub, "task", f"Task {row['id']} started by integration "
-                 f"{integration['name']}", project=project, object_id=row["id"],
-                 object_name=template["name"], integration_id=integration["id"])
     log.info("integration.task.started", integration_id=integration["id"], task_id=row["id"])
     return row

@@ -5,6 +5,8 @@ Event shape and object types follow Semaphore (db/Event.go): `object_type` is on
 OBJECT_TYPES, `description` a sentence a person reads ("Template deploy created").
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -44,6 +46,39 @@ def event_values(object_type: str, description: str, *,
     return values
 
 
+@dataclass(frozen=True)
+class NewObjectEvent:
+    """An event about an object not stored yet, written in the same transaction as the
+    object itself once its id is known (a task: the row and its "queued" event commit
+    together, in one hand-over to the database)."""
+
+    values: dict[str, Any]  # event_values(...) without object_id and description
+    describe: Callable[[int], str]  # the description, given the new object's id
+
+    def row(self, object_id: int) -> dict[str, Any]:
+        return {**self.values, "object_id": object_id, "description": self.describe(object_id)}
+
+    def logged(self, object_id: int) -> None:
+        """Log it as `record` does, once its transaction committed."""
+        _log_event(self.row(object_id))
+
+
+def new_object_event(object_type: str, describe: Callable[[int], str], *,
+                     project: dict[str, Any] | None = None,
+                     user: dict[str, Any] | None = None, object_name: str = "",
+                     integration_id: int | None = None) -> NewObjectEvent:
+    values = event_values(object_type, "", project=project, user=user,
+                          object_name=object_name, integration_id=integration_id)
+    del values["object_id"], values["description"]
+    return NewObjectEvent(values, describe)
+
+
+def _log_event(values: dict[str, Any]) -> None:
+    log.info("audit.event", object_type=values["object_type"], object_id=values["object_id"],
+             project_id=values.get("project_id"), user_id=values.get("user_id"),
+             integration_id=values.get("integration_id"), description=values["description"])
+
+
 async def record(hub: Hub, object_type: str, description: str, *,
                  project: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
                  object_id: int | None = None, object_name: str = "",
@@ -53,9 +88,7 @@ async def record(hub: Hub, object_type: str, description: str, *,
                           object_id=object_id, object_name=object_name,
                           integration_id=integration_id)
     await hub.store.add_event(values)
-    log.info("audit.event", object_type=object_type, object_id=object_id,
-             project_id=values.get("project_id"), user_id=values.get("user_id"),
-             integration_id=integration_id, description=description)
+    _log_event(values)
 
 
 async def record_request(request: web.Request, object_type: str, description: str, *,

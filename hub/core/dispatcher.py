@@ -175,6 +175,36 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher.failed")
 
+    def claim(self, task: ActiveTask) -> RunnerLink | None:
+        """A runner for a task being created, its slot held (`reserved`) until the task is
+        stored starting on it; None: the task is stored waiting and queued. Only when no
+        task waits (a new one never overtakes the queue) and its project sets no limit of
+        parallel tasks (tasks being stored would not count against it)."""
+        if self._waiting or task.project_limit:
+            return None
+        link = self._choose(task)
+        if link is not None:
+            link.reserved += 1
+        return link
+
+    async def assign_claimed(self, task: ActiveTask, link: RunnerLink) -> None:
+        """Send a task stored starting on `link` (claim) its assign; back to the queue if
+        the runner went away while it was stored."""
+        if self.links.get(link.runner_id) is not link or task.status != TaskState.STARTING:
+            if task.status == TaskState.STARTING:
+                await self.lifecycle.requeue(task, f"runner `{link.name}` went away before "
+                                                   "accepting it")
+            return
+        link.assigned.add(task.task_id)
+        self._send_assign(task, link)
+
+    def _send_assign(self, task: ActiveTask, link: RunnerLink) -> None:
+        link.assign(task.task_id, task.spec, task.secrets)
+        if task.created_at:
+            self.lifecycle.telemetry.dispatch_assigned.observe(
+                max(time.time() - task.created_at, 0.0))
+        log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
+
     async def _assign_waiting(self) -> None:
         for task in list(self._waiting.values()):
             if task.task_id not in self._waiting:
@@ -196,11 +226,7 @@ class Dispatcher:
                 # Stopped while we wrote: the runner never heard of it, so end it here.
                 await self.lifecycle.end(task, TaskState.STOPPED, "stopped before it started")
                 continue
-            link.assign(task.task_id, task.spec, task.secrets)
-            if task.created_at:
-                self.lifecycle.telemetry.dispatch_assigned.observe(
-                    max(time.time() - task.created_at, 0.0))
-            log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
+            self._send_assign(task, link)
 
     def _project_busy(self, task: ActiveTask) -> bool:
         running = sum(1 for t in self.lifecycle.tasks.values()

@@ -139,16 +139,28 @@ class TaskLifecycle:
 
     # Tasks coming in: created now, or unfinished at the hub's start.
 
-    async def create(self, values: dict[str, Any],
-                     active: Callable[[Row], ActiveTask]) -> Row:
-        """Store a new task, waiting, and hold it (`active` makes it from its row)."""
+    async def create(self, values: dict[str, Any], task: ActiveTask,
+                     runner: tuple[int, int | None] | None = None,
+                     event: Callable[[int], dict[str, Any]] | None = None) -> Row:
+        """Store a new task and hold it (`task`: made before it has an id). Waiting; or,
+        with `runner` (its id, and its stored id: None for the embedded one), stored already
+        starting on that runner, whose slot the dispatcher holds for it, so it needs no
+        second write before its assign. `event`: its audit row, committed with it."""
         created = time.time()
-        row = await self.store.create_task({**values, "status": TaskState.WAITING})
-        task = active(row)
+        status = TaskState.STARTING if runner is not None else TaskState.WAITING
+        stored = {**values, "status": status}
+        if runner is not None:
+            stored["runner_id"] = runner[1]
+        row = await self.store.create_task(stored, event)
+        task.task_id, task.status = row["id"], status
+        task.runner_id = runner[0] if runner is not None else None
         task.created_at = created  # the row's stamp has whole seconds only
         self.track(task)
         log.info("task.created", task_id=task.task_id, project_id=task.project_id,
                  template_id=task.spec.template_id)
+        if runner is not None:
+            log.info("task.starting", task_id=task.task_id, runner_id=runner[0],
+                     was=TaskState.WAITING)
         self._publish(task)
         return row
 
@@ -166,7 +178,7 @@ class TaskLifecycle:
         if not self._move(task, TaskState.STARTING, runner_id=runner_id):
             return False
         task.reason = ""
-        await self.store.update_task(task.task_id, {"status": TaskState.STARTING,
+        await self._store(task, {"status": TaskState.STARTING,
                                                     "runner_id": stored_runner_id})
         self._publish(task, runner_id=runner_id)
         return True
@@ -179,9 +191,14 @@ class TaskLifecycle:
         if task.created_at:
             self.telemetry.dispatch_accepted.observe(
                 max(task.started_at - task.created_at, 0.0))
-        await self.store.update_task(task.task_id, {"status": TaskState.RUNNING,
-                                                    "start": utcnow()})
-        self._publish(task)
+        # Through the writer's queue, not awaited: it rides with the next batch of output
+        # (one transaction for many tasks' moves under load), stored before the output the
+        # runner sends after it. Losing it in a crash loses nothing: the task is still
+        # `starting` there, and the runner's hello, holding it, makes it running again.
+        event = self._event(task)
+        self.writer.submit_update(task.task_id, {"status": TaskState.RUNNING,
+                                                 "start": utcnow()},
+                                  lambda: self.events.publish("task", **event))
         return True
 
     async def await_confirmation(self, task: ActiveTask) -> bool:
@@ -189,7 +206,7 @@ class TaskLifecycle:
         if (task.status == TaskState.WAITING_CONFIRMATION
                 or not self._move(task, TaskState.WAITING_CONFIRMATION)):
             return False
-        await self.store.update_task(task.task_id, {"status": TaskState.WAITING_CONFIRMATION})
+        await self._store(task, {"status": TaskState.WAITING_CONFIRMATION})
         self._publish(task)
         return True
 
@@ -199,7 +216,7 @@ class TaskLifecycle:
         if not self._move(task, state, message=message):
             return False
         task.decision = message
-        await self.store.update_task(task.task_id, {"status": state,
+        await self._store(task, {"status": state,
                                                     "status_message": message})
         self._publish(task, message=message)
         return True
@@ -209,7 +226,7 @@ class TaskLifecycle:
         start and its timeout are those of the task, not of the apply)."""
         if task.status != TaskState.CONFIRMED or not self._move(task, TaskState.RUNNING):
             return False
-        await self.store.update_task(task.task_id, {"status": TaskState.RUNNING})
+        await self._store(task, {"status": TaskState.RUNNING})
         self._publish(task)
         return True
 
@@ -221,7 +238,7 @@ class TaskLifecycle:
             return False
         if refused_by is not None:
             task.rejected_by.add(refused_by)
-        await self.store.update_task(task.task_id, {"status": TaskState.WAITING,
+        await self._store(task, {"status": TaskState.WAITING,
                                                     "runner_id": None})
         self._publish(task, reason=reason)
         return True
@@ -230,7 +247,7 @@ class TaskLifecycle:
         """-> stopping: a stop was asked for a task a runner holds."""
         if task.status == TaskState.STOPPING or not self._move(task, TaskState.STOPPING):
             return False
-        await self.store.update_task(task.task_id, {"status": TaskState.STOPPING})
+        await self._store(task, {"status": TaskState.STOPPING})
         self._publish(task)
         return True
 
@@ -239,7 +256,7 @@ class TaskLifecycle:
         if not self._move(task, status, message=message):
             return False
         # An ended task's survey secrets are of no more use: gone from the database.
-        await self.store.update_task(task.task_id, {"status": status, "status_message": message,
+        await self._store(task, {"status": status, "status_message": message,
                                                     "end": utcnow(), "secret": ""})
         self._publish(task, message=message)
         return True
@@ -274,6 +291,12 @@ class TaskLifecycle:
 
     # Internals.
 
+    async def _store(self, task: ActiveTask, values: dict[str, Any]) -> None:
+        """Store a move now, after any of the task's moves still in the writer's queue (a
+        stop must not be overwritten by the `running` queued before it)."""
+        await self.writer.settle(task.task_id)
+        await self.store.update_task(task.task_id, values)
+
     def _move(self, task: ActiveTask, state: TaskState, *, runner_id: Any = ...,
               reason: str | None = None, **context: Any) -> bool:
         """Change the task in memory, or refuse (and log) a move the table does not allow."""
@@ -300,7 +323,12 @@ class TaskLifecycle:
         self._publish(task)
 
     def _publish(self, task: ActiveTask, **extra: Any) -> None:
+        self.events.publish("task", **self._event(task, **extra))
+
+    @staticmethod
+    def _event(task: ActiveTask, **extra: Any) -> dict[str, Any]:
+        """The task's state as live views get it, taken now (it may be published later)."""
         waiting = task.reason if task.status == TaskState.WAITING else ""
-        self.events.publish("task", **{"task_id": task.task_id, "project_id": task.project_id,
-                                       "status": str(task.status), "runner_id": task.runner_id,
-                                       "waiting_reason": waiting, **extra})
+        return {"task_id": task.task_id, "project_id": task.project_id,
+                "status": str(task.status), "runner_id": task.runner_id,
+                "waiting_reason": waiting, **extra}

@@ -22,6 +22,9 @@ class RunnerLink(abc.ABC):
     tags: frozenset[str]
     max_parallel_tasks: int  # 0: no limit
     assigned: set[int] = field(default_factory=set)
+    # Slots taken for new tasks being stored already given to this runner (Dispatcher.claim):
+    # counted as busy until the task is in `assigned`.
+    reserved: int = 0
     draining: bool = False
     any_tag: bool = False  # the embedded runner serves every tag
     public_key: str = ""  # base64; a task's secrets are sealed to it
@@ -42,14 +45,16 @@ class RunnerLink(abc.ABC):
 
     @property
     def has_free_slot(self) -> bool:
-        return not self.draining and (self.max_parallel_tasks <= 0
-                                      or len(self.assigned) < self.max_parallel_tasks)
+        return not self.draining and (
+            self.max_parallel_tasks <= 0
+            or len(self.assigned) + self.reserved < self.max_parallel_tasks)
 
     @property
     def load(self) -> float:
+        held = len(self.assigned) + self.reserved
         if self.max_parallel_tasks <= 0:
-            return len(self.assigned) / 1000
-        return len(self.assigned) / self.max_parallel_tasks
+            return held / 1000
+        return held / self.max_parallel_tasks
 
     def assign(self, task_id: int, spec: TaskSpec, secrets: TaskSecrets | None = None) -> None:
         if secrets is not None:

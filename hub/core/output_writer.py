@@ -71,6 +71,10 @@ class OutputWriter:
         self._task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Task moves queued and not yet committed, per task, and an event set (and replaced)
+        # as each batch ends (see settle).
+        self._queued_updates: dict[int, int] = {}
+        self._batch_done = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -88,6 +92,12 @@ class OutputWriter:
             if self._queue:
                 await asyncio.sleep(0)
 
+    async def settle(self, task_id: int) -> None:
+        """Return once no move of this task waits in the queue: a move stored directly must
+        not be overwritten by an older one committed after it."""
+        while self._queued_updates.get(task_id):
+            await self._batch_done.wait()
+
     async def submit_output(self, chunk: OutputChunk, after_commit: AfterCommit) -> None:
         await self._has_room.wait()
         self._push(_OutputEntry(chunk, after_commit, len(chunk.data) + 64))
@@ -95,6 +105,7 @@ class OutputWriter:
     def submit_update(self, task_id: int, values: dict[str, Any],
                       after_commit: AfterCommit | None = None) -> None:
         """A task change that must be stored after the output queued before it."""
+        self._queued_updates[task_id] = self._queued_updates.get(task_id, 0) + 1
         self._push(_UpdateEntry(TaskUpdate(task_id, values), after_commit))
 
     def _push(self, entry: _Entry) -> None:
@@ -119,9 +130,23 @@ class OutputWriter:
                     await self._write_one_by_one(batch)
                 finally:
                     self._queued_bytes -= sum(entry.size for entry in batch)
+                    self._forget_updates(batch)
                     if self._queued_bytes <= MAX_QUEUED_BYTES:
                         self._has_room.set()
             self._idle.set()
+
+    def _forget_updates(self, batch: list[_Entry]) -> None:
+        """The batch's moves are committed (or dropped): no longer queued."""
+        queued = self._queued_updates
+        for entry in batch:
+            if isinstance(entry, _UpdateEntry):
+                left = queued.get(entry.task_id, 1) - 1
+                if left > 0:
+                    queued[entry.task_id] = left
+                else:
+                    queued.pop(entry.task_id, None)
+        self._batch_done.set()
+        self._batch_done = asyncio.Event()
 
     async def _write_one_by_one(self, batch: list[_Entry]) -> None:
         """A batch failed: store what can be stored, so one bad entry (a task deleted under

@@ -8,7 +8,7 @@ database is the truth about tasks, the runner the truth about its processes: whe
 import calendar
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +29,9 @@ from protocol.frames import (
     TaskSecrets,
     TaskSpec,
 )
+
+if TYPE_CHECKING:  # audit reaches the request context, which holds this service
+    from hub.core.audit import NewObjectEvent
 
 log = structlog.get_logger("hub.tasks")
 
@@ -100,19 +103,40 @@ class TaskService:
 
     async def create(self, project: dict[str, Any], template: dict[str, Any],
                      values: dict[str, Any], user_id: int | None,
-                     source: str = "api") -> dict[str, Any]:
-        """Store a new task and queue it; raises SpecError if it could never run.
-        `source`: what created it (api, schedule, integration), for the metrics."""
+                     source: str = "api", event: "NewObjectEvent | None" = None,
+                     ) -> dict[str, Any]:
+        """Store a new task and start it on a free runner, or queue it; raises SpecError if
+        it could never run. `source`: what created it (api, schedule, integration), for the
+        metrics; `event`: its audit event, committed with it.
+
+        With a runner free and nothing queued before it, the runner is chosen first and the
+        task stored already `starting` on it, in the same transaction as its audit event;
+        the assign goes out right after the commit, so the assignment is durable before the
+        runner hears of it (a crash in between leaves a `starting` task that the runner's
+        next hello sends back to the queue) and one write serves the 201 and the dispatch."""
         project_id = project["id"]
         draft = {**values, "project_id": project_id, "user_id": user_id}
         spec, secrets = await resolve_task(self.store, self.cipher, draft, template,
                                            self.config.max_task_duration_sec,
                                            self.config.web_host)
-        row = await self.lifecycle.create(
-            {**values, "project_id": project_id, "template_id": template["id"],
-             "user_id": user_id},
-            lambda row: self._active(row, template, project, spec, secrets))
+        task = ActiveTask(task_id=0, project_id=project_id, runner_tag=template["runner_tag"],
+                          spec=spec, status=TaskState.WAITING,
+                          project_limit=project["max_parallel_tasks"], secrets=secrets)
+        link = self.dispatcher.claim(task)
+        runner = None if link is None else (link.runner_id, None if link.runner_id ==
+                                            LOCAL_RUNNER_ID else link.runner_id)
+        try:
+            row = await self.lifecycle.create(
+                {**values, "project_id": project_id, "template_id": template["id"],
+                 "user_id": user_id}, task, runner, event.row if event else None)
+        finally:
+            if link is not None:
+                link.reserved -= 1
+        if event is not None:
+            event.logged(row["id"])
         self.lifecycle.telemetry.task_created(source)
+        if link is not None:
+            await self.dispatcher.assign_claimed(task, link)
         return row
 
     async def stop(self, task_id: int, reason: str = "stopped by user") -> None:

@@ -7,7 +7,7 @@ is what a PostgreSQL backend serving several hubs will implement.
 import abc
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from hub.errors import CONFIGURATION_EXIT, HubError
@@ -210,7 +210,10 @@ class Store(abc.ABC):
 
     # Tasks and their output.
     @abc.abstractmethod
-    async def create_task(self, values: dict[str, Any]) -> Row: ...
+    async def create_task(self, values: dict[str, Any],
+                          event: Callable[[int], dict[str, Any]] | None = None) -> Row:
+        """Store a new task; with `event` (the audit row, given the task's id) both commit
+        in one transaction, so neither exists without the other."""
     @abc.abstractmethod
     async def get_task(self, task_id: int, project_id: int | None = None) -> Row: ...
     @abc.abstractmethod

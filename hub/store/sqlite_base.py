@@ -4,14 +4,16 @@
 import asyncio
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from hub.store.base import NotFound, Row, StoreError
 from hub.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
+
+T = TypeVar("T")
 
 # Tables whose rows belong to one project and are handled through the generic row methods,
 # with the columns a caller may set.
@@ -64,11 +66,21 @@ def _keep_private(path: Path) -> None:
 
 
 class SqliteConnection:
-    """One aiosqlite connection (one thread); writes serialised by a lock."""
+    """One aiosqlite connection (one thread) for writes and large reads, serialised by a
+    lock; and one plain connection for point reads, answered on the event loop's thread.
+
+    Why two: handing a statement to aiosqlite's thread and getting the answer back costs
+    0.1-0.7 ms of waiting (a queue, a futex wake, a self-pipe write, the next loop turn),
+    while a read of one row by its key costs SQLite 0.02-0.05 ms. A request that
+    authenticates, checks its project and reads a template would wait for four hand-overs.
+    In WAL mode a reader never waits for the writer and sees every committed write, so the
+    point reads answer what the database holds at that instant: no cache, nothing stale
+    (a deleted session is refused on the very next request)."""
 
     def __init__(self, path: str):
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     # Life cycle.
@@ -87,6 +99,7 @@ class SqliteConnection:
                            "busy_timeout=5000"):
                 await self._db.execute(f"PRAGMA {pragma}")
             await self._migrate()
+            self._reader = self._open_reader()
         except sqlite3.DatabaseError as exc:
             await self._db.close()
             raise StoreError(f"database {self.path} cannot be used: {exc}") from None
@@ -94,7 +107,23 @@ class SqliteConnection:
             await self._db.close()
             raise
 
+    def _open_reader(self) -> sqlite3.Connection | None:
+        """The point-read connection (None for an in-memory database, which a second
+        connection cannot see). busy_timeout 0: a WAL reader is refused only in rare moments
+        (a checkpoint resetting the log, recovery), and the loop must never sleep in SQLite;
+        such a read goes to the database thread instead (`_point`)."""
+        if self.path == ":memory:":
+            return None
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA busy_timeout = 0")
+        reader.execute("PRAGMA query_only = ON")
+        return reader
+
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -168,6 +197,18 @@ class SqliteConnection:
         rows = list(await self.db.execute_fetchall(sql, params))
         return dict(rows[0]) if rows else None
 
+    async def _point(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """One row found through a key or a unique index, read on the loop's thread (see the
+        class); only for queries that touch a handful of pages, never scans."""
+        if self._reader is not None:
+            try:
+                row = self._reader.execute(sql, params).fetchone()
+            except sqlite3.OperationalError:
+                pass  # busy or locked for a moment: ask the database thread, which waits
+            else:
+                return dict(row) if row is not None else None
+        return await self._fetch_one(sql, params)
+
     async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [dict(row) for row in await self.db.execute_fetchall(sql, params)]
 
@@ -177,6 +218,25 @@ class SqliteConnection:
         back with) that batch."""
         async with self._write_lock:
             return await self.db.execute(sql, params)
+
+    async def _in_one_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the database thread as one transaction: one hand-over for several
+        statements, committed (or rolled back if it raises) before this returns. aiosqlite
+        has no public way to run a function on its thread; `_execute` is the one it uses for
+        every statement itself."""
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        db = self.db
+        async with self._write_lock:
+            return await db._execute(run, db._conn)
 
     async def _insert(self, table: str, values: dict[str, Any]) -> int:
         columns = ", ".join(values)

@@ -19,7 +19,7 @@ class PeopleQueries(SqliteConnection):
         return await self.get_user(user_id)
 
     async def get_user(self, user_id: int) -> Row:
-        return _found(await self._fetch_one("SELECT * FROM user WHERE id = ?", (user_id,)),
+        return _found(await self._point("SELECT * FROM user WHERE id = ?", (user_id,)),
                       "user", user_id)
 
     async def find_user_by_login(self, login: str) -> Row | None:
@@ -37,7 +37,7 @@ class PeopleQueries(SqliteConnection):
                                        "created": utcnow(), "expires": expires})
 
     async def find_session_user(self, token_hash: str, now: float) -> Row | None:
-        return await self._fetch_one(
+        return await self._point(
             "SELECT user.* FROM session JOIN user ON user.id = session.user_id "
             "WHERE session.token_hash = ? AND session.expires > ?", (token_hash, now))
 
@@ -61,7 +61,7 @@ class PeopleQueries(SqliteConnection):
             "SELECT * FROM api_token WHERE user_id = ? ORDER BY created", (user_id,))
 
     async def find_api_token_user(self, token_hash: str) -> Row | None:
-        return await self._fetch_one(
+        return await self._point(
             "SELECT user.* FROM api_token JOIN user ON user.id = api_token.user_id "
             "WHERE api_token.token_hash = ? AND api_token.expired = 0", (token_hash,))
 
@@ -85,8 +85,8 @@ class PeopleQueries(SqliteConnection):
         return await self.get_project(project_id)
 
     async def get_project(self, project_id: int) -> Row:
-        return _found(await self._fetch_one("SELECT * FROM project WHERE id = ?",
-                                            (project_id,)), "project", project_id)
+        return _found(await self._point("SELECT * FROM project WHERE id = ?", (project_id,)),
+                      "project", project_id)
 
     async def list_projects(self, user_id: int | None) -> list[Row]:
         if user_id is None:  # an admin sees every project
@@ -105,10 +105,10 @@ class PeopleQueries(SqliteConnection):
             raise NotFound(f"project {project_id} not found")
 
     async def project_role(self, project_id: int, user_id: int) -> str | None:
-        row = await self._one_value(
+        row = await self._point(
             "SELECT role FROM project_user WHERE project_id = ? AND user_id = ?",
             (project_id, user_id))
-        return row[0] if row else None
+        return row["role"] if row else None
 
     # Managing users and project members.
 

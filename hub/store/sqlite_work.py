@@ -2,7 +2,7 @@
 their output."""
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hub.store.base import (
@@ -24,6 +24,7 @@ from hub.store.sqlite_base import (
     _check_columns,
     _check_keys,
     _found,
+    _integrity_message,
 )
 
 
@@ -36,7 +37,7 @@ class WorkQueries(SqliteConnection):
 
     async def get_row(self, table: str, project_id: int, row_id: int) -> Row:
         _check_columns(table, {})
-        return _found(await self._fetch_one(
+        return _found(await self._point(
             f"SELECT * FROM {table} WHERE id = ? AND project_id = ?", (row_id, project_id)),
             table.replace("_", " "), row_id)
 
@@ -209,15 +210,33 @@ class WorkQueries(SqliteConnection):
 
     # Tasks.
 
-    async def create_task(self, values: dict[str, Any]) -> Row:
-        return await self._insert_returning("task", {**values, "created": utcnow()})
+    async def create_task(self, values: dict[str, Any],
+                          event: Callable[[int], dict[str, Any]] | None = None) -> Row:
+        task = {**values, "created": utcnow()}
+        insert_task = (f"INSERT INTO task ({', '.join(task)}) "
+                       f"VALUES ({', '.join('?' for _ in task)}) RETURNING *")
+
+        def insert(conn: sqlite3.Connection) -> Row:
+            row = dict(conn.execute(insert_task, tuple(task.values())).fetchone())
+            if event is not None:
+                values = {"created": task["created"], **event(row["id"])}
+                _check_keys(values, EVENT_COLUMNS, "event")
+                conn.execute(f"INSERT INTO event ({', '.join(values)}) "
+                             f"VALUES ({', '.join('?' for _ in values)})",
+                             tuple(values.values()))
+            return row
+
+        try:
+            return await self._in_one_transaction(insert)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(_integrity_message(exc)) from None
 
     async def get_task(self, task_id: int, project_id: int | None = None) -> Row:
         if project_id is None:
-            row = await self._fetch_one("SELECT * FROM task WHERE id = ?", (task_id,))
+            row = await self._point("SELECT * FROM task WHERE id = ?", (task_id,))
         else:
-            row = await self._fetch_one("SELECT * FROM task WHERE id = ? AND project_id = ?",
-                                        (task_id, project_id))
+            row = await self._point("SELECT * FROM task WHERE id = ? AND project_id = ?",
+                                    (task_id, project_id))
         return _found(row, "task", task_id)
 
     async def list_tasks(self, project_id: int, limit: int | None = None, sort: str = "",
@@ -260,50 +279,46 @@ class WorkQueries(SqliteConnection):
 
     async def write_output(self, chunks: Sequence[OutputChunk],
                            task_updates: Iterable[TaskUpdate] = ()) -> None:
-        """Store output chunks and task changes in one transaction (one fsync per batch)."""
-        async with self._write_lock:
-            await self._write_batch(chunks, task_updates)
-
-    async def _write_batch(self, chunks: Sequence[OutputChunk],
-                           task_updates: Iterable[TaskUpdate]) -> None:
-        db = self.db
-        await db.execute("BEGIN")
-        try:
-            if chunks:
-                chunks = await self._new_chunks(chunks)
-            if chunks:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO task_output (task_id, seq, time, stream, data) "
-                    "VALUES (?, ?, ?, ?, ?)", chunks)
-                last: dict[int, tuple[int, int]] = {}
-                for chunk in chunks:
-                    prev_seq, size = last.get(chunk.task_id, (0, 0))
-                    last[chunk.task_id] = (max(prev_seq, chunk.seq), size + len(chunk.data))
-                await db.executemany(
-                    "UPDATE task SET last_seq = MAX(last_seq, ?), output_bytes = output_bytes + ?"
-                    " WHERE id = ?", [(seq, size, tid) for tid, (seq, size) in last.items()])
-            for task_id, values in task_updates:
-                _check_keys(values, TASK_COLUMNS, "task")
-                assignments = ", ".join(f"{column} = ?" for column in values)
-                await db.execute(f"UPDATE task SET {assignments} WHERE id = ?",
-                                 (*values.values(), task_id))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-
-    async def _new_chunks(self, chunks: Sequence[OutputChunk]) -> list[OutputChunk]:
-        """Drop chunks already stored (a resend): seqs of a task are stored in order, so
-        anything at or below the task's last_seq is a duplicate."""
-        task_ids = sorted({chunk.task_id for chunk in chunks})
-        marks = ", ".join("?" for _ in task_ids)
-        rows = await self.db.execute_fetchall(
-            f"SELECT id, last_seq FROM task WHERE id IN ({marks})", task_ids)
-        stored = {row[0]: row[1] for row in rows}
-        return [chunk for chunk in chunks if chunk.seq > stored.get(chunk.task_id, 0)]
+        """Store output chunks and task changes in one transaction: one hand-over to the
+        database thread for the whole batch, whatever its size."""
+        updates = list(task_updates)
+        for _, values in updates:
+            _check_keys(values, TASK_COLUMNS, "task")
+        await self._in_one_transaction(lambda conn: _write_batch(conn, chunks, updates))
 
     async def read_output(self, task_id: int, after_seq: int = 0,
                           limit: int = -1) -> list[Row]:
         return await self._fetch_all(
             "SELECT seq, time, stream, data FROM task_output WHERE task_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (task_id, after_seq, limit))
+
+
+def _write_batch(conn: sqlite3.Connection, chunks: Sequence[OutputChunk],
+                 updates: list[TaskUpdate]) -> None:
+    """The output writer's batch, on the database thread inside its transaction."""
+    if chunks:
+        chunks = _new_chunks(conn, chunks)
+    if chunks:
+        conn.executemany("INSERT OR IGNORE INTO task_output (task_id, seq, time, stream, data) "
+                         "VALUES (?, ?, ?, ?, ?)", chunks)
+        last: dict[int, tuple[int, int]] = {}
+        for chunk in chunks:
+            prev_seq, size = last.get(chunk.task_id, (0, 0))
+            last[chunk.task_id] = (max(prev_seq, chunk.seq), size + len(chunk.data))
+        conn.executemany(
+            "UPDATE task SET last_seq = MAX(last_seq, ?), output_bytes = output_bytes + ?"
+            " WHERE id = ?", [(seq, size, tid) for tid, (seq, size) in last.items()])
+    for task_id, values in updates:
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        conn.execute(f"UPDATE task SET {assignments} WHERE id = ?", (*values.values(), task_id))
+
+
+def _new_chunks(conn: sqlite3.Connection,
+                chunks: Sequence[OutputChunk]) -> list[OutputChunk]:
+    """Drop chunks already stored (a resend): seqs of a task are stored in order, so
+    anything at or below the task's last_seq is a duplicate."""
+    task_ids = sorted({chunk.task_id for chunk in chunks})
+    marks = ", ".join("?" for _ in task_ids)
+    stored = {row[0]: row[1] for row in conn.execute(
+        f"SELECT id, last_seq FROM task WHERE id IN ({marks})", task_ids)}
+    return [chunk for chunk in chunks if chunk.seq > stored.get(chunk.task_id, 0)]

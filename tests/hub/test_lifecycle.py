@@ -37,10 +37,12 @@ async def test_a_task_moves_waiting_starting_running_success_and_every_move_is_p
             event = await asyncio.wait_for(events.get(), 10)
             if event["type"] != "task" or event["task_id"] != task_id:
                 continue
-            if seen and event["status"] == seen[-1] == "waiting":
-                # Not a move: the same state said again with why it waits (live views).
+            if event["status"] == "waiting":
+                # Why it waits, said when it is created (no runner was free to take it
+                # at once) and again whenever that changes (live views).
                 reasons.append(event["waiting_reason"])
-                continue
+            if seen and event["status"] == seen[-1] == "waiting":
+                continue  # not a move: the same state said again
             seen.append(event["status"])
     assert seen == ["waiting", "starting", "running", "success"]
     assert reasons == ["no online runner"]
