@@ -10,7 +10,10 @@ class CuttingProxy:
 
     `cut()` aborts every live connection on both sides (transport.abort(): no FIN handshake,
     buffered data dropped) and keeps accepting new ones. `pause()` cuts them and refuses new
-    ones until `resume()`: the hub is out of reach, as in a network outage.
+    ones until `resume()`: the hub is out of reach, as in a network outage. While
+    `swallow_replies` is set, what the target sends is read and dropped (the connection stays
+    up; the client hears nothing): a frame lost on its way, as when the sender dies with it
+    still in its buffers.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
@@ -20,6 +23,7 @@ class CuttingProxy:
         self.accepted = 0  # connections accepted so far
         self.cuts = 0
         self.paused = False
+        self.swallow_replies = False
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -62,16 +66,18 @@ class CuttingProxy:
         self._pairs.add(pair)
         try:
             await asyncio.gather(self._pipe(client_reader, upstream_writer),
-                                 self._pipe(upstream_reader, client_writer))
+                                 self._pipe(upstream_reader, client_writer, replies=True))
         finally:
             self._pairs.discard(pair)
             client_writer.transport.abort()
             upstream_writer.transport.abort()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    replies: bool = False) -> None:
         try:
             while data := await reader.read(65536):
+                if replies and self.swallow_replies:
+                    continue
                 writer.write(data)
                 await writer.drain()
             if writer.can_write_eof():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.faults import wait_until
+from tests.faults import wait_until, write_script
 from tests.lab import (
     assert_exact_output,
     expected_lines,
@@ -189,3 +189,61 @@ def test_restarted_runner_ends_its_lost_task_runner_restarted_at_once(lab):
     done = wait_final(rest, lab, project, task, timeout=lost_timeout / 4)
     assert done["status"] == "error", (done, lab.logs())
     assert done["status_message"] == "runner restarted", done
+
+
+# 6. The seam of the fast task path: a new task is stored already `starting` on a free runner,
+#    and its assign goes out after the commit. The hub dies between the two (the assign lost
+#    with it, or still unread in the runner's socket): the task runs once, never twice, and
+#    is never lost.
+
+
+def counting_script(lab, name: str, runs_file) -> str:
+    """A task that notes each run of itself in `runs_file`, then prints 20 lines."""
+    write_script(lab.scripts, name, f'echo "$SEMAPHORE_TASK_ID" >> {runs_file}\n'
+                 'for i in $(seq 1 20); do echo "$SEMAPHORE_TASK_ID $i"; done\n')
+    return name
+
+
+def test_hub_killed_after_storing_a_task_starting_before_its_assign_left_runs_it_once(lab):
+    hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60)
+    proxy = lab.proxy(hub.port)
+    _, rest, project = lab.online_runner(hub, "seam1", web_host=proxy.url)
+    runner_id = rest.runner("seam1")["id"]
+    runs = lab.folder / "runs-seam1"
+    template = rest.template(project, lab.scripts, counting_script(lab, "once.sh", runs))
+
+    proxy.swallow_replies = True  # whatever the hub sends now never reaches the runner
+    task = rest.run(project, template)
+    stored = rest.task(project, task)
+    # Committed as given to the runner before the assign was sent (no second write).
+    assert stored["status"] == "starting" and stored["runner_id"] == runner_id, stored
+    hub.kill9()
+    hub.restart()
+    rest = hub.rest()
+    proxy.swallow_replies = False
+    proxy.cut()  # the runner's dead session: it reconnects, its hello holds no task
+
+    done = wait_final(rest, lab, project, task)
+    assert done["status"] == "success", (done, lab.logs())
+    assert_exact_output(rest, lab, project, task, 20)
+    assert runs.read_text() == f"{task}\n", "the task did not run exactly once"
+
+
+def test_hub_killed_with_an_assign_unread_by_a_frozen_runner_runs_the_task_once(lab):
+    hub = lab.hub(heartbeat_interval=0.5, runner_lost_timeout=60)
+    runner, rest, project = lab.online_runner(hub, "seam2")
+    runs = lab.folder / "runs-seam2"
+    template = rest.template(project, lab.scripts, counting_script(lab, "once.sh", runs))
+
+    runner.sigstop()  # the assign reaches its socket, unread
+    task = rest.run(project, template)
+    assert rest.task(project, task)["status"] == "starting"
+    hub.kill9()
+    hub.restart()
+    rest = hub.rest()
+    runner.sigcont()  # it may read the old assign, then finds its session gone
+
+    done = wait_final(rest, lab, project, task)
+    assert done["status"] == "success", (done, lab.logs())
+    assert_exact_output(rest, lab, project, task, 20)
+    assert runs.read_text() == f"{task}\n", "the task did not run exactly once"

@@ -216,3 +216,42 @@ async def test_stop_all_tasks_of_a_template_stops_only_its_unfinished_tasks(hub,
         assert (await api.wait_status(pid, task_id))["status"] == "stopped"
     assert (await api.task(pid, kept))["status"] == "waiting"
     await api.ok("POST", url, status=204)  # nothing left to stop: still fine
+
+
+async def test_a_task_created_with_a_free_runner_is_stored_starting_on_it_in_one_write(
+        hub, api, tmp_path):
+    # The runner is chosen before the insert: the 201 already names it, and the hub sends
+    # the assign after that commit with no second write of the task.
+    scripts = tmp_path / "s"
+    write_script(scripts, "t.sh", "echo quick\n")
+    runner = await hub.start_runner(tmp_path, name="free")
+    pid = await api.project()
+    template = await api.template(pid, scripts, "t.sh")
+    created = await api.ok("POST", f"/api/project/{pid}/tasks", {"template_id": template}, 201)
+    assert created["status"] == "starting"
+    assert created["runner_id"] == runner.connection.runner_id
+    assert (await api.wait_status(pid, created["id"]))["status"] == "success"
+    events = await api.ok("GET", f"/api/project/{pid}/events")
+    assert [e["description"] for e in events if e["object_type"] == "task"] == [
+        f"Task ID {created['id']} queued for running"]
+
+
+async def test_tasks_created_at_once_never_share_one_free_slot(hub, api, tmp_path):
+    # Each claim holds the slot while its task is being stored: of eight tasks created
+    # together for one single-slot runner, one starts and seven wait, all run in the end.
+    scripts = tmp_path / "s"
+    gate = tmp_path / "gate"
+    write_script(scripts, "wait.sh", f"while [ ! -e {gate} ]; do sleep 0.02; done\necho done\n")
+    await hub.start_runner(tmp_path, name="one", max_parallel_tasks=1)
+    pid = await api.project()
+    template = await api.template(pid, scripts, "wait.sh")
+    created = await asyncio.gather(*(api.ok("POST", f"/api/project/{pid}/tasks",
+                                            {"template_id": template}, 201)
+                                     for _ in range(8)))
+    assert sorted(task["status"] for task in created) == ["starting"] + ["waiting"] * 7
+    await asyncio.sleep(0.3)
+    statuses = [(await api.task(pid, task["id"]))["status"] for task in created]
+    assert sorted(statuses) == ["running"] + ["waiting"] * 7, statuses
+    gate.touch()
+    for task in created:
+        assert (await api.wait_status(pid, task["id"]))["status"] == "success"
