@@ -66,21 +66,27 @@ def _keep_private(path: Path) -> None:
 
 
 class SqliteConnection:
-    """One aiosqlite connection (one thread) for writes and large reads, serialised by a
-    lock; and one plain connection for point reads, answered on the event loop's thread.
+    """Two connections to one database, each for what it does fastest.
 
-    Why two: handing a statement to aiosqlite's thread and getting the answer back costs
-    0.1-0.7 ms of waiting (a queue, a futex wake, a self-pipe write, the next loop turn),
-    while a read of one row by its key costs SQLite 0.02-0.05 ms. A request that
-    authenticates, checks its project and reads a template would wait for four hand-overs.
-    In WAL mode a reader never waits for the writer and sees every committed write, so the
-    point reads answer what the database holds at that instant: no cache, nothing stale
-    (a deleted session is refused on the very next request)."""
+    The database thread (aiosqlite) runs large work: scans, output batches, migrations. The
+    loop connection answers on the event loop's own thread what touches a handful of pages:
+    a row read by its key, a task inserted with its audit event. Why: handing a statement
+    to the thread and getting the answer back costs 0.1-0.7 ms of waiting (a queue, a wake,
+    the GIL passed back and forth, the next loop turn), while SQLite reads a row in 0.02 ms
+    and commits a small write to the WAL in about 0.1 ms (synchronous=NORMAL: no fsync).
+
+    Nothing is cached: in WAL mode a read sees every committed write (a deleted session is
+    refused on the very next request) and never waits for the writer. Writes on either
+    connection hold `_write_lock`, so the two never contend for SQLite's write lock; only
+    another process can, and then the loop connection (busy_timeout 0: the loop never
+    sleeps in SQLite) hands the work to the thread, which waits like every statement. The
+    loop connection never checkpoints (wal_autocheckpoint 0): a checkpoint copies pages and
+    syncs the file, which belongs on the thread."""
 
     def __init__(self, path: str):
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._loop_db: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     # Life cycle.
@@ -99,7 +105,7 @@ class SqliteConnection:
                            "busy_timeout=5000"):
                 await self._db.execute(f"PRAGMA {pragma}")
             await self._migrate()
-            self._reader = self._open_reader()
+            self._loop_db = self._open_loop_connection()
         except sqlite3.DatabaseError as exc:
             await self._db.close()
             raise StoreError(f"database {self.path} cannot be used: {exc}") from None
@@ -107,23 +113,21 @@ class SqliteConnection:
             await self._db.close()
             raise
 
-    def _open_reader(self) -> sqlite3.Connection | None:
-        """The point-read connection (None for an in-memory database, which a second
-        connection cannot see). busy_timeout 0: a WAL reader is refused only in rare moments
-        (a checkpoint resetting the log, recovery), and the loop must never sleep in SQLite;
-        such a read goes to the database thread instead (`_point`)."""
+    def _open_loop_connection(self) -> sqlite3.Connection | None:
+        """None for an in-memory database, which a second connection cannot see."""
         if self.path == ":memory:":
             return None
-        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        reader.row_factory = sqlite3.Row
-        reader.execute("PRAGMA busy_timeout = 0")
-        reader.execute("PRAGMA query_only = ON")
-        return reader
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        for pragma in ("busy_timeout=0", "synchronous=NORMAL", "foreign_keys=ON",
+                       "wal_autocheckpoint=0"):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -200,9 +204,9 @@ class SqliteConnection:
     async def _point(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """One row found through a key or a unique index, read on the loop's thread (see the
         class); only for queries that touch a handful of pages, never scans."""
-        if self._reader is not None:
+        if self._loop_db is not None:
             try:
-                row = self._reader.execute(sql, params).fetchone()
+                row = self._loop_db.execute(sql, params).fetchone()
             except sqlite3.OperationalError:
                 pass  # busy or locked for a moment: ask the database thread, which waits
             else:
@@ -219,24 +223,35 @@ class SqliteConnection:
         async with self._write_lock:
             return await self.db.execute(sql, params)
 
+    async def _small_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` as one transaction on the loop connection (see the class): only for a few
+        rows. On the thread instead when another process holds the write lock."""
+        async with self._write_lock:
+            conn = self._loop_db
+            if conn is not None:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:
+                    pass  # another process writes: the thread waits for it
+                else:
+                    return _run_begun(conn, work)
+            return await self._on_thread(work)
+
     async def _in_one_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on the database thread as one transaction: one hand-over for several
-        statements, committed (or rolled back if it raises) before this returns. aiosqlite
-        has no public way to run a function on its thread; `_execute` is the one it uses for
-        every statement itself."""
+        """`work` as one transaction on the database thread: one hand-over for any number
+        of statements, committed (or rolled back if it raises) before this returns."""
+        async with self._write_lock:
+            return await self._on_thread(work)
+
+    async def _on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite has no public way to run a function on its thread; `_execute` is the
+        # one it uses for each of its own statements.
         def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            conn.execute("BEGIN IMMEDIATE")
+            return _run_begun(conn, work)
 
         db = self.db
-        async with self._write_lock:
-            return await db._execute(run, db._conn)
+        return await db._execute(run, db._conn)
 
     async def _insert(self, table: str, values: dict[str, Any]) -> int:
         columns = ", ".join(values)
@@ -273,6 +288,19 @@ class SqliteConnection:
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
         return cursor.rowcount
+
+def _run_begun(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """The rest of a transaction begun on `conn`: `work`, then commit; rollback if it
+    raises."""
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
 
 def _found(row: Row | None, what: str, key: object) -> Row:
     if row is None:

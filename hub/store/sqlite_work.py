@@ -227,7 +227,7 @@ class WorkQueries(SqliteConnection):
             return row
 
         try:
-            return await self._in_one_transaction(insert)
+            return await self._small_transaction(insert)
         except sqlite3.IntegrityError as exc:
             raise StoreError(_integrity_message(exc)) from None
 

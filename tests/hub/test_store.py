@@ -332,7 +332,7 @@ async def test_a_point_read_refused_by_a_busy_database_is_answered_by_the_other_
         def close(self):
             self.reader.close()
 
-    busy = store._reader = Busy(store._reader)
+    busy = store._loop_db = Busy(store._loop_db)
     assert (await store.get_project(project["id"]))["name"] == "P"
     assert await store.find_session_user("nobody", 1.0) is None
     assert busy.refused == 2
@@ -359,3 +359,20 @@ async def test_a_move_stored_directly_waits_for_the_older_one_still_queued(store
         await writer.settle(task["id"])  # nothing queued for it: returns at once
     finally:
         await writer.stop()
+
+
+async def test_a_task_created_while_another_process_writes_waits_for_it(store, db_path,
+                                                                       project, template):
+    # The loop connection is refused at once (busy_timeout 0: the event loop never sleeps
+    # in SQLite); the insert goes to the database thread, which waits for the lock.
+    import asyncio
+    import threading
+
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    other.execute("UPDATE project SET name = 'by another process'")
+    threading.Timer(0.3, lambda: (other.execute("COMMIT"), other.close())).start()
+    row = await asyncio.wait_for(_task(store, project, template), 10)
+    assert row["status"] == "waiting"
+    assert (await store.get_project(project["id"]))["name"] == "by another process"
+    assert _inspect(db_path, "SELECT count(*) FROM task") == 1
