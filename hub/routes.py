@@ -24,6 +24,7 @@ from hub.api import (
     views,
     webhook,
 )
+from hub.routing import SegmentIndex
 
 P = "/api/project/{project_id:\\d+}"
 RESOURCE = "{resource:keys|repositories|inventory|environment|templates|views}"
@@ -171,11 +172,16 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 
 def add_routes(app: web.Application) -> None:
+    # The project's routes are found by the word after the project id (hub/routing.py).
+    projects_index = SegmentIndex("/api/project")
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        add = (projects_index.add_route if path.startswith(P)
+               else app.router.add_route)
+        add(method, path, handler)
         if method == "GET" and not path.startswith("/api/"):
             # The dashboard's pages and files answer HEAD too (proxies and checkers ask).
-            app.router.add_route("HEAD", path, handler)
+            add("HEAD", path, handler)
         # Semaphore's clients use some paths with a trailing slash (/api/user/, /project/1/).
         if not path.endswith("/") and not path.startswith("/static/"):
-            app.router.add_route(method, path + "/", handler)
+            add(method, path + "/", handler)
+    app.router.register_resource(projects_index)

@@ -27,6 +27,11 @@ from hub.store.sqlite_base import (
     _integrity_message,
 )
 
+# The most an output batch may hold to be written on the event loop's thread (about 0.3 ms
+# of SQLite); larger ones go to the database thread.
+SMALL_BATCH_ROWS = 32
+SMALL_BATCH_CHARS = 64 * 1024
+
 
 class WorkQueries(SqliteConnection):
     # Rows that belong to a project: keys, repositories, inventories, environments, templates.
@@ -284,7 +289,13 @@ class WorkQueries(SqliteConnection):
         updates = list(task_updates)
         for _, values in updates:
             _check_keys(values, TASK_COLUMNS, "task")
-        await self._in_one_transaction(lambda conn: _write_batch(conn, chunks, updates))
+        # A small batch (a trivial task's output and its end, a few lines of a long one)
+        # costs SQLite less than handing it to the database thread; a large one would hold
+        # the event loop, so it goes there.
+        small = (len(chunks) + len(updates) <= SMALL_BATCH_ROWS
+                 and sum(len(chunk.data) for chunk in chunks) <= SMALL_BATCH_CHARS)
+        write = self._small_transaction if small else self._in_one_transaction
+        await write(lambda conn: _write_batch(conn, chunks, updates))
 
     async def read_output(self, task_id: int, after_seq: int = 0,
                           limit: int = -1) -> list[Row]:
