@@ -15,6 +15,10 @@ from hub.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
 
 T = TypeVar("T")
 
+# Commits on the loop connection between two checkpoints of the write-ahead log (a small
+# task write adds about 3 pages: some 4 MB of log at most, as SQLite's own default).
+CHECKPOINT_AFTER_COMMITS = 300
+
 # Tables whose rows belong to one project and are handled through the generic row methods,
 # with the columns a caller may set.
 PROJECT_TABLES: dict[str, frozenset[str]] = {
@@ -88,6 +92,8 @@ class SqliteConnection:
         self._db: aiosqlite.Connection | None = None
         self._loop_db: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._loop_commits = 0
+        self._checkpoint: asyncio.Task | None = None
 
     # Life cycle.
 
@@ -125,6 +131,8 @@ class SqliteConnection:
         return conn
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         if self._loop_db is not None:
             self._loop_db.close()
             self._loop_db = None
@@ -234,8 +242,29 @@ class SqliteConnection:
                 except sqlite3.OperationalError:
                     pass  # another process writes: the thread waits for it
                 else:
-                    return _run_begun(conn, work)
+                    result = _run_begun(conn, work)
+                    self._committed_on_loop()
+                    return result
             return await self._on_thread(work)
+
+    def _committed_on_loop(self) -> None:
+        """The loop connection never checkpoints (see the class); every so many of its
+        commits the thread copies the log into the database, so the log does not grow
+        without end. It holds the write lock meanwhile, as SQLite's own checkpoint in a
+        commit would: with writes going on, the next writer could not start the log over."""
+        self._loop_commits += 1
+        if self._loop_commits >= CHECKPOINT_AFTER_COMMITS and self._checkpoint is None:
+            self._loop_commits = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(self._checkpoint_wal())
+
+    async def _checkpoint_wal(self) -> None:
+        try:
+            async with self._write_lock:
+                await self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, StoreError, ValueError):
+            pass  # closed or busy: the next round (or the thread's own commits) does it
+        finally:
+            self._checkpoint = None
 
     async def _in_one_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` as one transaction on the database thread: one hand-over for any number
