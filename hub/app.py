@@ -75,7 +75,8 @@ def _hub_context(config: HubConfig):
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
         await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
-        telemetry = HubTelemetry()
+        telemetry = HubTelemetry(probe_interval=config.metrics.loop_probe_interval_sec,
+                                 lag_log=config.metrics.loop_lag_log_sec)
         writer = OutputWriter(store, events, telemetry)
         lifecycle = TaskLifecycle(store, events, writer)
         dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
