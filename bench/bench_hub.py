@@ -69,6 +69,8 @@ class HubProcess:
                              f"{(add.stderr or add.stdout).strip()}")
         if os.environ.get("BENCH_SQL_TRACE"):  # every SQLite round trip logged: hubtrace.py
             cli = [sys.executable, str(ROOT / "bench" / "hubtrace.py")]
+        elif os.environ.get("BENCH_STALL_LOG"):  # the loop's stalls with stacks: hubstall.py
+            cli = [sys.executable, str(ROOT / "bench" / "hubstall.py")]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*cli, "server", "--config", str(self.config_path), "--log-format", "json"],
@@ -370,8 +372,6 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             setup = {"hub_s": time.monotonic() - started, "runners": args.runners}
             rest, started, gate = Rest(hub.base, http), time.monotonic(), asyncio.Semaphore(16)
             lag = looplag.LoopLag(hub.base, http)
-            connect = lag.phase("connect")  # registration and websocket sessions
-            await connect.__aenter__()
 
             async def register(i: int) -> str:
                 async with gate:
@@ -379,11 +379,11 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
                         "registration_token": REGISTRATION_TOKEN, "name": f"sim-{i}",
                         "tags": [], "max_parallel_tasks": 0}))["token"]
 
-            tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
-            setup["register_s"] = time.monotonic() - started
-            ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
-            ready = await sim.start(ws_url, tokens, tmp, args.sim_procs, args.timeout)
-            await connect.__aexit__(None, None, None)
+            async with lag.phase("connect"):  # registration and websocket sessions
+                tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
+                setup["register_s"] = time.monotonic() - started
+                ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
+                ready = await sim.start(ws_url, tokens, tmp, args.sim_procs, args.timeout)
             setup.update(connect_s=ready["connect_s"], procs=ready["procs"],
                          heartbeat_interval=ready["heartbeat_interval"])
             probe, usages, streams = Probe(hub.proc.pid, sim.pids), [], []

@@ -72,12 +72,10 @@ class LoopLag:
     async def phase(self, name: str):
         before = await self.scrape()
         start = time.time()
-        try:
-            yield
-        finally:
-            end = time.time()
-            self.phases.append({"phase": name, "start": start, "end": end,
-                                **difference(before, await self.scrape())})
+        yield  # a phase that fails fails the run: nothing to measure then
+        end = time.time()
+        self.phases.append({"phase": name, "start": start, "end": end,
+                            **difference(before, await self.scrape())})
 
     def summary(self, hub_log: Path) -> dict[str, dict]:
         """Per phase: seconds, probes, longest pause (ms; exact from LOG_FROM on, else the

@@ -79,6 +79,7 @@ class SimRunner:
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._heartbeat_task: asyncio.Task | None = None
 
     async def send(self, frame) -> None:
         await self.ws.send(encode(frame).decode())
@@ -93,9 +94,11 @@ class SimRunner:
         if not isinstance(frame, Welcome):
             raise RuntimeError(f"runner {self.index}: expected welcome, got {frame!r}")
         self.welcome = frame
+        # From the welcome on, as a real runner: connecting thousands of sessions takes
+        # longer than the hub waits for a silent runner before it calls it offline.
+        self._heartbeat_task = asyncio.create_task(self._heartbeats())
 
     async def run(self) -> None:
-        heartbeats = asyncio.create_task(self._heartbeats())
         try:
             async for message in self.ws:
                 received = time.time()  # as early as possible: this is the assign receipt
@@ -111,7 +114,8 @@ class SimRunner:
                 elif isinstance(frame, Cancel | Error):
                     emit("error", runner=self.index, msg=repr(frame))
         finally:
-            heartbeats.cancel()
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
 
     def _ack(self, frame: Ack, received: float) -> None:
         state = self.tasks.get(frame.task_id)
