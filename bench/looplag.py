@@ -91,8 +91,8 @@ class LoopLag:
                 "max_ms": longest if longest is not None else min(p["max_bound_ms"],
                                                                   LOG_FROM * 1000),
                 "max_exact": longest is not None, "over_limit": p["over_limit"],
-                "gc": p["gc"], "pauses": [{k: x[k] for k in ("at", "lag_ms", "gc_ms",
-                                                             "gc_generation")} for x in mine]}
+                "gc": p["gc"], "pauses": [{k: v for k, v in x.items() if k != "t"}
+                                           for x in mine]}
         return out
 
 
@@ -108,8 +108,8 @@ def logged_pauses(hub_log: Path) -> list[dict]:
             except ValueError:
                 continue
             at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
-            found.append({"t": at, "lag_ms": entry["lag_ms"], "gc_ms": entry["gc_ms"],
-                          "gc_generation": entry["gc_generation"]})
+            found.append({"t": at, **{key: entry.get(key, -1) for key in (
+                "lag_ms", "cpu_ms", "gc_ms", "gc_cpu_ms", "gc_generation")}})
     return found
 
 
@@ -130,8 +130,9 @@ def report(summary: dict[str, dict]) -> list[str]:
             if x["lag_ms"] > PAUSE_LIMIT_MS]
     for name, x in over:
         gen = f"gen {x['gc_generation']}" if x["gc_generation"] >= 0 else "no gc"
-        out.append(f"  pause {x['lag_ms']:.0f} ms in {name} at +{x['at']:.2f} s: "
-                   f"gc {x['gc_ms']:.0f} ms ({gen})")
+        out.append(f"  pause {x['lag_ms']:.0f} ms in {name} at +{x['at']:.2f} s: loop thread "
+                   f"CPU {x['cpu_ms']:.0f} ms, gc {x['gc_ms']:.0f} ms ({gen}, CPU "
+                   f"{x['gc_cpu_ms']:.0f} ms)")
     if not over:
         out.append(f"  no pause over {PAUSE_LIMIT_MS} ms")
     return out

@@ -90,7 +90,7 @@ class SimRunner:
             max_size=2 * MAX_FRAME_BYTES, open_timeout=60, close_timeout=5)
         await self.send(Hello(protocol_version=PROTOCOL_VERSION, runner_version="bench",
                               name=f"sim-{self.index}", platform="bench/sim"))
-        frame = decode_hub_frame(await asyncio.wait_for(self.ws.recv(), 30))
+        frame = decode_hub_frame(await asyncio.wait_for(self.ws.recv(), 120))
         if not isinstance(frame, Welcome):
             raise RuntimeError(f"runner {self.index}: expected welcome, got {frame!r}")
         self.welcome = frame

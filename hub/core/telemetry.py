@@ -156,9 +156,10 @@ class HubTelemetry:
             "Garbage collections (each one stops the event loop), by generation.",
             ["generation"], buckets=GC_BUCKETS, registry=registry)
         self._gc_pause = [gc_pause.labels(str(generation)) for generation in range(3)]
-        self._gc_started = 0.0
-        # Collections since the probe last woke: what a lag it then measures may be made of.
-        self._gc_window_seconds, self._gc_window_generation = 0.0, -1
+        self._gc_started, self._gc_started_cpu = 0.0, 0.0
+        # Collections since the probe last woke: what a lag it then measures may be made of
+        # (wall and CPU seconds: a collection on a starved machine lasts longer than its work).
+        self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = 0.0, 0.0, -1
         self._state = HubStateCollector()
         registry.register(self._state)
 
@@ -215,8 +216,9 @@ class HubTelemetry:
         loop = asyncio.get_running_loop()
         interval = self.probe_interval
         while True:
-            asked = loop.time() + interval
-            self._gc_window_seconds, self._gc_window_generation = 0.0, -1
+            asked, cpu = loop.time() + interval, time.thread_time()
+            self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = (
+                0.0, 0.0, -1)
             await asyncio.sleep(interval)
             now = loop.time()
             lag = max(now - asked, 0.0)
@@ -226,21 +228,25 @@ class HubTelemetry:
             while lags and lags[0][0] < now - LOOP_LAG_WINDOW:
                 lags.popleft()
             if lag >= self.lag_log:
-                # gc_ms: collections during the sleep and the lag; the rest of the lag is
-                # callbacks that held the loop (a profile says which).
+                # gc_ms: collections during the sleep and the lag; cpu_ms: the loop thread's
+                # CPU time over the same window. A lag much longer than cpu_ms is time the
+                # process waited for a CPU (a loaded machine), not work of its own.
                 log.warning("hub.loop_paused", lag_ms=round(lag * 1000, 1),
+                            cpu_ms=round((time.thread_time() - cpu) * 1000, 1),
                             gc_ms=round(self._gc_window_seconds * 1000, 1),
+                            gc_cpu_ms=round(self._gc_window_cpu * 1000, 1),
                             gc_generation=self._gc_window_generation)
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         """gc.callbacks: the time each collection holds the interpreter (and so the loop)."""
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started, self._gc_started_cpu = time.perf_counter(), time.thread_time()
             return
         pause = time.perf_counter() - self._gc_started
         generation = info["generation"]
         self._gc_pause[generation].observe(pause)
         self._gc_window_seconds += pause
+        self._gc_window_cpu += time.thread_time() - self._gc_started_cpu
         self._gc_window_generation = max(self._gc_window_generation, generation)
 
     def lag_max(self) -> float:
