@@ -12,6 +12,7 @@ Run from the repo root: .venv/bin/python bench/bench_hub.py --runners 100 --task
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -332,7 +333,7 @@ def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
 
 
 def start_profiler(path: str | None, pid: int, rate: int) -> subprocess.Popen | None:
-    """py-spy sampling the hub over the latency phase only (--profile-hub): raw format is
+    """py-spy sampling the hub over one phase (--profile-hub, --profile-phase): raw format is
     one collapsed stack per line with its sample count, ready for flamegraph tools."""
     if not path:
         return None
@@ -373,13 +374,24 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             rest, started, gate = Rest(hub.base, http), time.monotonic(), asyncio.Semaphore(16)
             lag = looplag.LoopLag(hub.base, http)
 
+            @contextlib.asynccontextmanager
+            async def measured(name: str):
+                """A phase: its loop pauses, and py-spy over it if --profile-phase names it."""
+                spy = (start_profiler(args.profile_hub, hub.proc.pid, args.profile_rate)
+                       if name == args.profile_phase else None)
+                try:
+                    async with lag.phase(name):
+                        yield
+                finally:
+                    stop_profiler(spy)
+
             async def register(i: int) -> str:
                 async with gate:
                     return (await rest.call("POST", "/api/internal/runners", {
                         "registration_token": REGISTRATION_TOKEN, "name": f"sim-{i}",
                         "tags": [], "max_parallel_tasks": 0}))["token"]
 
-            async with lag.phase("connect"):  # registration and websocket sessions
+            async with measured("connect"):  # registration and websocket sessions
                 tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
                 setup["register_s"] = time.monotonic() - started
                 ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
@@ -389,7 +401,7 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             probe, usages, streams = Probe(hub.proc.pid, sim.pids), [], []
             watcher = asyncio.create_task(probe.watch())
             if args.idle > 0:
-                async with lag.phase("idle"):
+                async with measured("idle"):
                     usages.append(("idle", await idle_phase(probe, args.idle)))
             login = {"auth": ADMIN, "password": PASSWORD}
             await rest.call("POST", "/api/auth/login", login, 204)
@@ -398,18 +410,14 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
                 "name": "bench", "app": "bash", "playbook": json.dumps({"mode": "latency"})},
                 201))["id"]
             before = probe.snap(reset=True)
-            spy = start_profiler(args.profile_hub, hub.proc.pid, args.profile_rate)
-            try:
-                async with lag.phase("latency"):
-                    latency = await latency_phase(rest, sim, project, template, args.tasks,
-                                                  args.timeout, hub.log_path)
-            finally:
-                stop_profiler(spy)
+            async with measured("latency"):
+                latency = await latency_phase(rest, sim, project, template, args.tasks,
+                                              args.timeout, hub.log_path)
             usages.append(("latency", usage(before, probe.snap())))
             trivial_result = None
             if args.trivial > 0:
                 before = probe.snap(reset=True)
-                async with lag.phase("trivial"):
+                async with measured("trivial"):
                     trivial_result = await trivial.run_phase(
                         rest, sim, hub.base, login, project, template, args.trivial,
                         args.trivial_clients, args.timeout)
@@ -419,7 +427,7 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
                      ("chunks", args.chunk_mib * 1024 // args.chunk_kib, args.chunk_kib, 1024)]
             for name, frames, lines, line_bytes in cases:
                 before = probe.snap(reset=True)
-                async with lag.phase(name):
+                async with measured(name):
                     result, tasks = await stream_phase(rest, sim, project, template, frames,
                                                        lines, line_bytes, args.stream_runners,
                                                        args.window, args.timeout)
@@ -472,8 +480,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hub log, db)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     parser.add_argument("--profile-hub", metavar="FILE",
-                        help="sample the hub with py-spy during the latency phase; FILE.json: "
+                        help="sample the hub with py-spy during one phase (--profile-phase, "
+                             "default latency); FILE.json: "
                              "speedscope, else raw collapsed stacks")
+    parser.add_argument("--profile-phase", default="latency",
+                        choices=("connect", "idle", "latency", "trivial", "short lines",
+                                 "chunks"), help="the phase --profile-hub samples")
     parser.add_argument("--profile-rate", type=int, default=250, metavar="HZ",
                         help="py-spy samples per second (with --profile-hub)")
     parser.add_argument("--simulate", nargs=2, metavar=("WS_URL", "TOKENS_FILE"),
