@@ -109,7 +109,8 @@ def logged_pauses(hub_log: Path) -> list[dict]:
                 continue
             at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
             found.append({"t": at, **{key: entry.get(key, -1) for key in (
-                "lag_ms", "cpu_ms", "gc_ms", "gc_cpu_ms", "gc_generation")}})
+                "lag_ms", "cpu_ms", "gc_ms", "gc_cpu_ms", "gc_generation", "gc_longest_ms",
+                "gc_longest_generation")}})
     return found
 
 
@@ -132,7 +133,8 @@ def report(summary: dict[str, dict]) -> list[str]:
         gen = f"gen {x['gc_generation']}" if x["gc_generation"] >= 0 else "no gc"
         out.append(f"  pause {x['lag_ms']:.0f} ms in {name} at +{x['at']:.2f} s: loop thread "
                    f"CPU {x['cpu_ms']:.0f} ms, gc {x['gc_ms']:.0f} ms ({gen}, CPU "
-                   f"{x['gc_cpu_ms']:.0f} ms)")
+                   f"{x['gc_cpu_ms']:.0f} ms; longest {x['gc_longest_ms']:.0f} ms, gen "
+                   f"{x['gc_longest_generation']})")
     if not over:
         out.append(f"  no pause over {PAUSE_LIMIT_MS} ms")
     return out

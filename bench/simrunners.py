@@ -87,7 +87,10 @@ class SimRunner:
     async def open(self) -> None:
         self.ws = await connect(self.url, additional_headers={
             "Authorization": f"Bearer {self.token}"}, compression=None,
-            max_size=2 * MAX_FRAME_BYTES, open_timeout=60, close_timeout=5)
+            max_size=2 * MAX_FRAME_BYTES, open_timeout=60, close_timeout=5,
+            # The hub pings every session (and answers runner heartbeats); 10,000 client
+            # pings more only load the shared CPUs and fail the run when the hub is late.
+            ping_interval=None)
         await self.send(Hello(protocol_version=PROTOCOL_VERSION, runner_version="bench",
                               name=f"sim-{self.index}", platform="bench/sim"))
         frame = decode_hub_frame(await asyncio.wait_for(self.ws.recv(), 120))

@@ -160,6 +160,7 @@ class HubTelemetry:
         # Collections since the probe last woke: what a lag it then measures may be made of
         # (wall and CPU seconds: a collection on a starved machine lasts longer than its work).
         self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = 0.0, 0.0, -1
+        self._gc_window_longest = (0.0, -1)  # (seconds, generation) of the longest one
         self._state = HubStateCollector()
         registry.register(self._state)
 
@@ -219,6 +220,7 @@ class HubTelemetry:
             asked, cpu = loop.time() + interval, time.thread_time()
             self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = (
                 0.0, 0.0, -1)
+            self._gc_window_longest = (0.0, -1)
             await asyncio.sleep(interval)
             now = loop.time()
             lag = max(now - asked, 0.0)
@@ -235,7 +237,9 @@ class HubTelemetry:
                             cpu_ms=round((time.thread_time() - cpu) * 1000, 1),
                             gc_ms=round(self._gc_window_seconds * 1000, 1),
                             gc_cpu_ms=round(self._gc_window_cpu * 1000, 1),
-                            gc_generation=self._gc_window_generation)
+                            gc_generation=self._gc_window_generation,
+                            gc_longest_ms=round(self._gc_window_longest[0] * 1000, 1),
+                            gc_longest_generation=self._gc_window_longest[1])
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         """gc.callbacks: the time each collection holds the interpreter (and so the loop)."""
@@ -248,6 +252,8 @@ class HubTelemetry:
         self._gc_window_seconds += pause
         self._gc_window_cpu += time.thread_time() - self._gc_started_cpu
         self._gc_window_generation = max(self._gc_window_generation, generation)
+        if pause > self._gc_window_longest[0]:
+            self._gc_window_longest = (pause, generation)
 
     def lag_max(self) -> float:
         if not self._lags:
