@@ -4,9 +4,12 @@ A full collection (generation 2) walks every tracked object and holds the interp
 event loop, while it does. 10,000 runner sessions are millions of objects: measured at 10,000
 simulated runners, full passes took 0.2-1.2 s while the runners connected (issue 15). Nearly
 all of those objects live as long as their session, so walking them again and again finds
-nothing. The policy: right after each automatic full collection, `gc.freeze()` what survived
-it (moving a list, O(1)); the next full pass walks only the objects that survived since. The
-start-up objects are frozen the same way once the hub has started (hub/app.py).
+nothing. The policy: after a young (generation 1) or full collection, at most once every
+FREEZE_EVERY, `gc.freeze()` what survived it (moving lists, O(1)); a full pass then walks only
+what survived since the last freeze, never the whole heap. Freezing only after full passes
+is not enough: CPython starts a full pass when the survivors since the last one reach 25 % of
+the heap it left, so each pass would still walk a quarter of 10,000 sessions. The start-up
+objects are frozen once the hub has started (hub/app.py).
 
 The price: frozen objects that later become unreachable *in a cycle* (a closed session's
 objects that refer to each other) are only freed by reference counting, which cannot free a
@@ -25,12 +28,15 @@ import structlog
 log = structlog.get_logger("hub.gc")
 
 RECLAIM_INTERVAL = 3600.0
+FREEZE_EVERY = 1.0  # s: a full pass walks at most about this long's survivors
 
 
 class GcPolicy:
-    def __init__(self, reclaim_interval: float = RECLAIM_INTERVAL):
-        self.reclaim_interval = reclaim_interval
+    def __init__(self, reclaim_interval: float = RECLAIM_INTERVAL,
+                 freeze_every: float = FREEZE_EVERY):
+        self.reclaim_interval, self.freeze_every = reclaim_interval, freeze_every
         self.freezes = 0
+        self._frozen_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = False
         self._task: asyncio.Task | None = None
@@ -49,9 +55,11 @@ class GcPolicy:
             self._task = None
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        """A full collection ended: freeze its survivors from the loop, soon (any thread may
-        have set off the collection, and the collector is still running its callbacks)."""
-        if phase != "stop" or info["generation"] != 2 or self._pending or self._loop is None:
+        """A collection of generation 1 or 2 ended: freeze its survivors from the loop, soon
+        (any thread may have set off the collection, and the collector is still running its
+        callbacks); at most once every freeze_every."""
+        if (phase != "stop" or info["generation"] == 0 or self._pending or self._loop is None
+                or time.monotonic() - self._frozen_at < self.freeze_every):
             return
         self._pending = True
         try:
@@ -61,6 +69,7 @@ class GcPolicy:
 
     def _freeze(self) -> None:
         self._pending = False
+        self._frozen_at = time.monotonic()
         gc.freeze()
         self.freezes += 1
 

@@ -41,3 +41,21 @@ async def test_survivors_of_a_full_collection_are_frozen_then_reclaimed():
     finally:
         await policy.stop()
     assert policy._on_gc not in gc.callbacks
+
+
+async def test_survivors_of_a_young_collection_are_frozen_at_most_once_per_period():
+    policy = GcPolicy(reclaim_interval=3600, freeze_every=0.0)
+    policy.start()
+    try:
+        gc.collect(1)
+        await asyncio.sleep(0)
+        assert policy.freezes == 1
+        gc.collect(0)  # generation 0 alone: not worth a freeze
+        await asyncio.sleep(0)
+        assert policy.freezes == 1
+        policy.freeze_every = 3600.0
+        gc.collect(1)  # too soon after the last one
+        await asyncio.sleep(0)
+        assert policy.freezes == 1
+    finally:
+        await policy.stop()
