@@ -14,9 +14,11 @@ Two kinds of figures:
 import asyncio
 import gc
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 import msgspec
 import structlog
@@ -30,7 +32,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from protocol import frames
@@ -151,11 +153,10 @@ class HubTelemetry:
               f"Largest event loop lag seen in the last {LOOP_LAG_WINDOW:g} s.",
               registry=registry).set_function(self.lag_max)
         self._probe: asyncio.Task | None = None
-        gc_pause = Histogram(
-            "semaphore_hub_gc_pause_seconds",
-            "Garbage collections (each one stops the event loop), by generation.",
-            ["generation"], buckets=GC_BUCKETS, registry=registry)
-        self._gc_pause = [gc_pause.labels(str(generation)) for generation in range(3)]
+        # Collections run thousands of times a second under load: counted in plain lists
+        # (a Histogram's observe takes a lock), written out at scrape time.
+        self._gc_pause = GcPauses()
+        registry.register(self._gc_pause)
         self._gc_started, self._gc_started_cpu = 0.0, 0.0
         # Collections since the probe last woke: what a lag it then measures may be made of
         # (wall and CPU seconds: a collection on a starved machine lasts longer than its work).
@@ -248,7 +249,7 @@ class HubTelemetry:
             return
         pause = time.perf_counter() - self._gc_started
         generation = info["generation"]
-        self._gc_pause[generation].observe(pause)
+        self._gc_pause.observe(generation, pause)
         self._gc_window_seconds += pause
         self._gc_window_cpu += time.thread_time() - self._gc_started_cpu
         self._gc_window_generation = max(self._gc_window_generation, generation)
@@ -260,6 +261,31 @@ class HubTelemetry:
             return 0.0
         since = self._lags[-1][0] - LOOP_LAG_WINDOW
         return max((lag for at, lag in self._lags if at >= since), default=0.0)
+
+
+class GcPauses(Collector):
+    """semaphore_hub_gc_pause_seconds{generation}: a histogram kept as plain counts."""
+
+    def __init__(self) -> None:
+        # Per generation: a count per bucket (the last one +Inf), and the sum.
+        self.buckets = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]
+        self.sums = [0.0, 0.0, 0.0]
+
+    def observe(self, generation: int, seconds: float) -> None:
+        self.buckets[generation][bisect_left(GC_BUCKETS, seconds)] += 1
+        self.sums[generation] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "semaphore_hub_gc_pause_seconds",
+            "Garbage collections (each one stops the event loop), by generation.",
+            labels=["generation"])
+        for generation in range(3):
+            counts = list(accumulate(self.buckets[generation]))
+            family.add_metric([str(generation)], list(zip(
+                [*map(str, GC_BUCKETS), "+Inf"], counts, strict=True)),
+                self.sums[generation])
+        yield family
 
 
 class HubStateCollector(Collector):
