@@ -4,12 +4,15 @@ Starts a real hub process on a free loopback port, registers N runners and conne
 K separate simulator processes (bench/simrunners.py, bench/simprocs.py), then measures:
   0. idle: the hub's CPU and RSS while the N runners only heartbeat;
   1. latency: tasks created one at a time over REST, time until the assign frame is received;
-  2. throughput: output streamed with a window of unacked frames, until the last ack.
+  2. trivial tasks/s: several API client processes create tasks as fast as they can;
+  3. throughput: output streamed with a window of unacked frames, until the last ack;
+and, through every phase, the hub's event-loop pauses (bench/looplag.py).
 Run from the repo root: .venv/bin/python bench/bench_hub.py --runners 100 --tasks 500
 """
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -30,6 +33,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # protocol/ for the simulator and frame_data
 
+import looplag  # noqa: E402
+import trivial  # noqa: E402
 from hublog import split_latency  # noqa: E402
 from simprocs import Simulator, default_procs  # noqa: E402
 from simrunners import BenchError, clean_env, frame_data, simulate  # noqa: E402
@@ -51,7 +56,7 @@ class HubProcess:
             "interface": "127.0.0.1", "port": self.port,
             "sqlite": {"host": str(tmp / "hub.sqlite")}, "tmp_path": str(tmp / "hub-tmp"),
             "runner_registration_token": REGISTRATION_TOKEN,
-            "max_task_output_bytes": max_output_bytes}))
+            "max_task_output_bytes": max_output_bytes, "metrics": looplag.HUB_METRICS}))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -65,6 +70,8 @@ class HubProcess:
                              f"{(add.stderr or add.stdout).strip()}")
         if os.environ.get("BENCH_SQL_TRACE"):  # every SQLite round trip logged: hubtrace.py
             cli = [sys.executable, str(ROOT / "bench" / "hubtrace.py")]
+        elif os.environ.get("BENCH_STALL_LOG"):  # the loop's stalls with stacks: hubstall.py
+            cli = [sys.executable, str(ROOT / "bench" / "hubstall.py")]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*cli, "server", "--config", str(self.config_path), "--log-format", "json"],
@@ -262,7 +269,8 @@ def header(args: argparse.Namespace) -> str:
 
 
 def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
-           usages: list[tuple[str, dict]]) -> str:
+           usages: list[tuple[str, dict]], trivial_result: dict | None,
+           lag_summary: dict[str, dict]) -> str:
     out = [f"setup   : hub ready {setup['hub_s']:.2f} s; {setup['runners']} runners registered "
            f"{setup['register_s']:.2f} s, connected {setup['connect_s']:.2f} s by "
            f"{setup['procs']} simulator process(es)", ""]
@@ -300,7 +308,10 @@ def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
             + (f" (max {max(stalls):.1f} ms; per process {'/'.join(map(str, per_proc))})"
                if stalls else ""),
             f"  target create->assign p50 <= 3 ms, p99 <= 10 ms: {'met' if met else 'MISSED'}",
-            "", "Throughput: stored-and-acked, first frame sent -> last ack received",
+            ""]
+    if trivial_result:
+        out += [*trivial.report(trivial_result), ""]
+    out += ["Throughput: stored-and-acked, first frame sent -> last ack received",
             f"  {'case':<13}{'frames':>8}{'lines':>11}{'MB':>8}{'s':>8}{'lines/s':>11}"
             f"{'frames/s':>10}{'MB/s':>8}  stored check"]
     for name, r, check in streams:
@@ -317,11 +328,12 @@ def report(setup: dict, latency: dict, streams: list[tuple[str, dict, str]],
         out.append(f"  {name:<13}" + "".join(f"{u[key] / 2**20:>8.1f}" for key in (
             "rss_before", "rss_after", "rss_peak")) + f"{u['rss_checked'] / 2**20:>12.1f}"
             f"{u['hub_cpu']:>9.2f}{u['sim_cpu']:>9.2f}")
+    out += ["", *looplag.report(lag_summary)]
     return "\n".join(out)
 
 
 def start_profiler(path: str | None, pid: int, rate: int) -> subprocess.Popen | None:
-    """py-spy sampling the hub over the latency phase only (--profile-hub): raw format is
+    """py-spy sampling the hub over one phase (--profile-hub, --profile-phase): raw format is
     one collapsed stack per line with its sample count, ready for flamegraph tools."""
     if not path:
         return None
@@ -360,6 +372,18 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             await hub.wait_ready(http)
             setup = {"hub_s": time.monotonic() - started, "runners": args.runners}
             rest, started, gate = Rest(hub.base, http), time.monotonic(), asyncio.Semaphore(16)
+            lag = looplag.LoopLag(hub.base, http)
+
+            @contextlib.asynccontextmanager
+            async def measured(name: str):
+                """A phase: its loop pauses, and py-spy over it if --profile-phase names it."""
+                spy = (start_profiler(args.profile_hub, hub.proc.pid, args.profile_rate)
+                       if name == args.profile_phase else None)
+                try:
+                    async with lag.phase(name):
+                        yield
+                finally:
+                    stop_profiler(spy)
 
             async def register(i: int) -> str:
                 async with gate:
@@ -367,37 +391,46 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
                         "registration_token": REGISTRATION_TOKEN, "name": f"sim-{i}",
                         "tags": [], "max_parallel_tasks": 0}))["token"]
 
-            tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
-            setup["register_s"] = time.monotonic() - started
-            ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
-            ready = await sim.start(ws_url, tokens, tmp, args.sim_procs, args.timeout)
+            async with measured("connect"):  # registration and websocket sessions
+                tokens = await asyncio.gather(*(register(i) for i in range(args.runners)))
+                setup["register_s"] = time.monotonic() - started
+                ws_url = hub.base.replace("http://", "ws://") + "/api/internal/runners/ws"
+                ready = await sim.start(ws_url, tokens, tmp, args.sim_procs, args.timeout)
             setup.update(connect_s=ready["connect_s"], procs=ready["procs"],
                          heartbeat_interval=ready["heartbeat_interval"])
             probe, usages, streams = Probe(hub.proc.pid, sim.pids), [], []
             watcher = asyncio.create_task(probe.watch())
             if args.idle > 0:
-                usages.append(("idle", await idle_phase(probe, args.idle)))
-            await rest.call("POST", "/api/auth/login", {"auth": ADMIN, "password": PASSWORD}, 204)
+                async with measured("idle"):
+                    usages.append(("idle", await idle_phase(probe, args.idle)))
+            login = {"auth": ADMIN, "password": PASSWORD}
+            await rest.call("POST", "/api/auth/login", login, 204)
             project = (await rest.call("POST", "/api/projects", {"name": "bench"}, 201))["id"]
             template = (await rest.call("POST", f"/api/project/{project}/templates", {
                 "name": "bench", "app": "bash", "playbook": json.dumps({"mode": "latency"})},
                 201))["id"]
             before = probe.snap(reset=True)
-            spy = start_profiler(args.profile_hub, hub.proc.pid, args.profile_rate)
-            try:
+            async with measured("latency"):
                 latency = await latency_phase(rest, sim, project, template, args.tasks,
                                               args.timeout, hub.log_path)
-            finally:
-                stop_profiler(spy)
             usages.append(("latency", usage(before, probe.snap())))
+            trivial_result = None
+            if args.trivial > 0:
+                before = probe.snap(reset=True)
+                async with measured("trivial"):
+                    trivial_result = await trivial.run_phase(
+                        rest, sim, hub.base, login, project, template, args.trivial,
+                        args.trivial_clients, args.timeout)
+                usages.append(("trivial", usage(before, probe.snap())))
             cases = [("short lines", math.ceil(args.lines / args.lines_per_frame),
                       args.lines_per_frame, args.line_bytes),
                      ("chunks", args.chunk_mib * 1024 // args.chunk_kib, args.chunk_kib, 1024)]
             for name, frames, lines, line_bytes in cases:
                 before = probe.snap(reset=True)
-                result, tasks = await stream_phase(rest, sim, project, template, frames, lines,
-                                                   line_bytes, args.stream_runners, args.window,
-                                                   args.timeout)
+                async with measured(name):
+                    result, tasks = await stream_phase(rest, sim, project, template, frames,
+                                                       lines, line_bytes, args.stream_runners,
+                                                       args.window, args.timeout)
                 after = probe.snap()
                 check = await check_stored(rest, project, tasks, lines, line_bytes)
                 usages.append((name, usage(before, after, probe.snap())))
@@ -410,11 +443,13 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess) -> str:
             if sim.errors:
                 raise BenchError(f"the simulator reported {len(sim.errors)} error(s): "
                                  f"{sim.errors[:5]}")
+            lag_summary = lag.summary(hub.log_path)
             if args.json:
                 Path(args.json).write_text(json.dumps({
                     "setup": setup, "latency_ms": latency, "usage": dict(usages),
-                    "throughput": {name: {**r, "check": c} for name, r, c in streams}}))
-            return report(setup, latency, streams, usages)
+                    "throughput": {name: {**r, "check": c} for name, r, c in streams},
+                    "trivial": trivial_result, "loop_lag": lag_summary}))
+            return report(setup, latency, streams, usages, trivial_result, lag_summary)
     finally:
         await sim.stop()
 
@@ -437,12 +472,20 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=10, metavar="S",
                         help="seconds of pure heartbeating measured before the latency phase "
                              "(0: skip)")
+    parser.add_argument("--trivial", type=int, default=2000, metavar="N",
+                        help="tasks of the trivial tasks/s phase (0: skip)")
+    parser.add_argument("--trivial-clients", type=int, default=4, metavar="C",
+                        help="concurrent API client processes of the trivial phase")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per wait")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hub log, db)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     parser.add_argument("--profile-hub", metavar="FILE",
-                        help="sample the hub with py-spy during the latency phase; FILE.json: "
+                        help="sample the hub with py-spy during one phase (--profile-phase, "
+                             "default latency); FILE.json: "
                              "speedscope, else raw collapsed stacks")
+    parser.add_argument("--profile-phase", default="latency",
+                        choices=("connect", "idle", "latency", "trivial", "short lines",
+                                 "chunks"), help="the phase --profile-hub samples")
     parser.add_argument("--profile-rate", type=int, default=250, metavar="HZ",
                         help="py-spy samples per second (with --profile-hub)")
     parser.add_argument("--simulate", nargs=2, metavar=("WS_URL", "TOKENS_FILE"),
@@ -453,6 +496,8 @@ def main() -> int:
     if args.line_bytes < 40 or min(args.runners, args.tasks, args.stream_runners) < 1 \
             or args.stream_runners > args.runners:
         parser.error("need --line-bytes >= 40 and 1 <= --stream-runners <= --runners")
+    if args.trivial < 0 or args.trivial_clients < 1:
+        parser.error("need --trivial >= 0 and --trivial-clients >= 1")
     if args.sim_procs is None:
         args.sim_procs = default_procs(args.runners)
     if not 1 <= args.sim_procs <= args.runners:

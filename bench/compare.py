@@ -34,6 +34,10 @@ FIGURES = [
     ("process_rate", "real-process tasks/s (`true`, 8 workers)", "rate"),
     ("trivial_rate", "trivial tasks/s (concurrent submitters)", "rate"),
 ]
+# Ours only, no ratio (the peer is a process pool behind Redis): (key, label), filled from
+# trivial_and_pauses().
+PAUSE_FIGURES = [(f"pause_{phase}", f"longest event-loop pause, {phase} phase (ms)")
+                 for phase in ("connect", "latency", "trivial", "short lines", "chunks")]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -87,11 +91,26 @@ def ours(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
     path = tmp / f"ours-{i}.json"
     raw = run_json([sys.executable, str(HERE / "bench_hub.py"), "--runners", str(args.runners),
                     "--tasks", str(args.tasks), "--idle", "0", "--lines", str(args.lines),
-                    "--chunk-mib", str(args.chunk_mib), "--json", str(path)], path)
+                    "--chunk-mib", str(args.chunk_mib), "--json", str(path),
+                    # the same load as the peer's (d): as many clients, as many tasks
+                    "--trivial", str(args.submitters * args.per_submitter),
+                    "--trivial-clients", str(args.submitters)], path)
     assign = raw["latency_ms"]["assign"]
-    # bench_hub.py has no real process, no process throughput and no concurrent trivial
-    # throughput yet: those figures stay absent ("not measured").
-    return {"start_p50": pct(assign, 50), "start_p99": pct(assign, 99)}
+    # bench_hub.py has no real process and no process throughput: those figures stay
+    # absent ("not measured").
+    return {"start_p50": pct(assign, 50), "start_p99": pct(assign, 99),
+            **trivial_and_pauses(raw)}
+
+
+def trivial_and_pauses(raw: dict) -> dict[str, float]:
+    """bench_hub.py's trivial tasks/s and its longest event-loop pause per phase (ms; below
+    the hub's log threshold it is the bound of the lag histogram's bucket)."""
+    figures = {}
+    if raw.get("trivial"):
+        figures["trivial_rate"] = raw["trivial"]["rate"]
+    for phase, lag in raw.get("loop_lag", {}).items():
+        figures[f"pause_{phase}"] = lag["max_ms"]
+    return figures
 
 
 def peer(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
@@ -137,8 +156,9 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
     lines += [f"- {k}: {v}" for k, v in vers.items()]
     lines += ["", "## Parameters", "",
               f"- ours: `bench/bench_hub.py --runners {args.runners} --tasks {args.tasks} "
-              f"--idle 0 --lines {args.lines} --chunk-mib {args.chunk_mib}` (simulated "
-              "runners, tasks created one at a time over REST)",
+              f"--idle 0 --lines {args.lines} --chunk-mib {args.chunk_mib} --trivial "
+              f"{args.submitters * args.per_submitter} --trivial-clients {args.submitters}` "
+              "(simulated runners; latency: tasks created one at a time over REST)",
               f"- peer: `bench/bench_celery.py --tasks {args.tasks} --burst {args.burst} "
               f"--submitters {args.submitters} --per-submitter {args.per_submitter}` (Celery "
               "worker, prefork pool of 8, Redis broker and result backend on 127.0.0.1)", "",
@@ -151,6 +171,7 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
         theirs = [r[key] for r in runs["peer"] if key in r]
         lines.append(f"| {label} | {cell(mine, kind)} | {cell(theirs, kind)} | "
                      f"{ratio(mine, theirs, kind)} |")
+    lines += pause_rows(runs["ours"])
     lines += ["", "Per run:", ""]
     for side in ("ours", "peer"):
         for i, r in enumerate(runs[side], 1):
@@ -168,11 +189,27 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
               "- *real-process tasks/s*: N tasks that each run `true` are submitted at once; "
               "N / (first submit -> last result). Ours: not measured yet.",
               "- *trivial tasks/s*: several submitter processes each submit empty tasks at "
-              "once and wait for the results. Ours: not measured yet.",
+              "once and wait for the results. Ours: bench_hub.py's trivial phase, "
+              "`--trivial-clients` API client processes (own session each) creating tasks one "
+              "after another, simulated runners sending one output line; N / (first POST -> "
+              "last task finished and acked, statuses checked over REST).",
+              "- *longest event-loop pause*: the hub probes its loop every 10 ms through every "
+              "phase (bench/looplag.py); exact from 20 ms on (logged pauses), below that the "
+              "bound of the lag histogram's bucket. Target: none over 50 ms.",
               "- Both share the machine's cores with whatever else it runs (the two benchmarks "
               "never run at the same time): see "
               "the load averages.", ""]
     return "\n".join(lines)
+
+
+def pause_rows(ours_runs: list[dict[str, float]]) -> list[str]:
+    """The hub's longest event-loop pause per phase: ours only (target: none over 50 ms)."""
+    rows = []
+    for key, label in PAUSE_FIGURES:
+        mine = [r[key] for r in ours_runs if key in r]
+        if mine:
+            rows.append(f"| {label} | {cell(mine, 'ms')} | - | - |")
+    return rows
 
 
 def main() -> int:
@@ -186,9 +223,10 @@ def main() -> int:
     parser.add_argument("--chunk-mib", type=int, default=4,
                         help="ours: chunks throughput case (not compared; kept short)")
     parser.add_argument("--burst", type=int, default=500, help="peer: real-process tasks")
-    parser.add_argument("--submitters", type=int, default=4, help="peer: trivial submitters")
+    parser.add_argument("--submitters", type=int, default=4,
+                        help="trivial submitters (ours: API client processes)")
     parser.add_argument("--per-submitter", type=int, default=500,
-                        help="peer: trivial tasks per submitter")
+                        help="trivial tasks per submitter (ours: the same total)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     if args.repeat < 1:

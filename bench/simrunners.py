@@ -79,6 +79,7 @@ class SimRunner:
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._heartbeat_task: asyncio.Task | None = None
 
     async def send(self, frame) -> None:
         await self.ws.send(encode(frame).decode())
@@ -86,16 +87,21 @@ class SimRunner:
     async def open(self) -> None:
         self.ws = await connect(self.url, additional_headers={
             "Authorization": f"Bearer {self.token}"}, compression=None,
-            max_size=2 * MAX_FRAME_BYTES, open_timeout=60, close_timeout=5)
+            max_size=2 * MAX_FRAME_BYTES, open_timeout=60, close_timeout=5,
+            # The hub pings every session (and answers runner heartbeats); 10,000 client
+            # pings more only load the shared CPUs and fail the run when the hub is late.
+            ping_interval=None)
         await self.send(Hello(protocol_version=PROTOCOL_VERSION, runner_version="bench",
                               name=f"sim-{self.index}", platform="bench/sim"))
-        frame = decode_hub_frame(await asyncio.wait_for(self.ws.recv(), 30))
+        frame = decode_hub_frame(await asyncio.wait_for(self.ws.recv(), 120))
         if not isinstance(frame, Welcome):
             raise RuntimeError(f"runner {self.index}: expected welcome, got {frame!r}")
         self.welcome = frame
+        # From the welcome on, as a real runner: connecting thousands of sessions takes
+        # longer than the hub waits for a silent runner before it calls it offline.
+        self._heartbeat_task = asyncio.create_task(self._heartbeats())
 
     async def run(self) -> None:
-        heartbeats = asyncio.create_task(self._heartbeats())
         try:
             async for message in self.ws:
                 received = time.time()  # as early as possible: this is the assign receipt
@@ -111,7 +117,8 @@ class SimRunner:
                 elif isinstance(frame, Cancel | Error):
                     emit("error", runner=self.index, msg=repr(frame))
         finally:
-            heartbeats.cancel()
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
 
     def _ack(self, frame: Ack, received: float) -> None:
         state = self.tasks.get(frame.task_id)

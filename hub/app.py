@@ -15,6 +15,7 @@ from hub.context import HUB, Hub
 from hub.core import audit
 from hub.core.dispatcher import Dispatcher
 from hub.core.events import EventBus
+from hub.core.gcpolicy import GcPolicy
 from hub.core.health import Readiness
 from hub.core.lifecycle import TaskLifecycle
 from hub.core.local_runner import LocalLink
@@ -75,7 +76,8 @@ def _hub_context(config: HubConfig):
         events = EventBus()
         cipher = SecretCipher(config.access_key_encryption)
         await seal_environment_passwords(store, cipher)  # older hubs kept them in clear
-        telemetry = HubTelemetry()
+        telemetry = HubTelemetry(probe_interval=config.metrics.loop_probe_interval_sec,
+                                 lag_log=config.metrics.loop_lag_log_sec)
         writer = OutputWriter(store, events, telemetry)
         lifecycle = TaskLifecycle(store, events, writer)
         dispatcher = Dispatcher(lifecycle, events, config.runner_lost_timeout)
@@ -103,11 +105,15 @@ def _hub_context(config: HubConfig):
             on_fired=functools.partial(audit.record_scheduled, hub))
         scheduler.start()
         # Everything built so far lives as long as the hub: keep it out of the collector's
-        # full passes, which otherwise pause the event loop for tens of ms.
+        # full passes, which otherwise pause the event loop for tens of ms; and so, later,
+        # what survives each full pass (runner sessions): hub/core/gcpolicy.py.
         gc.freeze()
+        gc_policy = GcPolicy()
+        gc_policy.start()
         log.info("hub.started", database=config.database_path,
                  use_remote_runner=config.use_remote_runner)
         yield
+        await gc_policy.stop()
         await scheduler.stop()
         await rollout.stop()
         await dispatcher.stop()

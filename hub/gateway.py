@@ -149,12 +149,29 @@ async def runner_websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text='{"error": "runner is disabled"}',
                                 content_type="application/json")
     # Websocket pings catch half-open connections that frames alone would not.
-    ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES, timeout=CLOSE_TIMEOUT,
+    ws = RunnerWebSocket(max_msg_size=2 * MAX_FRAME_BYTES, timeout=CLOSE_TIMEOUT,
                                heartbeat=max(hub.config.heartbeat_interval, 1.0),
                                compress=False, decode_text=False)
     await ws.prepare(request)
     await RunnerSocket(hub, ws, runner, request.remote or "").run()
     return ws
+
+
+class RunnerWebSocket(web.WebSocketResponse):
+    """aiohttp's websocket, minus false pong timeouts after the event loop stood still.
+
+    aiohttp cancels the pong timer from a callback it schedules (call_soon) when data
+    arrives. After a pause longer than the pong wait (half the heartbeat, 2.5 s by default;
+    a long collection or a starved machine), the due timer runs in the same loop iteration as
+    the read that brought the pong, before that callback: the session was dropped though its
+    pong had arrived, and at 10,000 runners thousands reconnected at once, pausing the loop
+    again. Data received and not yet accounted for means the runner is there.
+    """
+
+    def _pong_not_received(self) -> None:
+        if getattr(self, "_need_heartbeat_reset", False):
+            return  # the pending reset (aiohttp's) re-arms the heartbeat
+        super()._pong_not_received()
 
 
 class RunnerSocket:

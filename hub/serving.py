@@ -132,6 +132,9 @@ class GuardedConnection(asyncio.Protocol):
         self._phase = Phase.HEAD
         self._timer: asyncio.TimerHandle | None = None
         self._requests = 0  # tells a late end-of-body apart from the current request's
+        # The last bytes of the head being read: its end (a blank line) may be split over
+        # two reads.
+        self._head_tail = b""
 
     # asyncio.Protocol, passed on.
 
@@ -153,6 +156,11 @@ class GuardedConnection(asyncio.Protocol):
             return
         if self._phase is Phase.IDLE:  # the first bytes of the next request
             self._start(Phase.HEAD, self._guard.header_timeout)
+        if self._phase is Phase.HEAD and self._head_arrived(data):
+            # The deadline bounds the client's sending, not the hub's turn: on a busy loop
+            # (10,000 runners connecting) the middleware may report the request seconds
+            # later, and aborting then cut clients that had sent everything in time.
+            self._start(Phase.BUSY)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -195,6 +203,15 @@ class GuardedConnection(asyncio.Protocol):
 
     # Deadlines.
 
+    def _head_arrived(self, data: bytes) -> bool:
+        """Whether `data` ends the head being read (the blank line after the headers)."""
+        seen = self._head_tail + data
+        if b"\r\n\r\n" in seen or b"\n\n" in seen:
+            self._head_tail = b""
+            return True
+        self._head_tail = seen[-3:]
+        return False
+
     def _body_read(self, serial: int) -> None:
         if serial == self._requests and self._phase is Phase.BODY:
             self._start(Phase.BUSY)
@@ -202,6 +219,7 @@ class GuardedConnection(asyncio.Protocol):
     def _start(self, phase: Phase, timeout: float | None = None) -> None:
         self._stop_timer()
         self._phase = phase
+        self._head_tail = b""
         if timeout is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(timeout, self._expired, phase, timeout)

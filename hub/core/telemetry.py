@@ -12,12 +12,16 @@ Two kinds of figures:
 """
 
 import asyncio
+import gc
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 import msgspec
+import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -28,18 +32,26 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from protocol import frames
 from protocol.version import PACKAGE_VERSION
 
+log = structlog.get_logger("hub.telemetry")
+
 # Counters would each carry a `<name>_created` series too: noise next to the contract's names.
 disable_created_metrics()
 
 TASK_SOURCES = ("api", "schedule", "integration")
+# The probe's default period (config metrics.loop_probe_interval_sec): cheap (4 wake-ups a
+# second), but it sees only the pauses that overlap its sleeps' ends; a benchmark hunting
+# 50 ms pauses sets ~0.01 s.
 LOOP_PROBE_INTERVAL = 0.25
 LOOP_LAG_WINDOW = 60.0
+# A single lag at least this long is logged (hub.loop_paused), with the garbage collection
+# done during it (config metrics.loop_lag_log_sec).
+LOOP_LAG_LOG = 0.5
 
 # Seconds, from a fast dispatch (a few ms) to a task that waited an hour for a runner.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -49,6 +61,8 @@ DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 BATCH_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+              0.5, 1.0)
 
 
 def _frame_tags(union: object) -> dict[type, str]:
@@ -60,7 +74,9 @@ def _frame_tags(union: object) -> dict[type, str]:
 class HubTelemetry:
     """One hub's registry and the metrics its parts count into."""
 
-    def __init__(self, version: str = PACKAGE_VERSION):
+    def __init__(self, version: str = PACKAGE_VERSION,
+                 probe_interval: float = LOOP_PROBE_INTERVAL, lag_log: float = LOOP_LAG_LOG):
+        self.probe_interval, self.lag_log = probe_interval, lag_log
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -130,13 +146,22 @@ class HubTelemetry:
 
         self.loop_lag = Histogram(
             "semaphore_hub_event_loop_lag_seconds",
-            f"How late a periodic sleep ({LOOP_PROBE_INTERVAL} s) of the event loop woke.",
+            f"How late a periodic sleep ({probe_interval:g} s) of the event loop woke.",
             buckets=LAG_BUCKETS, registry=registry)
         self._lags: deque[tuple[float, float]] = deque()
         Gauge("semaphore_hub_event_loop_lag_max_seconds",
               f"Largest event loop lag seen in the last {LOOP_LAG_WINDOW:g} s.",
               registry=registry).set_function(self.lag_max)
         self._probe: asyncio.Task | None = None
+        # Collections run thousands of times a second under load: counted in plain lists
+        # (a Histogram's observe takes a lock), written out at scrape time.
+        self._gc_pause = GcPauses()
+        registry.register(self._gc_pause)
+        self._gc_started, self._gc_started_cpu = 0.0, 0.0
+        # Collections since the probe last woke: what a lag it then measures may be made of
+        # (wall and CPU seconds: a collection on a starved machine lasts longer than its work).
+        self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = 0.0, 0.0, -1
+        self._gc_window_longest = (0.0, -1)  # (seconds, generation) of the longest one
         self._state = HubStateCollector()
         registry.register(self._state)
 
@@ -177,8 +202,11 @@ class HubTelemetry:
 
     def start(self) -> None:
         self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
+        gc.callbacks.append(self._on_gc)
 
     async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
@@ -188,9 +216,13 @@ class HubTelemetry:
         """Sleep a fixed time and measure how much later than asked the loop woke us: the
         time a callback that was due waited behind others (blocking code, long handlers)."""
         loop = asyncio.get_running_loop()
+        interval = self.probe_interval
         while True:
-            asked = loop.time() + LOOP_PROBE_INTERVAL
-            await asyncio.sleep(LOOP_PROBE_INTERVAL)
+            asked, cpu = loop.time() + interval, time.thread_time()
+            self._gc_window_seconds, self._gc_window_cpu, self._gc_window_generation = (
+                0.0, 0.0, -1)
+            self._gc_window_longest = (0.0, -1)
+            await asyncio.sleep(interval)
             now = loop.time()
             lag = max(now - asked, 0.0)
             self.loop_lag.observe(lag)
@@ -198,12 +230,62 @@ class HubTelemetry:
             lags.append((now, lag))
             while lags and lags[0][0] < now - LOOP_LAG_WINDOW:
                 lags.popleft()
+            if lag >= self.lag_log:
+                # gc_ms: collections during the sleep and the lag; cpu_ms: the loop thread's
+                # CPU time over the same window. A lag much longer than cpu_ms is time the
+                # process waited for a CPU (a loaded machine), not work of its own.
+                log.warning("hub.loop_paused", lag_ms=round(lag * 1000, 1),
+                            cpu_ms=round((time.thread_time() - cpu) * 1000, 1),
+                            gc_ms=round(self._gc_window_seconds * 1000, 1),
+                            gc_cpu_ms=round(self._gc_window_cpu * 1000, 1),
+                            gc_generation=self._gc_window_generation,
+                            gc_longest_ms=round(self._gc_window_longest[0] * 1000, 1),
+                            gc_longest_generation=self._gc_window_longest[1])
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """gc.callbacks: the time each collection holds the interpreter (and so the loop)."""
+        if phase == "start":
+            self._gc_started, self._gc_started_cpu = time.perf_counter(), time.thread_time()
+            return
+        pause = time.perf_counter() - self._gc_started
+        generation = info["generation"]
+        self._gc_pause.observe(generation, pause)
+        self._gc_window_seconds += pause
+        self._gc_window_cpu += time.thread_time() - self._gc_started_cpu
+        self._gc_window_generation = max(self._gc_window_generation, generation)
+        if pause > self._gc_window_longest[0]:
+            self._gc_window_longest = (pause, generation)
 
     def lag_max(self) -> float:
         if not self._lags:
             return 0.0
         since = self._lags[-1][0] - LOOP_LAG_WINDOW
         return max((lag for at, lag in self._lags if at >= since), default=0.0)
+
+
+class GcPauses(Collector):
+    """semaphore_hub_gc_pause_seconds{generation}: a histogram kept as plain counts."""
+
+    def __init__(self) -> None:
+        # Per generation: a count per bucket (the last one +Inf), and the sum.
+        self.buckets = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]
+        self.sums = [0.0, 0.0, 0.0]
+
+    def observe(self, generation: int, seconds: float) -> None:
+        self.buckets[generation][bisect_left(GC_BUCKETS, seconds)] += 1
+        self.sums[generation] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "semaphore_hub_gc_pause_seconds",
+            "Garbage collections (each one stops the event loop), by generation.",
+            labels=["generation"])
+        for generation in range(3):
+            counts = list(accumulate(self.buckets[generation]))
+            family.add_metric([str(generation)], list(zip(
+                [*map(str, GC_BUCKETS), "+Inf"], counts, strict=True)),
+                self.sums[generation])
+        yield family
 
 
 class HubStateCollector(Collector):

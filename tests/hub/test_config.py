@@ -167,6 +167,9 @@ def test_port_range_bounds_are_accepted(write, port):
     ({"http_keepalive_timeout_sec": 86_400}, "`http_keepalive_timeout_sec`"),
     ({"http_max_connections_per_address": -1}, "`http_max_connections_per_address`"),
     ({"http_max_connections_per_address": 1.5}, "`http_max_connections_per_address`"),
+    ({"metrics": {"loop_probe_interval_sec": 0}}, "`metrics.loop_probe_interval_sec`"),
+    ({"metrics": {"loop_probe_interval_sec": 120}}, "`metrics.loop_probe_interval_sec`"),
+    ({"metrics": {"loop_lag_log_sec": 0}}, "`metrics.loop_lag_log_sec`"),
 ])
 def test_out_of_range_values_are_named(write, content, key):
     with pytest.raises(ConfigError, match=key):
@@ -187,6 +190,18 @@ def test_http_limits_have_defaults_and_come_from_the_environment():
         2.5, 30.0, 5.0, 0)
     with pytest.raises(ConfigError, match="SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC"):
         load_config(None, {"SEMAPHORE_HTTP_HEADER_TIMEOUT_SEC": "nan"})
+
+
+def test_the_loop_probe_is_cheap_by_default_and_settable_from_the_environment():
+    config = load_config(None, {})
+    assert (config.metrics.loop_probe_interval_sec, config.metrics.loop_lag_log_sec) == (
+        0.25, 0.5)
+    config = load_config(None, {"SEMAPHORE_METRICS_LOOP_PROBE_INTERVAL_SEC": "0.01",
+                                "SEMAPHORE_METRICS_LOOP_LAG_LOG_SEC": "0.02"})
+    assert (config.metrics.loop_probe_interval_sec, config.metrics.loop_lag_log_sec) == (
+        0.01, 0.02)
+    with pytest.raises(ConfigError, match="SEMAPHORE_METRICS_LOOP_PROBE_INTERVAL_SEC"):
+        load_config(None, {"SEMAPHORE_METRICS_LOOP_PROBE_INTERVAL_SEC": "nan"})
 
 
 def test_missing_file_is_named(tmp_path):

@@ -223,3 +223,22 @@ async def test_hub_cuts_output_of_a_runner_that_ignores_the_limit(tmp_path):
         assert len(output) < 1000 + OUTPUT_LIMIT_SLACK + 200
     finally:
         await hub.close()
+
+
+def test_a_pong_timer_due_with_data_unread_does_not_drop_the_session(monkeypatch):
+    """After a long loop pause the pong timer and the read that brought the pong run in the
+    same iteration, the timer first: data received since means the runner is there."""
+    from aiohttp import web
+
+    from hub.gateway import RunnerWebSocket
+
+    timeouts = []
+    monkeypatch.setattr(web.WebSocketResponse, "_pong_not_received",
+                        lambda self: timeouts.append(self))
+    ws = RunnerWebSocket(heartbeat=5.0)
+    ws._need_heartbeat_reset = True  # a read brought data; aiohttp's reset is pending
+    ws._pong_not_received()
+    assert timeouts == []
+    ws._need_heartbeat_reset = False  # nothing since the ping: a real timeout
+    ws._pong_not_received()
+    assert timeouts == [ws]

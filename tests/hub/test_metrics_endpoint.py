@@ -5,6 +5,7 @@ written (made immutable with chattr +i, which stops writes for root too)."""
 
 import asyncio
 import base64
+import gc
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.codec import decode_hub_frame, encode
@@ -129,11 +131,13 @@ async def test_counters_follow_three_tasks_exactly(hub, api, tmp_path):
     # No id of a task or runner in any label: every label value is from a small fixed set.
     ids = {str(task) for task in (ok, bad, long)} | {str(pid)}
     allowed = {"version", "state", "scope", "status", "source", "app", "stage", "type", "code",
-               "le", "implementation", "major", "minor", "patchlevel"}
+               "le", "implementation", "major", "minor", "patchlevel", "generation"}
     for (_, labels) in after:
         for label, label_value in labels:
             assert label in allowed, label
-            if label not in ("le", "version", "major", "minor", "patchlevel"):
+            if label == "generation":  # the collector's three: 0, 1, 2
+                assert label_value in ("0", "1", "2"), label_value
+            elif label not in ("le", "version", "major", "minor", "patchlevel"):
                 assert label_value not in ids, (label, label_value)
 
 
@@ -350,3 +354,29 @@ async def test_tasks_created_by_schedule_and_integration_are_counted_by_source(h
     assert value(samples, "semaphore_hub_tasks_created_total", source="schedule") == 1
     assert value(samples, "semaphore_hub_tasks_created_total", source="api") == 0
     assert value(samples, "semaphore_hub_tasks", status="waiting") == 2
+
+
+async def test_garbage_collections_are_timed_by_generation(hub, api):
+    gc.collect()  # a full collection, seen by the hub's callback
+    samples = await scrape(api)
+    assert value(samples, "semaphore_hub_gc_pause_seconds_count", generation="2") >= 1
+    assert value(samples, "semaphore_hub_gc_pause_seconds_sum", generation="2") > 0
+    assert ("semaphore_hub_gc_pause_seconds_count", (("generation", "0"),)) in samples
+
+
+async def test_a_long_pause_is_logged_with_its_garbage_collection(tmp_path):
+    hub = await start_hub(tmp_path, metrics={"loop_probe_interval_sec": 0.01,
+                                             "loop_lag_log_sec": 0.05})
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.sleep(0.05)
+            gc.collect()
+            time.sleep(0.12)  # noqa: ASYNC251 (the pause under test)
+            await asyncio.sleep(0.05)
+        paused = [entry for entry in logs if entry["event"] == "hub.loop_paused"]
+        assert paused, logs
+        assert paused[0]["lag_ms"] >= 100 and paused[0]["gc_generation"] == 2
+        assert paused[0]["gc_ms"] > 0
+        assert hub.hub.telemetry.probe_interval == 0.01
+    finally:
+        await hub.close()

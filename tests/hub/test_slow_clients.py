@@ -5,6 +5,7 @@ for good reasons (a runner's websocket, a big answer read slowly) is never cut."
 
 import asyncio
 import socket
+import time
 
 import pytest
 import structlog
@@ -178,3 +179,14 @@ async def test_runner_sessions_and_long_answers_are_not_cut(slow_hub, tmp_path):
     answer = parse(data)
     assert answer.status == 200
     assert answer.body == (b"x" * 99 + b"\n") * (12_000_000 // 99) + b"x" * (12_000_000 % 99)
+
+
+async def test_a_head_that_arrived_in_time_is_not_cut_while_the_hub_is_busy(slow_hub):
+    """The header deadline bounds the client's sending: a head that has arrived is answered
+    even if the hub's loop only gets to it after the deadline (a long pause)."""
+    hub = await slow_hub(http_header_timeout_sec=0.2)
+    reader, writer = await connect(hub.base_url)
+    await asyncio.sleep(0.05)  # the hub has the connection: its header deadline runs
+    writer.write(request("GET", "/api/ping"))  # sent at once, read after the pause
+    time.sleep(0.4)  # noqa: ASYNC251 (the loop stands still past the deadline)
+    assert parse(await read_until_closed(reader, LIVENESS)).body == b"pong"
