@@ -375,8 +375,10 @@ async def test_a_long_pause_is_logged_with_its_garbage_collection(tmp_path):
             await asyncio.sleep(0.05)
         paused = [entry for entry in logs if entry["event"] == "hub.loop_paused"]
         assert paused, logs
-        assert paused[0]["lag_ms"] >= 100 and paused[0]["gc_generation"] == 2
-        assert paused[0]["gc_ms"] > 0
+        # The longest one is ours (a loaded machine may show shorter ones besides).
+        longest = max(paused, key=lambda entry: entry["lag_ms"])
+        assert longest["lag_ms"] >= 100 and longest["gc_generation"] == 2, paused
+        assert longest["gc_ms"] > 0
         assert hub.hub.telemetry.probe_interval == 0.01
     finally:
         await hub.close()
