@@ -133,7 +133,9 @@ class TaskExecution:
 
     async def _run(self) -> Outcome:
         self._started = time.monotonic()
-        self._make_work_dir()
+        # In a thread: three folder creations, each a journal write, would hold up every
+        # other task of this runner on a busy disk.
+        await asyncio.to_thread(self._make_work_dir)
         try:
             program = check_app(self.spec)  # found once; the steps below reuse it
         except UnsupportedApp as exc:
@@ -232,9 +234,9 @@ class TaskExecution:
         return Outcome("error", exit_code=code, message=message)
 
     def _make_work_dir(self) -> None:
-        """The task's own folder, new (a leftover of an earlier run is removed first) and
-        private to the task's user: 0700, owned by it when tasks run as another user."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        """The task's own folder, new (its name has 96 random bits: no earlier run left
+        it; mkdir fails if one did) and private to the task's user: 0700, owned by it when
+        tasks run as another user."""
         self.work_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.work_dir.mkdir(mode=0o700)
         (self.work_dir / "tmp").mkdir(mode=0o700)  # its TMPDIR: /tmp is shared with others

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_hub import (
@@ -64,7 +65,7 @@ class Follower:
         async for message in self.ws:
             now = time.time()
             if message.type != aiohttp.WSMsgType.TEXT:
-                continue
+                continue  # (a close or an error ends the iteration: the waits say so)
             event = json.loads(message.data)
             kind = event.get("type")
             if kind == "task" and event["status"] in FINAL:
@@ -86,8 +87,12 @@ class Follower:
         while not done():
             self.changed.clear()
             left = deadline - time.monotonic()
-            if left <= 0 or self.reader.done():
-                raise SystemExit("timed out (or /api/ws closed) waiting for tasks to end")
+            if self.reader.done():
+                failure = self.reader.exception()
+                raise SystemExit(f"/api/ws closed ({self.ws.close_code}, {failure!r}) while "
+                                 "waiting for tasks to end")
+            if left <= 0:
+                raise SystemExit("timed out waiting for tasks to end")
             try:
                 await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
             except TimeoutError:
@@ -113,10 +118,24 @@ async def latency(rest: Rest, follower: Follower, project: int, template: int, c
     return {"process_ms": started, "line_ms": line}
 
 
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user + system CPU seconds of these processes, of their reaped children)."""
+    own = children = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        own += times.user + times.system
+        children += times.children_user + times.children_system
+    return own, children
+
+
 async def burst(rest: Rest, follower: Follower, project: int, template: int, count: int,
-                clients: int, timeout: float) -> dict[str, float]:
+                clients: int, timeout: float, hub_pid: int,
+                runner_pids: list[int]) -> dict[str, float]:
     """`count` tasks submitted at once over `clients` connections: tasks per second from the
-    first submit to the last task seen `success`."""
+    first submit to the last task seen `success`; and the CPU time per task of the hub and
+    of the runners (their own; and their children: the tasks' processes), less noisy than
+    rates on a shared machine."""
+    hub_before, runners_before = cpu_seconds([hub_pid]), cpu_seconds(runner_pids)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
@@ -144,7 +163,12 @@ async def burst(rest: Rest, follower: Follower, project: int, template: int, cou
     if failed:
         raise SystemExit(f"{len(failed)} task(s) did not succeed, e.g. {failed[:5]}")
     last = max(follower.final[i][1] for i in ids)
+    hub_after, runners_after = cpu_seconds([hub_pid]), cpu_seconds(runner_pids)
     return {"tasks": count, "clients": clients, "seconds": last - first,
+            "hub_cpu_ms_per_task": (hub_after[0] - hub_before[0]) * 1000 / count,
+            "runner_cpu_ms_per_task": (runners_after[0] - runners_before[0]) * 1000 / count,
+            "task_processes_cpu_ms_per_task":
+                (runners_after[1] - runners_before[1]) * 1000 / count,
             "submit_seconds": submitted - first, "rate": count / (last - first),
             "events_lost": follower.resynced}
 
@@ -203,17 +227,18 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess,
             result["throughput"] = {}
             spy = start_profiler(args.profile_runner, runners[0].pid, args.profile_rate)
             try:
-                result["throughput"]["1x8"] = await burst(rest, follower, project, true_path,
-                                                          args.burst, args.clients,
-                                                          args.timeout)
+                result["throughput"]["1x8"] = await burst(
+                    rest, follower, project, true_path, args.burst, args.clients, args.timeout,
+                    hub.proc.pid, [r.pid for r in runners])
             finally:
                 stop_profiler(spy)
             stop_runner(runners.pop())
             for i in range(4):
                 runners.append(start_runner(hub, tmp, call, "--log-format", "json",
                                             name=f"slots2-{i}", slots=2))
-            result["throughput"]["4x2"] = await burst(rest, follower, project, true_path,
-                                                      args.burst, args.clients, args.timeout)
+            result["throughput"]["4x2"] = await burst(
+                rest, follower, project, true_path, args.burst, args.clients, args.timeout,
+                hub.proc.pid, [r.pid for r in runners])
         finally:
             follower.reader.cancel()
             await ws.close()
@@ -234,6 +259,9 @@ def report(result: dict) -> str:
                    f"({r['tasks']} tasks in {r['seconds']:.2f} s, submitted in "
                    f"{r['submit_seconds']:.2f} s over {r['clients']} connections"
                    + (", events lost: end times from REST" if r["events_lost"] else "") + ")")
+        out.append(f"    CPU ms per task: hub {r['hub_cpu_ms_per_task']:.2f}, runner(s) "
+                   f"{r['runner_cpu_ms_per_task']:.2f}, the tasks' processes "
+                   f"{r['task_processes_cpu_ms_per_task']:.2f}")
     return "\n".join(out)
 
 

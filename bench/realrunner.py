@@ -51,6 +51,8 @@ def start_runner(hub: HubProcess, tmp: Path, call, *start_args: str, name: str =
     work = tmp / ("work" if name == "runner" else f"{name}-work")
     setup = ["setup", "--non-interactive", "--web-host", hub.base, "--registration-token",
              REGISTRATION_TOKEN, "--tmp-path", str(work), "--name", name]
+    if name != "runner":  # several runners in one folder: a token file each
+        setup += ["--token-file", str(tmp / f"{name}.token")]
     if slots is not None:
         setup += ["--max-parallel-tasks", str(slots)]
     for step in (setup, ["register"]):
