@@ -232,10 +232,12 @@ async def run(args: argparse.Namespace, tmp: Path, hub: HubProcess,
                     hub.proc.pid, [r.pid for r in runners])
             finally:
                 stop_profiler(spy)
-            stop_runner(runners.pop())
+            # In threads: the websocket above must keep answering the hub's pings meanwhile.
+            await asyncio.to_thread(stop_runner, runners.pop())
             for i in range(4):
-                runners.append(start_runner(hub, tmp, call, "--log-format", "json",
-                                            name=f"slots2-{i}", slots=2))
+                runners.append(await asyncio.to_thread(
+                    start_runner, hub, tmp, call, "--log-format", "json",
+                    name=f"slots2-{i}", slots=2))
             result["throughput"]["4x2"] = await burst(
                 rest, follower, project, true_path, args.burst, args.clients, args.timeout,
                 hub.proc.pid, [r.pid for r in runners])
