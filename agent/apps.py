@@ -38,6 +38,7 @@ def configure_apps(settings: dict[str, AppSetting]) -> None:
     """Use the config's `apps` for the rest of this process (the runner's start)."""
     _settings.clear()
     _settings.update(settings)
+    _found.clear()
     available_apps.cache_clear()
 
 
@@ -51,9 +52,26 @@ def _wanted(app: str) -> str:
     return setting.app_path if setting is not None and setting.app_path else APP_PROGRAMS[app]
 
 
+# (program, PATH) -> where it was found. A search stats every folder of PATH, and a task
+# asks three times (accept, run, argv): 1 ms of a busy runner's CPU per task. The apps a
+# runner offers are found once per process anyway (available_apps); a program found before
+# is checked again at each use, so one removed since is still reported as missing.
+_found: dict[tuple[str, str], str] = {}
+
+
 def program_of(app: str) -> str | None:
     """Where the program that runs `app` is, or None if it is not there."""
-    return shutil.which(_wanted(app))
+    wanted = _wanted(app)
+    key = (wanted, os.environ.get("PATH", os.defpath))
+    path = _found.get(key)
+    if path is not None and os.access(path, os.X_OK) and not os.path.isdir(path):
+        return path
+    path = shutil.which(wanted)
+    if path is None:
+        _found.pop(key, None)
+    else:
+        _found[key] = path
+    return path
 
 
 @functools.cache

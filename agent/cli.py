@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agent.apps import available_apps, configure_apps
+from agent.childwatch import use_pidfd_watcher
 from agent.config import (
     RunnerConfig,
     RunnerConfigError,
@@ -278,6 +279,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         log.warning("runner.no_private_key", path=str(key_path),
                     consequence="tasks with secrets will be rejected; run register again")
         opener = SecretOpener(None)
+    use_pidfd_watcher()  # no thread per task process (agent/childwatch.py)
     return asyncio.run(_serve(config, token, opener, identities))
 
 

@@ -17,10 +17,11 @@ import structlog
 from agent.ansible import control_path_dir, prepare_play, remove_control_dir
 from agent.apps import UnsupportedApp, build_command, check_app
 from agent.galaxy import GalaxyRequirements
+from agent.gitread import AskGit, head_commit
 from agent.isolation import TaskIdentity, kill_user_processes
 from agent.output import OutputCoalescer, pump_pipe
 from agent.prompts import PromptTerminal
-from agent.repository import CheckoutFailed, RepositoryCache, TaskCheckout
+from agent.repository import CheckoutFailed, RepositoryCache, TaskCheckout, is_local
 from agent.sshagent import SshAgent, SshKeyError
 from agent.taskenv import PlaybookError, resolve_playbook, task_environment
 from agent.terraform import TERRAFORM_APPS, ConfirmationGate, TerraformRun
@@ -132,7 +133,9 @@ class TaskExecution:
 
     async def _run(self) -> Outcome:
         self._started = time.monotonic()
-        self._make_work_dir()
+        # In a thread: three folder creations, each a journal write, would hold up every
+        # other task of this runner on a busy disk.
+        await asyncio.to_thread(self._make_work_dir)
         try:
             program = check_app(self.spec)  # found once; the steps below reuse it
         except UnsupportedApp as exc:
@@ -231,9 +234,9 @@ class TaskExecution:
         return Outcome("error", exit_code=code, message=message)
 
     def _make_work_dir(self) -> None:
-        """The task's own folder, new (a leftover of an earlier run is removed first) and
-        private to the task's user: 0700, owned by it when tasks run as another user."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        """The task's own folder, new (its name has 96 random bits: no earlier run left
+        it; mkdir fails if one did) and private to the task's user: 0700, owned by it when
+        tasks run as another user."""
         self.work_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.work_dir.mkdir(mode=0o700)
         (self.work_dir / "tmp").mkdir(mode=0o700)  # its TMPDIR: /tmp is shared with others
@@ -281,7 +284,7 @@ class TaskExecution:
             outcome.status, outcome.exit_code, outcome.message = "error", exc.exit_code, str(exc)
             await self._say(outcome.message + "\n")
             return None
-        await self._commit_info(target, outcome)
+        await self._commit_info(target, outcome, runner_made=not is_local(repo.url))
         return target
 
     async def _run_git(self, argv: list[str], cwd: Path, env: dict[str, str],
@@ -291,7 +294,24 @@ class TaskExecution:
         return await self._run_process(argv, cwd, env, timeout=self._left(self._started),
                                        as_runner=as_runner)
 
-    async def _commit_info(self, path: Path, outcome: Outcome) -> None:
+    async def _commit_info(self, path: Path, outcome: Outcome, runner_made: bool = False) -> None:
+        """The commit `path` is at, into the outcome. Read from its git files (agent.gitread:
+        no process, nothing of the repository's config run) where the runner may read
+        everything the task's user may: tasks run as the runner's own user, or the checkout
+        is the runner's own making (from its cache). Else, and whenever the reader cannot
+        tell, git as the task's user."""
+        if runner_made or not self.identity.separate:
+            try:
+                found = head_commit(path)
+            except (AskGit, OSError, ValueError) as exc:
+                self.log.debug("task.commit.ask_git", reason=str(exc)[:200])
+            else:
+                if found is not None:
+                    outcome.commit_hash, outcome.commit_message = found.hash, found.subject
+                return
+        await self._git_log(path, outcome)
+
+    async def _git_log(self, path: Path, outcome: Outcome) -> None:
         # As the task's user: git reads the repository's own config (core.fsmonitor and the
         # like run commands), which must never run with the runner's rights. The folder may
         # belong to someone else (a path on the runner): safe.directory lets git read it.

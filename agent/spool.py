@@ -11,6 +11,7 @@ a lost machine.
 """
 
 import json
+import os
 import shutil
 from collections import deque
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ class DiskFrames:
         self._index: deque[tuple[int, int, int, int]] = deque()  # seq, segment, offset, size
         self._segment = 0
         self._segment_size = 0
-        self._file = self._open_segment(0)
+        # Opened at the first frame: a task that prints nothing creates no segment file.
+        self._file: BinaryIO | None = None
 
     @classmethod
     def recover(cls, folder: Path) -> Recovered:
@@ -71,7 +73,7 @@ class DiskFrames:
                 offset += len(line)
         spool._segment = (segments[-1] + 1) if segments else 0
         spool._segment_size = 0
-        spool._file = spool._open_segment(spool._segment)
+        spool._file = None
         finished = None
         if (folder / FINISHED_FILE).exists():
             try:
@@ -98,14 +100,16 @@ class DiskFrames:
     def _path(self, segment: int) -> Path:
         return self.folder / f"{segment:06d}.frames"
 
-    def _open_segment(self, segment: int):
+    def _open_segment(self, segment: int) -> BinaryIO:
         return open(self._path(segment), "ab", buffering=0)
 
     def append(self, frame: Output) -> None:
-        if self._segment_size >= SEGMENT_BYTES:
+        if self._file is not None and self._segment_size >= SEGMENT_BYTES:
             self._file.close()
+            self._file = None
             self._segment += 1
             self._segment_size = 0
+        if self._file is None:
             self._file = self._open_segment(self._segment)
         data = encode(frame) + b"\n"
         self._file.write(data)
@@ -138,9 +142,18 @@ class DiskFrames:
         return frames
 
     def remove(self) -> None:
-        """The task is done and its finished frame acked: nothing left to keep."""
-        self._file.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """The task is done and its finished frame acked: nothing left to keep. The folder
+        holds only files of ours: unlinked one by one, cheaper on the event loop than rmtree
+        (which guards each entry against symlink races); rmtree for anything else found."""
+        if self._file is not None:
+            self._file.close()
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    os.unlink(entry.path)
+            os.rmdir(self.folder)
+        except OSError:  # gone already, or not only our files: the careful way
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _read_processes(path: Path) -> list[dict]:

@@ -101,6 +101,7 @@ class TaskWorker:
         self.apps = available_apps()  # said in every hello: the hub sends only these
         self._idle = asyncio.Event()
         self._idle.set()
+        self._removals: set[asyncio.Future[None]] = set()  # spool folders being removed
         # Tasks this process ran to an end, by status (the runner's /metrics).
         self.finished_counts: dict[str, int] = {}
 
@@ -215,8 +216,11 @@ class TaskWorker:
         return self.max_parallel_tasks <= 0 or len(self.running_ids) < self.max_parallel_tasks
 
     async def wait_idle(self) -> None:
-        """Wait until no task is held (all finished and their finished frames acked)."""
+        """Wait until no task is held (all finished and their finished frames acked), and
+        their spool folders are gone."""
         await self._idle.wait()
+        while self._removals:
+            await asyncio.wait(set(self._removals))
 
     def stop_all(self, reason: str) -> None:
         for state in self.tasks.values():
@@ -299,11 +303,16 @@ class TaskWorker:
             outcome = Outcome("error", message=f"runner error: {exc}")
         if self.separate_users:  # its processes are gone (run() ends them): free for another
             self._free_users.append(execution.identity)
-        state.finished = Finished(
+        finished = Finished(
             task_id=state.task_id, status=outcome.status, last_seq=state.ledger.last_seq,
             exit_code=outcome.exit_code, message=outcome.message,
             commit_hash=outcome.commit_hash, commit_message=outcome.commit_message)
-        state.spool.record_finished(state.finished)
+        # Recorded before anyone hears of it (so a runner restarted now still reports how
+        # the task ended), in a thread: creating the file is a journal write, which on a
+        # busy disk would hold up every other task's frames. The task counts as running
+        # (its slot taken) until then.
+        await asyncio.to_thread(state.spool.record_finished, finished)
+        state.finished = finished
         self.finished_counts[outcome.status] = self.finished_counts.get(outcome.status, 0) + 1
         log.info("task.finished", task_id=state.task_id, status=outcome.status,
                  exit_code=outcome.exit_code, last_seq=state.ledger.last_seq)
@@ -311,7 +320,18 @@ class TaskWorker:
 
     def _forget(self, state: HeldTaskState) -> None:
         self.tasks.pop(state.task_id, None)
-        state.spool.remove()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a caller outside one): at once
+            state.spool.remove()
+        else:
+            # Its spool in a thread: a few unlinks, journal writes on a busy disk, must not
+            # hold up the other tasks' frames. A runner that dies before they are done finds
+            # the folder at start and reports the task's end again: the hub acks it as one it
+            # already has. wait_idle() waits for them.
+            removal = loop.run_in_executor(None, state.spool.remove)
+            self._removals.add(removal)
+            removal.add_done_callback(self._removals.discard)
         if not self.tasks:
             self._idle.set()
 

@@ -36,8 +36,24 @@ FIGURES = [
 ]
 # Ours only, no ratio (the peer is a process pool behind Redis): (key, label), filled from
 # trivial_and_pauses().
+# Streamed output (ours only: the peer has no output path), from bench_hub.py's two cases.
+OUTPUT_FIGURES = [("output_lines_s", "output stored and acked, short lines (lines/s)"),
+                  ("output_mb_s", "output stored and acked, 32 KiB chunks (MB/s)")]
 PAUSE_FIGURES = [(f"pause_{phase}", f"longest event-loop pause, {phase} phase (ms)")
                  for phase in ("connect", "latency", "trivial", "short lines", "chunks")]
+
+# bench_process.py's rows (real runner processes). Ours only in these keys; each is compared
+# with the peer's figure named in PEER_KEY (the peer has one `date` figure and one
+# real-process rate, with 8 pool processes: as many slots as either of our setups).
+PROCESS_FIGURES = [
+    ("process_git_p50", "submit -> real `date` process started, git repository, p50 (ms)", "ms"),
+    ("process_git_p99", "submit -> real `date` process started, git repository, p99 (ms)", "ms"),
+    ("line_p50", "submit -> `date`'s line seen by an API client, p50 (ms)", "ms"),
+    ("line_p99", "submit -> `date`'s line seen by an API client, p99 (ms)", "ms"),
+    ("process_rate_4x2", "real-process tasks/s (`true`, 4 runners x 2 slots)", "rate"),
+]
+PEER_KEY = {"process_git_p50": "process_p50", "process_git_p99": "process_p99",
+            "process_rate_4x2": "process_rate"}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -110,7 +126,35 @@ def trivial_and_pauses(raw: dict) -> dict[str, float]:
         figures["trivial_rate"] = raw["trivial"]["rate"]
     for phase, lag in raw.get("loop_lag", {}).items():
         figures[f"pause_{phase}"] = lag["max_ms"]
+    streams = raw.get("throughput", {})
+    if "short lines" in streams:
+        figures["output_lines_s"] = streams["short lines"]["lines_s"]
+    if "chunks" in streams:
+        figures["output_mb_s"] = streams["chunks"]["mb_s"]
     return figures
+
+
+def ours_process(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
+    """bench_process.py: a real hub and real runner processes running real tasks."""
+    path = tmp / f"process-{i}.json"
+    raw = run_json([sys.executable, str(HERE / "bench_process.py"), "--tasks",
+                    str(args.process_tasks), "--burst", str(args.burst), "--json", str(path)],
+                   path)
+    path_, git = raw["latency_path"], raw["latency_git"]
+    return {"process_p50": path_["process_ms"]["p50"], "process_p99": path_["process_ms"]["p99"],
+            "process_git_p50": git["process_ms"]["p50"],
+            "process_git_p99": git["process_ms"]["p99"],
+            "line_p50": path_["line_ms"]["p50"], "line_p99": path_["line_ms"]["p99"],
+            "process_rate": raw["throughput"]["1x8"]["rate"],
+            "process_rate_4x2": raw["throughput"]["4x2"]["rate"]}
+
+
+def process_notes(args: argparse.Namespace) -> list[str]:
+    return [f"- ours, real processes: `bench/bench_process.py --tasks {args.process_tasks} "
+            f"--burst {args.burst}` (a real hub and real runners; latency with one runner of "
+            "8 slots, a folder used in place (and a git repository for the git rows); "
+            "`true` tasks with one runner of 8 slots, then 4 runners of 2 slots, submitted "
+            "over 8 connections of one process)"]
 
 
 def peer(args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
@@ -159,6 +203,7 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
               f"--idle 0 --lines {args.lines} --chunk-mib {args.chunk_mib} --trivial "
               f"{args.submitters * args.per_submitter} --trivial-clients {args.submitters}` "
               "(simulated runners; latency: tasks created one at a time over REST)",
+              *process_notes(args),
               f"- peer: `bench/bench_celery.py --tasks {args.tasks} --burst {args.burst} "
               f"--submitters {args.submitters} --per-submitter {args.per_submitter}` (Celery "
               "worker, prefork pool of 8, Redis broker and result backend on 127.0.0.1)", "",
@@ -166,9 +211,9 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
               "Median over the runs, (min-max) in brackets. Ratio: the peer's median over "
               "ours for times, ours over the peer's for rates, so > 1x means ours is faster.",
               "", "| figure | ours | peer (Celery) | ratio |", "| --- | --- | --- | --- |"]
-    for key, label, kind in FIGURES:
+    for key, label, kind in FIGURES + PROCESS_FIGURES:
         mine = [r[key] for r in runs["ours"] if key in r]
-        theirs = [r[key] for r in runs["peer"] if key in r]
+        theirs = [r[PEER_KEY.get(key, key)] for r in runs["peer"] if PEER_KEY.get(key, key) in r]
         lines.append(f"| {label} | {cell(mine, kind)} | {cell(theirs, kind)} | "
                      f"{ratio(mine, theirs, kind)} |")
     lines += pause_rows(runs["ours"])
@@ -184,10 +229,15 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
               "`time.time()` just before `apply_async` to `time.time()` as the task body "
               "starts in a pool process.",
               "- *real `date` process started*: the task runs `date +%s.%N`; the time it "
-              "prints is compared with the submit time. Ours: not measured (bench_hub.py's "
-              "runners are simulated and run no process).",
+              "prints is compared with the submit time (ours: `POST`, a bash template whose "
+              "script is that line, the process started by a real runner; the git rows clone "
+              "a `file://` repository per task, as the task's user). The peer's git rows "
+              "repeat its one `date` figure (it has no repository).",
+              "- *`date`'s line seen by an API client*: ours only: until a client following "
+              "the task on `/api/ws` (as the UI does) receives the line `date` printed.",
               "- *real-process tasks/s*: N tasks that each run `true` are submitted at once; "
-              "N / (first submit -> last result). Ours: not measured yet.",
+              "N / (first submit -> last result; ours: the last `success` seen on `/api/ws`). "
+              "Both 4x2 and 1x8 are compared with the peer's 8 pool processes.",
               "- *trivial tasks/s*: several submitter processes each submit empty tasks at "
               "once and wait for the results. Ours: bench_hub.py's trivial phase, "
               "`--trivial-clients` API client processes (own session each) creating tasks one "
@@ -203,8 +253,13 @@ def render(args: argparse.Namespace, info: dict, vers: dict, loads: list[tuple[s
 
 
 def pause_rows(ours_runs: list[dict[str, float]]) -> list[str]:
-    """The hub's longest event-loop pause per phase: ours only (target: none over 50 ms)."""
+    """Ours only: streamed output rates, and the hub's longest event-loop pause per phase
+    (target: none over 50 ms)."""
     rows = []
+    for key, label in OUTPUT_FIGURES:
+        mine = [r[key] for r in ours_runs if key in r]
+        if mine:
+            rows.append(f"| {label} | {cell(mine, 'rate')} | none | - |")
     for key, label in PAUSE_FIGURES:
         mine = [r[key] for r in ours_runs if key in r]
         if mine:
@@ -218,11 +273,14 @@ def main() -> int:
     parser.add_argument("--runners", type=int, default=100, help="ours: simulated runners")
     parser.add_argument("--tasks", type=int, default=300,
                         help="latency tasks (ours; the peer's (a) and (b) each)")
-    parser.add_argument("--lines", type=int, default=20000,
-                        help="ours: short-lines throughput case (not compared; kept short)")
-    parser.add_argument("--chunk-mib", type=int, default=4,
-                        help="ours: chunks throughput case (not compared; kept short)")
-    parser.add_argument("--burst", type=int, default=500, help="peer: real-process tasks")
+    parser.add_argument("--lines", type=int, default=300000,
+                        help="ours: short-lines output case (the peer has no output path)")
+    parser.add_argument("--chunk-mib", type=int, default=64,
+                        help="ours: 32 KiB chunks output case")
+    parser.add_argument("--burst", type=int, default=500,
+                        help="real-process tasks (the peer's and bench_process.py's)")
+    parser.add_argument("--process-tasks", type=int, default=200,
+                        help="ours: bench_process.py's latency tasks per repository kind")
     parser.add_argument("--submitters", type=int, default=4,
                         help="trivial submitters (ours: API client processes)")
     parser.add_argument("--per-submitter", type=int, default=500,
@@ -237,9 +295,13 @@ def main() -> int:
     loads: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         for i in range(1, args.repeat + 1):
-            for side, bench in (("ours", ours), ("peer", peer)):
+            for side, bench in (("ours", ours), ("ours", ours_process), ("peer", peer)):
                 loads.append((f"{side} {i}", load()))
-                runs[side].append(bench(args, Path(tmp), i))
+                result = bench(args, Path(tmp), i)
+                if len(runs[side]) == i:  # a second benchmark of the same side: one run
+                    runs[side][-1].update(result)
+                else:
+                    runs[side].append(result)
     text = render(args, info, vers, loads, runs, started)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -264,8 +264,9 @@ class LiveSocket:
             # Its status is stored after all its output: one read to the end finds every
             # frame not sent yet, then the client hears it is complete.
             await self._catch_up(subscription)
-            del self.subscriptions[subscription.task_id]
-            await self._send({"type": "output_end", "task_id": subscription.task_id})
+            # The client may have unsubscribed during that read: then it wants no end.
+            if self.subscriptions.pop(subscription.task_id, None) is subscription:
+                await self._send({"type": "output_end", "task_id": subscription.task_id})
 
     async def _catch_up(self, subscription: OutputSubscription) -> None:
         """Send every stored frame after the last one sent, a page at a time. `stale` is

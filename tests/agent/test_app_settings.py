@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.apps import UnsupportedApp, available_apps, check_app, configure_apps
+from agent.apps import UnsupportedApp, available_apps, check_app, configure_apps, program_of
 from agent.config import load_runner_config
 from protocol.frames import RepositorySpec, TaskSpec
 from tests.agent.test_executor import Run
@@ -59,4 +59,22 @@ def test_a_configured_program_that_is_not_there_is_named(tmp_path, wrapper):
     assert "python" not in available_apps()
     spec = TaskSpec(project_id=1, template_id=1, app="python", playbook="x.py")
     with pytest.raises(UnsupportedApp, match="no-such-python"):
+        check_app(spec)
+
+
+def test_a_program_found_once_is_looked_for_again_when_gone_or_path_changes(tmp_path,
+                                                                            monkeypatch):
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "pwsh").write_text("#!/bin/sh\n")
+        os.chmod(folder / "pwsh", 0o755)
+    spec = TaskSpec(project_id=1, template_id=1, app="powershell", playbook="x.ps1",
+                    repository=RepositorySpec(url=str(tmp_path)))
+    monkeypatch.setenv("PATH", f"{folders[0]}:{folders[1]}")
+    assert program_of("powershell") == str(folders[0] / "pwsh")
+    (folders[0] / "pwsh").unlink()  # gone: found again, further down PATH
+    assert program_of("powershell") == str(folders[1] / "pwsh")
+    monkeypatch.setenv("PATH", str(folders[0]))  # another PATH: searched anew
+    with pytest.raises(UnsupportedApp):
         check_app(spec)

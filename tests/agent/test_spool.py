@@ -2,7 +2,7 @@
 
 from agent import spool as spool_module
 from agent.spool import DiskFrames
-from protocol.frames import Output
+from protocol.frames import Finished, Output
 from protocol.ledger import OutputLedger
 
 
@@ -73,3 +73,23 @@ def test_a_spool_left_by_a_crashed_runner_is_recovered(tmp_path):
     again = DiskFrames.recover(folder)
     assert again.finished == Finished(task_id=4, status="success", last_seq=6)
     assert [f.data for f in again.frames.frames()][-2:] == ["line 5\n", "after\n"]
+
+
+def test_a_task_that_prints_nothing_creates_no_segment_and_removal_is_complete(tmp_path):
+    spool = DiskFrames(tmp_path / "task_3")
+    spool.record_process(1234, 1.0, 0)
+    spool.record_finished(Finished(task_id=3, status="success", last_seq=0))
+    assert not list((tmp_path / "task_3").glob("*.frames"))
+    recovered = DiskFrames.recover(tmp_path / "task_3")
+    assert recovered.finished is not None and recovered.finished.status == "success"
+    assert recovered.processes == [{"pid": 1234, "started": 1.0, "uid": 0}]
+    spool.remove()
+    assert not (tmp_path / "task_3").exists()
+
+
+def test_removal_of_a_folder_holding_more_than_its_files(tmp_path):
+    spool = DiskFrames(tmp_path / "task_4")
+    spool.append(Output(task_id=4, seq=1, stream="stdout", time=0.0, data="x\n"))
+    (tmp_path / "task_4" / "unexpected" / "deeper").mkdir(parents=True)
+    spool.remove()
+    assert not (tmp_path / "task_4").exists()

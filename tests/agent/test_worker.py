@@ -190,3 +190,25 @@ async def test_unacked_frames_resends_after_the_acked_seq_plus_finished(tmp_path
     assert worker.unacked_frames(acked={}) == [finished]
     worker.ack(8, finished.last_seq, finished=True)
     await asyncio.wait_for(worker.wait_idle(), DEADLINE)
+
+
+async def test_finished_is_on_disk_before_it_is_sent_and_gone_after_its_ack(tmp_path,
+                                                                             make_worker):
+    worker, _ = make_worker()
+    spool = tmp_path / "work" / "spool" / "task_5"
+    seen_on_disk: list[bool] = []
+
+    def emit(frame: RunnerFrame) -> None:
+        if isinstance(frame, Finished):
+            seen_on_disk.append((spool / "finished.json").exists())
+        frames.append(frame)
+
+    frames = Frames()
+    worker._emit = emit
+    worker.assign(5, spec(tmp_path / "repo", "true\n"))
+    finished = await frames.finished(5)
+    assert seen_on_disk == [True]
+    assert not list(spool.glob("*.frames"))  # it printed nothing: no segment file
+    worker.ack(5, finished.last_seq, finished=True)
+    await asyncio.wait_for(worker.wait_idle(), DEADLINE)
+    assert not spool.exists()  # removed in a thread; wait_idle waited for it

@@ -432,3 +432,29 @@ async def test_a_stopping_hub_says_going_away(tmp_path):
         message = await ws.receive(timeout=TIMEOUT)
         assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001, message
         stuck.close()
+
+
+async def test_an_unsubscribe_during_the_last_catch_up_leaves_the_socket_open():
+    """The client unsubscribes while the socket reads a just-ended task's last output (a
+    browser closing the output panel as the task ends): no output_end for it, and no
+    KeyError ending the whole socket."""
+    from types import SimpleNamespace
+
+    from hub.api.live import LiveSocket, OutputSubscription
+
+    sent: list[str] = []
+
+    class Ws:
+        async def send_str(self, text: str) -> None:
+            sent.append(text)
+
+    async def read_output(task_id: int, after: int, limit: int) -> list:
+        socket.subscriptions.pop(task_id, None)  # the unsubscribe, handled meanwhile
+        return []
+
+    hub = SimpleNamespace(store=SimpleNamespace(read_output=read_output))
+    socket = LiveSocket(hub, Ws(), {"id": 1, "admin": 1}, ("session", "x"))  # type: ignore[arg-type]
+    subscription = OutputSubscription(7, 1, 0, stale=False, final=True)
+    socket.subscriptions[7] = subscription
+    await socket._flush_output(subscription, {})
+    assert 7 not in socket.subscriptions and not sent
