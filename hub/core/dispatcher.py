@@ -206,13 +206,22 @@ class Dispatcher:
         log.info("task.dispatched", task_id=task.task_id, runner_id=link.runner_id)
 
     async def _assign_waiting(self) -> None:
+        # Kinds of task (scope, tag, app, secrets) no runner took in this pass: the tasks of
+        # a kind after the first that found none are not offered again (a long queue would
+        # otherwise scan the runners once per task at every freed slot).
+        unplaced: dict[tuple, str] = {}
         for task in list(self._waiting.values()):
             if task.task_id not in self._waiting:
                 continue
             reason = task.reason
             link = None
-            if not (task.project_limit and self._project_busy(task)):
+            kind = (task.project_id, task.runner_tag, task.spec.app, task.secrets is not None)
+            if kind in unplaced and not task.rejected_by:
+                task.reason = unplaced[kind]
+            elif not (task.project_limit and self._project_busy(task)):
                 link = self._choose(task)
+                if link is None and not task.rejected_by:
+                    unplaced[kind] = task.reason
             if link is None:
                 if task.reason != reason:  # live views show why it waits
                     self.lifecycle.publish(task)

@@ -273,7 +273,14 @@ class WorkQueries(SqliteConnection):
 
     async def update_task(self, task_id: int, values: dict[str, Any]) -> None:
         _check_keys(values, TASK_COLUMNS, "task")
-        if not await self._update("task", "id = ?", (task_id,), values):
+        if not values:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        # One row by its key: on the loop connection (a task's moves are the hot path).
+        changed = await self._small_transaction(lambda conn: conn.execute(
+            f"UPDATE task SET {assignments} WHERE id = ?", (*values.values(), task_id),
+        ).rowcount)
+        if not changed:
             raise NotFound(f"task {task_id} not found")
 
     async def delete_task(self, task_id: int, project_id: int) -> None:

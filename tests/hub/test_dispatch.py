@@ -255,3 +255,28 @@ async def test_tasks_created_at_once_never_share_one_free_slot(hub, api, tmp_pat
     gate.touch()
     for task in created:
         assert (await api.wait_status(pid, task["id"]))["status"] == "success"
+
+
+async def test_a_long_queue_of_one_kind_does_not_hold_back_a_task_another_runner_can_take(
+        hub, api, tmp_path):
+    # The dispatcher offers each kind of task (scope, tag, app) once per pass: the queued
+    # gpu tasks wait with their reason, the cpu task behind them starts at once.
+    scripts = tmp_path / "s"
+    gate = tmp_path / "gate"
+    write_script(scripts, "wait.sh", f"while [ ! -e {gate} ]; do sleep 0.02; done\necho done\n")
+    await hub.start_runner(tmp_path, name="gpu", tags=["gpu"], max_parallel_tasks=1)
+    await hub.start_runner(tmp_path, name="cpu", tags=["cpu"], max_parallel_tasks=1)
+    pid = await api.project()
+    on_gpu = await api.template(pid, scripts, "wait.sh", runner_tag="gpu")
+    on_cpu = await api.template(pid, scripts, "wait.sh", runner_tag="cpu")
+    gpu_tasks = [await api.run(pid, on_gpu) for _ in range(20)]
+    cpu_task = await api.run(pid, on_cpu)
+    assert (await api.wait_status(pid, cpu_task, {"running"}))["status"] == "running"
+    statuses = [await api.task(pid, task_id) for task_id in gpu_tasks]
+    assert [t["status"] for t in statuses].count("running") == 1
+    waiting = [t for t in statuses if t["status"] == "waiting"]
+    assert len(waiting) == 19
+    assert {t["waiting_reason"] for t in waiting} == {"all 1 matching runner(s) with tag `gpu` busy"}
+    gate.touch()
+    for task_id in [*gpu_tasks, cpu_task]:
+        assert (await api.wait_status(pid, task_id, timeout=60))["status"] == "success"
