@@ -276,7 +276,8 @@ async def test_a_long_queue_of_one_kind_does_not_hold_back_a_task_another_runner
     assert [t["status"] for t in statuses].count("running") == 1
     waiting = [t for t in statuses if t["status"] == "waiting"]
     assert len(waiting) == 19
-    assert {t["waiting_reason"] for t in waiting} == {"all 1 matching runner(s) with tag `gpu` busy"}
+    assert {t["waiting_reason"] for t in waiting} == {
+        "all 1 matching runner(s) with tag `gpu` busy"}
     gate.touch()
     for task_id in [*gpu_tasks, cpu_task]:
         assert (await api.wait_status(pid, task_id, timeout=60))["status"] == "success"
