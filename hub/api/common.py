@@ -62,13 +62,23 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     except msgspec.ValidationError as exc:
         raise ApiError(400, _clip(describe(exc))) from None
     except msgspec.DecodeError as exc:
+        # msgspec 0.23 and later refuse bad UTF-8 as a decode error naming no field: say
+        # which one, as for the UnicodeDecodeError of earlier versions (below).
+        try:
+            raw.decode()
+        except UnicodeDecodeError as bad:
+            raise _not_utf8(raw, bad) from None
         raise ApiError(400, _clip(f"request body is not valid JSON: {exc}")) from None
-    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 only in strings it keeps
-        raise ApiError(400, _clip(f"{_subject(raw, _bad_byte_at(raw, exc))}: not valid "
-                                  f"UTF-8 ({exc.reason})")) from None
+    except UnicodeDecodeError as exc:  # msgspec < 0.23 checks UTF-8 only in strings it keeps
+        raise _not_utf8(raw, exc) from None
     except RecursionError:  # only nesting in a field the model skips gets this far
         raise ApiError(400, _clip(f"{_subject(raw, too_deep_at(raw), top_level=True)}: "
                                   "nested too deeply")) from None
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> ApiError:
+    return ApiError(400, _clip(f"{_subject(raw, _bad_byte_at(raw, exc))}: not valid UTF-8 "
+                               f"({exc.reason})"))
 
 
 async def _read_raw(request: web.Request) -> bytes:
