@@ -20,12 +20,13 @@ from collections import deque
 from collections.abc import Callable
 
 import structlog
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WSMsgType, web
 from prometheus_client import Counter
 
 from hub.context import HUB, Hub
 from hub.core.links import RunnerLink
 from hub.core.reports import NotYourTask
+from hub.deadline import ReceiveDeadline
 from hub.security import bearer_token, hash_token
 from hub.store import NotFound, utcnow
 from hub.store.base import decode_tags
@@ -199,6 +200,10 @@ class RunnerSocket:
         self._sender: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._received = hub.telemetry.frames_received
+        # The whole receive is bounded, not each read inside it: aiohttp's own receive
+        # timeout starts again at every ping and pong it handles internally, so a peer that
+        # answers pings but sends no frame would never reach it.
+        self._deadline = ReceiveDeadline()
 
     async def run(self) -> None:
         try:
@@ -217,6 +222,7 @@ class RunnerSocket:
             pass
         finally:
             self.session.close()
+            self._deadline.close()
             if self._sender is not None:
                 self._sender.cancel()
             if self.link is not None:
@@ -276,7 +282,7 @@ class RunnerSocket:
         # Silence counts from the last protocol frame the hub has handled (a frame still
         # queued behind the hub's own backpressure is not the runner's silence).
         self.session.handled(loop.time())
-        message = await self._receive_by(self.session.next_deadline())
+        message = await self._deadline.wait(self.ws.receive(), self.session.next_deadline())
         if message is None:
             return self.session.expire()
         if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -288,19 +294,6 @@ class RunnerSocket:
         if counter is not None:
             counter.inc()
         return verdict
-
-    async def _receive_by(self, deadline: float | None) -> WSMessage | None:
-        """The next message, or None if none came by `deadline` (event loop time).
-
-        The whole receive is bounded, not each read inside it: aiohttp's own receive timeout
-        starts again at every ping and pong it handles internally, so a peer that answers
-        pings but sends no frame would never reach it.
-        """
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self.ws.receive()
-        except TimeoutError:
-            return None
 
     async def _current_record(self) -> dict:
         """The runner's row as it is now: the hello may come seconds after the upgrade, and an
