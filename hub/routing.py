@@ -88,10 +88,22 @@ class SegmentIndex(AbstractResource):
         return self._prefix + "/{...}"
 
     def url_for(self, **kwargs: str) -> URL:
-        raise NotImplementedError("routes in a SegmentIndex are not built by name")
+        """The URL of one of its routes: `route` is the path it was added with, the other
+        keywords fill its variables (`url_for(route="/api/project/{project_id}/tasks",
+        project_id="1")`); aiohttp's own resource builds it."""
+        route = kwargs.pop("route", None)
+        resource = self._by_path.get(route) if route is not None else None
+        if resource is None:
+            raise KeyError(f"no route {route!r} under {self._prefix}")
+        return resource.url_for(**kwargs)
 
     def add_prefix(self, prefix: str) -> None:
-        raise NotImplementedError("a SegmentIndex is not for sub-applications")
+        """Mounted in a sub-application: every route, and the index, move under `prefix`."""
+        for resource in self._resources:
+            resource.add_prefix(prefix)
+        self._prefix = prefix + self._prefix
+        self._depth = self._prefix.count("/") + 2
+        self._candidates.clear()
 
     def get_info(self) -> _InfoDict:
         return {"prefix": self._prefix}
@@ -109,3 +121,4 @@ class SegmentIndex(AbstractResource):
     def __iter__(self) -> Iterator[AbstractRoute]:
         for resource in self._resources:
             yield from resource
+

@@ -67,3 +67,37 @@ async def test_every_route_resolves_as_with_aiohttps_router(method, path, handle
 async def test_paths_no_route_has_are_refused_alike(path):
     for method in ("GET", "POST"):
         assert await resolved(ours(), method, path) == await resolved(plain_app(), method, path)
+
+
+def test_a_route_of_the_index_builds_its_url_and_the_index_moves_under_a_prefix():
+    from hub.routing import SegmentIndex
+
+    async def handler(request):
+        return web.Response()
+
+    index = SegmentIndex("/api/project")
+    index.add_route("GET", "/api/project/{project_id:\\d+}/tasks/{task_id}", handler)
+    assert str(index.url_for(route="/api/project/{project_id:\\d+}/tasks/{task_id}",
+                             project_id="3", task_id="9")) == "/api/project/3/tasks/9"
+    with pytest.raises(KeyError):
+        index.url_for(route="/api/project/{project_id:\\d+}/nothing", project_id="3")
+    index.add_prefix("/v2")
+    assert str(index.url_for(route="/api/project/{project_id:\\d+}/tasks/{task_id}",
+                             project_id="3", task_id="9")) == "/v2/api/project/3/tasks/9"
+
+
+async def test_an_index_mounted_in_a_sub_application_resolves_under_its_prefix():
+    from hub.routing import SegmentIndex
+
+    async def handler(request):
+        return web.Response()
+
+    sub = web.Application()
+    index = SegmentIndex("/api/project")
+    index.add_route("GET", "/api/project/{project_id:\\d+}/tasks", handler)
+    sub.router.register_resource(index)
+    app = web.Application()
+    app.add_subapp("/v2", sub)
+    info = await app.router.resolve(make_mocked_request("GET", "/v2/api/project/4/tasks",
+                                                        app=app))
+    assert info.handler is handler and info["project_id"] == "4"
