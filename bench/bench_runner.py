@@ -17,11 +17,9 @@ Run from the repo root: .venv/bin/python bench/bench_runner.py --tasks 100
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +29,7 @@ from bench_hub import (
     start_profiler,
     stop_profiler,
 )
+from hublog import task_events
 from realrunner import client, start_runner, wait_for_hub
 
 STEPS = [("POST -> dispatched", "post", "task.dispatched"),
@@ -43,16 +42,8 @@ STEPS = [("POST -> dispatched", "post", "task.dispatched"),
 
 def log_times(path: Path, into: dict[int, dict[str, float]]) -> None:
     """time.time() of each task.* event with a task_id, first occurrence, from a JSON log."""
-    for line in path.read_text(errors="replace").splitlines():
-        if '"task.' not in line:
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("task_id"), int):
-            stamp = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
-            into.setdefault(entry["task_id"], {}).setdefault(entry["event"], stamp.timestamp())
+    for task_id, event, stamp in task_events(path):
+        into.setdefault(task_id, {}).setdefault(event, stamp)
 
 
 def main() -> int:

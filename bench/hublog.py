@@ -10,9 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 
-def hub_times(log_path: Path, ids: list[int]) -> dict[str, dict[int, float]]:
-    """time.time() of `task.created` and `task.dispatched` per task id, from the hub's log."""
-    wanted, times = set(ids), {"task.created": {}, "task.dispatched": {}}
+def task_events(log_path: Path):
+    """(task_id, event, time.time()) of each `task.*` line with a task id in a JSON log."""
     with open(log_path, errors="replace") as log:
         for line in log:
             if '"task.' not in line:
@@ -21,10 +20,18 @@ def hub_times(log_path: Path, ids: list[int]) -> dict[str, dict[int, float]]:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            found = times.get(entry.get("event"))
-            if found is not None and entry.get("task_id") in wanted:
-                found.setdefault(entry["task_id"], datetime.fromisoformat(
-                    entry["timestamp"].replace("Z", "+00:00")).timestamp())
+            if isinstance(entry, dict) and isinstance(entry.get("task_id"), int):
+                yield entry["task_id"], entry.get("event"), datetime.fromisoformat(
+                    entry["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def hub_times(log_path: Path, ids: list[int]) -> dict[str, dict[int, float]]:
+    """time.time() of `task.created` and `task.dispatched` per task id, from the hub's log."""
+    wanted, times = set(ids), {"task.created": {}, "task.dispatched": {}}
+    for task_id, event, stamp in task_events(log_path):
+        found = times.get(event)
+        if found is not None and task_id in wanted:
+            found.setdefault(task_id, stamp)
     return times
 
 
